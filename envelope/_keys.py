@@ -1,0 +1,262 @@
+"""Key-encryption keys: the protocol every KEK implements, and the local AES-256 KEK.
+
+A key-encryption key (KEK) wraps a layer's data key (DEK). The envelope receives KEKs by
+composition; anything with ``key_id``, ``can_unwrap``, ``wrap_key`` and ``unwrap_key``
+is one. This module knows nothing of the message format.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ._errors import DecryptionError, KeyAccessError
+
+__all__ = ["KeyEncryptionKey", "LocalKey", "WrappedKey"]
+
+#: Upper bound on a key id, in UTF-8 bytes; the format enforces the same number.
+MAX_KEY_ID_BYTES = 1024
+#: Upper bound on one wrapped data key (an RSA-8192 wrap is 1024 bytes).
+MAX_WRAPPED_KEY_BYTES = 2048
+#: Data keys are AES-256 keys.
+DATA_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A data key wrapped by one KEK.
+
+    ``key_id`` is the exact id of the key that produced ``ciphertext`` (for Key Vault, the
+    versioned key id the service used); ``algorithm`` is the wrap algorithm's JOSE name.
+    """
+
+    key_id: str
+    algorithm: str
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"WrappedKey(key_id={self.key_id!r}, algorithm={self.algorithm!r}, "
+            f"ciphertext=<{len(self.ciphertext)} bytes>)"
+        )
+
+
+@runtime_checkable
+class KeyEncryptionKey(Protocol):
+    """What an envelope needs of a key-encryption key.
+
+    Error contract: ``unwrap_key`` raises :class:`~envelope.DecryptionError` when the
+    wrapped key does not authenticate under this KEK, and
+    :class:`~envelope.KeyAccessError` when the key cannot be used at all (unknown id,
+    disabled, deleted, access denied, service unreachable). ``can_unwrap`` is pure: it does
+    no I/O, so an envelope can check every key id in an attacker-written header against its
+    configuration before it contacts any key service.
+    """
+
+    @property
+    def key_id(self) -> str:
+        """A stable identifier of this key."""
+        ...
+
+    def can_unwrap(self, key_id: str) -> bool:
+        """Whether a data key wrapped under ``key_id`` belongs to this KEK (no I/O)."""
+        ...
+
+    def wrap_key(self, data_key: bytes) -> WrappedKey:
+        """Wrap a 32-byte data key."""
+        ...
+
+    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
+        """Recover the data key from ``wrapped``."""
+        ...
+
+
+_LOCAL_ALGORITHM = "A256GCM"
+_LOCAL_AAD_PREFIX = b"envelope/local-key/v1\x00"
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+_FILE_TYPE = "envelope-local-key"
+_FILE_VERSION = 1
+_MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+class LocalKey:
+    """An AES-256 key-encryption key held in this process, the embedded default.
+
+    Data keys are wrapped with AES-256-GCM under a fresh random nonce, with the key id as
+    associated data, so a wrapped key moved under another key id does not unwrap.
+    """
+
+    __slots__ = ("_aad", "_aead", "_key", "_key_id")
+
+    def __init__(self, key: bytes, key_id: str | None = None) -> None:
+        if not isinstance(key, (bytes, bytearray)):
+            raise TypeError("key must be bytes")
+        if len(key) != 32:
+            raise ValueError(f"a LocalKey is an AES-256 key of 32 bytes, got {len(key)}")
+        key = bytes(key)
+        if key_id is None:
+            fingerprint = hashlib.sha256(b"envelope/local-key-id/v1\x00" + key).hexdigest()
+            key_id = f"local:{fingerprint[:32]}"
+        _check_key_id(key_id)
+        self._key = key
+        self._key_id = key_id
+        self._aead = AESGCM(key)
+        self._aad = _LOCAL_AAD_PREFIX + key_id.encode("utf-8")
+
+    @classmethod
+    def generate(cls, key_id: str | None = None) -> LocalKey:
+        """A new random key. Its id is derived from the key unless ``key_id`` is given."""
+        return cls(secrets.token_bytes(32), key_id)
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id
+
+    def can_unwrap(self, key_id: str) -> bool:
+        return key_id == self._key_id
+
+    def wrap_key(self, data_key: bytes) -> WrappedKey:
+        if len(data_key) != DATA_KEY_BYTES:
+            raise ValueError(f"a data key is {DATA_KEY_BYTES} bytes, got {len(data_key)}")
+        nonce = os.urandom(_NONCE_BYTES)
+        return WrappedKey(
+            self._key_id, _LOCAL_ALGORITHM, nonce + self._aead.encrypt(nonce, data_key, self._aad)
+        )
+
+    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
+        if wrapped.key_id != self._key_id:
+            raise KeyAccessError(
+                f"data key was wrapped by {wrapped.key_id!r}, not by this key {self._key_id!r}",
+                key_id=wrapped.key_id,
+            )
+        blob = wrapped.ciphertext
+        if (
+            wrapped.algorithm != _LOCAL_ALGORITHM
+            or len(blob) != _NONCE_BYTES + DATA_KEY_BYTES + _TAG_BYTES
+        ):
+            raise DecryptionError()
+        try:
+            return self._aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], self._aad)
+        except InvalidTag:
+            raise DecryptionError() from None
+
+    # -- files -------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write the key to ``path`` with mode 0600, atomically.
+
+        The file appears complete or not at all. An existing file is kept unless
+        ``overwrite`` is true: replacing a key file by accident destroys every message
+        wrapped under the old key.
+        """
+        target = Path(path)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+        document = {
+            "type": _FILE_TYPE,
+            "version": _FILE_VERSION,
+            "key_id": self._key_id,
+            "key": base64.b64encode(self._key).decode("ascii"),
+        }
+        _write_private_file(target, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LocalKey:
+        """Read a key written by :meth:`save`.
+
+        Raises :class:`~envelope.KeyAccessError` saying what is wrong: a missing file, a
+        file others can read, a file that is not a key file, a key of the wrong size.
+        """
+        source = Path(path)
+        try:
+            with open(source, "rb") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
+        except FileNotFoundError:
+            raise KeyAccessError(f"key file {source} does not exist") from None
+        except OSError as exc:
+            raise KeyAccessError(f"cannot read key file {source}: {exc.strerror}") from exc
+        if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyAccessError(
+                f"key file {source} is accessible by group or others "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {source}"
+            )
+        if len(raw) > _MAX_KEY_FILE_BYTES:
+            raise KeyAccessError(f"{source} is not an envelope key file (too large)")
+        try:
+            document = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            raise KeyAccessError(f"{source} is not an envelope key file (not JSON)") from None
+        if not isinstance(document, dict) or document.get("type") != _FILE_TYPE:
+            raise KeyAccessError(f"{source} is not an envelope key file")
+        if document.get("version") != _FILE_VERSION:
+            raise KeyAccessError(
+                f"{source}: unsupported key file version {document.get('version')!r}"
+            )
+        key_id, encoded = document.get("key_id"), document.get("key")
+        if not isinstance(key_id, str) or not isinstance(encoded, str):
+            raise KeyAccessError(f"{source}: key file lacks 'key_id' or 'key'")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise KeyAccessError(f"{source}: 'key' is not valid base64") from None
+        if len(key) != 32:
+            raise KeyAccessError(f"{source}: key is {len(key)} bytes, an AES-256 key is 32")
+        try:
+            return cls(key, key_id)
+        except ValueError as exc:
+            raise KeyAccessError(f"{source}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"LocalKey(key_id={self._key_id!r})"
+
+
+def _check_key_id(key_id: str) -> None:
+    if not isinstance(key_id, str):
+        raise TypeError("key_id must be a str")
+    encoded = key_id.encode("utf-8")
+    if not 0 < len(encoded) <= MAX_KEY_ID_BYTES:
+        raise ValueError(f"a key id is 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes")
+
+
+def _write_private_file(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` with mode 0600 through a temporary file and a rename.
+
+    ``mkstemp`` creates the file with mode 0600, so the key is never readable by others.
+    """
+    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
