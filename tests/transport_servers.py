@@ -1,0 +1,234 @@
+"""Loopback servers for the transport tests: real TLS (trustme certificates), real sockets,
+and a record of every byte each server received so a test can prove what never left."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import io
+import select
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+LOOPBACK = "127.0.0.1"
+HANDLER_TIMEOUT = 5.0
+
+
+@dataclass
+class Recorded:
+    """What one server saw: raw bytes per connection and parsed requests."""
+
+    raw: list[bytes] = field(default_factory=list)
+    requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def all_bytes(self) -> bytes:
+        with self.lock:
+            return b"".join(self.raw)
+
+
+class _TeeReader(io.RawIOBase):
+    """Reads from the connection's buffered reader and keeps a copy of every byte."""
+
+    def __init__(self, inner: io.BufferedIOBase, sink: bytearray) -> None:
+        self._inner = inner
+        self._sink = sink
+
+    def readable(self) -> bool:
+        return True
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data = self._inner.readline(-1 if size is None else size)
+        self._sink += data
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._inner.read(-1 if size is None else size)
+        self._sink += data
+        return data
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+Responder = Callable[[http.server.BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], bytes]]
+
+
+def ok_responder(
+    handler: http.server.BaseHTTPRequestHandler, body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    return 200, {"Content-Type": "text/plain"}, b"hello over tls"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = HANDLER_TIMEOUT
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self._sink = bytearray()
+        self.rfile = _TeeReader(self.rfile, self._sink)  # type: ignore[assignment]
+
+    def finish(self) -> None:
+        with self.server.recorded.lock:
+            self.server.recorded.raw.append(bytes(self._sink))
+        super().finish()
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        with self.server.recorded.lock:
+            self.server.recorded.requests.append((self.command, self.path, headers, body))
+        status, reply_headers, reply = self.server.responder(self, body)
+        self.send_response(status)
+        for key, value in reply_headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(reply)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the tests assert on ``recorded`` instead."""
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = False
+    block_on_close = True
+    allow_reuse_address = False
+
+    def __init__(
+        self, context: ssl.SSLContext | None, responder: Responder, recorded: Recorded
+    ) -> None:
+        self.context = context
+        self.responder = responder
+        self.recorded = recorded
+        super().__init__((LOOPBACK, 0), _Handler)
+
+    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        if self.context is None:
+            super().finish_request(request, client_address)
+            return
+        # The handshake runs here, in the worker thread, so a stalled client cannot block
+        # the accept loop.
+        request.settimeout(HANDLER_TIMEOUT)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            # The client refused us (the point of most tests): record an empty connection
+            # so that "nothing was received" can be asserted.
+            with self.recorded.lock:
+                self.recorded.raw.append(b"")
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            # wrap_socket moved the descriptor into ``tls``; shutdown_request only closes
+            # the original, now empty, socket object.
+            tls.close()
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        """Client aborts are expected here; the tests assert on ``recorded``."""
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    recorded: Recorded
+
+    def url(self, path: str = "/", *, host: str | None = None, scheme: str = "https") -> str:
+        return f"{scheme}://{host or self.host}:{self.port}{path}"
+
+
+@contextmanager
+def serve(
+    context: ssl.SSLContext | None, responder: Responder = ok_responder
+) -> Iterator[RunningServer]:
+    """Run an HTTP(S) server on 127.0.0.1 in a thread; join it and its workers on exit."""
+    recorded = Recorded()
+    server = _Server(context, responder, recorded)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield RunningServer(LOOPBACK, server.server_address[1], recorded)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@contextmanager
+def silent_listener() -> Iterator[tuple[int, Callable[[], bool]]]:
+    """A listening socket nobody serves. Yields the port and a function that says whether
+    any client has connected (a pending accept) so far."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((LOOPBACK, 0))
+        sock.listen(8)
+
+        def connected() -> bool:
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            return bool(readable)
+
+        yield sock.getsockname()[1], connected
+    finally:
+        sock.close()
+
+
+def server_context(
+    cert: trustme.LeafCert,
+    *,
+    minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+    ciphers: str | None = None,
+) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = minimum
+    context.maximum_version = maximum
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    cert.configure_cert(context)
+    return context
+
+
+def self_signed_pem(host: str = "localhost") -> tuple[bytes, bytes]:
+    """A self-signed certificate and key for ``host`` (nothing trusts it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert_pem, key_pem
