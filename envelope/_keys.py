@@ -8,21 +8,19 @@ is one. This module knows nothing of the message format.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
 import secrets
 import stat
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._errors import DecryptionError, KeyAccessError
+from ._files import atomic_output
 
 __all__ = ["KeyEncryptionKey", "LocalKey", "WrappedKey"]
 
@@ -34,12 +32,12 @@ MAX_WRAPPED_KEY_BYTES = 2048
 DATA_KEY_BYTES = 32
 
 
-@dataclass(frozen=True)
-class WrappedKey:
+class WrappedKey(NamedTuple):
     """A data key wrapped by one KEK.
 
     ``key_id`` is the exact id of the key that produced ``ciphertext`` (for Key Vault, the
     versioned key id the service used); ``algorithm`` is the wrap algorithm's JOSE name.
+    A NamedTuple rather than a dataclass: one is made per layer per message.
     """
 
     key_id: str
@@ -129,9 +127,12 @@ class LocalKey:
         return key_id == self._key_id
 
     def wrap_key(self, data_key: bytes) -> WrappedKey:
+        return self._wrap_with_nonce(data_key, os.urandom(_NONCE_BYTES))
+
+    def _wrap_with_nonce(self, data_key: bytes, nonce: bytes) -> WrappedKey:
+        """Deterministic wrap for test vectors; production code never picks the nonce."""
         if len(data_key) != DATA_KEY_BYTES:
             raise ValueError(f"a data key is {DATA_KEY_BYTES} bytes, got {len(data_key)}")
-        nonce = os.urandom(_NONCE_BYTES)
         return WrappedKey(
             self._key_id, _LOCAL_ALGORITHM, nonce + self._aead.encrypt(nonce, data_key, self._aad)
         )
@@ -171,7 +172,8 @@ class LocalKey:
             "key_id": self._key_id,
             "key": base64.b64encode(self._key).decode("ascii"),
         }
-        _write_private_file(target, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+        with atomic_output(target) as handle:
+            handle.write((json.dumps(document, indent=2) + "\n").encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LocalKey:
@@ -230,33 +232,3 @@ def _check_key_id(key_id: str) -> None:
     encoded = key_id.encode("utf-8")
     if not 0 < len(encoded) <= MAX_KEY_ID_BYTES:
         raise ValueError(f"a key id is 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes")
-
-
-def _write_private_file(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` with mode 0600 through a temporary file and a rename.
-
-    ``mkstemp`` creates the file with mode 0600, so the key is never readable by others.
-    """
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,204 @@
+"""The layered cipher: key derivation, key commitment and frame sealing (FORMAT.md 4-5).
+
+Frames are sealed through every layer into preallocated buffers with ``encrypt_into`` /
+``decrypt_into``: layer 0 reads the caller's plaintext, intermediate layers go through two
+small scratch buffers that stay in cache, and the last layer writes straight into the
+output. No per-frame allocation beyond a few dozen bytes of nonce and associated data.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import struct
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV, AESOCB3
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from ._errors import DecryptionError
+from ._format import (
+    MAX_FRAMES,
+    TAG_BYTES,
+    Aead,
+    Header,
+    Suite,
+    authenticated_header_bytes,
+)
+
+__all__ = [
+    "FrameCipher",
+    "body_size",
+    "commitments_match",
+    "derive_layer_key",
+    "frame_count",
+    "header_digest",
+    "layer_info",
+    "new_aead",
+    "plaintext_size",
+]
+
+_SHA256 = hashes.SHA256()
+_INFO_PREFIX = b"envelope/v1 layer\x00"
+_NONCE = struct.Struct(">IQ")
+_AAD_TAIL = struct.Struct(">QB")
+
+
+class _AeadPrimitive(Protocol):
+    def encrypt_into(
+        self, nonce: bytes, data: memoryview, associated_data: bytes | None, buf: memoryview
+    ) -> int: ...
+
+    def decrypt_into(
+        self, nonce: bytes, data: memoryview, associated_data: bytes | None, buf: memoryview
+    ) -> int: ...
+
+
+_CONSTRUCTORS: dict[Aead, Callable[[bytes], _AeadPrimitive]] = {
+    Aead.AES_256_GCM: AESGCM,
+    Aead.AES_256_OCB3: AESOCB3,
+    Aead.AES_256_GCM_SIV: AESGCMSIV,
+}
+
+
+@functools.lru_cache(maxsize=64)
+def layer_info(suite: Suite, layer: int, algorithm: Aead) -> bytes:
+    """The constant part of a layer's HKDF info (FORMAT.md section 5); the salt follows."""
+    if suite is not Suite.HKDF_SHA256:
+        raise ValueError(f"unsupported suite {suite!r}")
+    return _INFO_PREFIX + bytes((suite, layer, algorithm))
+
+
+def derive_layer_key(data_key: bytes, info: bytes, salt: bytes) -> tuple[bytes, bytes]:
+    """Return ``(message_key, commitment)`` for one layer of one message, where ``info``
+    comes from :func:`layer_info`."""
+    okm = HKDFExpand(_SHA256, 64, info + salt).derive(data_key)
+    return okm[:32], okm[32:]
+
+
+def new_aead(algorithm: Aead, key: bytes) -> _AeadPrimitive:
+    return _CONSTRUCTORS[algorithm](key)
+
+
+def header_digest(header: Header) -> bytes:
+    """What every frame's associated data starts with (FORMAT.md section 4)."""
+    return hashlib.sha256(authenticated_header_bytes(header)).digest()
+
+
+def commitments_match(expected: bytes, actual: bytes) -> bool:
+    return hmac.compare_digest(expected, actual)
+
+
+def frame_count(plaintext_length: int, frame_size: int) -> int:
+    """Frames in a message of that many plaintext bytes (the final frame is never full)."""
+    return plaintext_length // frame_size + 1
+
+
+def body_size(plaintext_length: int, frame_size: int, layers: int) -> int:
+    """Bytes of the body that seals ``plaintext_length`` bytes."""
+    return plaintext_length + frame_count(plaintext_length, frame_size) * layers * TAG_BYTES
+
+
+def plaintext_size(body_length: int, frame_size: int, layers: int) -> int:
+    """Plaintext bytes in a body of ``body_length`` bytes; a body that cannot be the output
+    of the encryptor (no final frame, too many frames) is a :class:`DecryptionError`."""
+    overhead = layers * TAG_BYTES
+    full, rest = divmod(body_length, frame_size + overhead)
+    if rest < overhead or full + 1 > MAX_FRAMES:
+        raise DecryptionError()
+    return body_length - (full + 1) * overhead
+
+
+class FrameCipher:
+    """Seals and opens the frames of one message through all of its layers."""
+
+    __slots__ = ("_aad_prefix", "_aeads", "_frame_size", "_overhead", "_scratch")
+
+    def __init__(
+        self,
+        aeads: Sequence[_AeadPrimitive],
+        digest: bytes,
+        frame_size: int,
+        *,
+        largest_frame: int,
+    ) -> None:
+        """``aeads`` holds each layer's AEAD under its message key (innermost first),
+        ``digest`` is :func:`header_digest` of the message's header."""
+        self._aeads = list(aeads)
+        self._frame_size = frame_size
+        self._overhead = len(self._aeads) * TAG_BYTES
+        self._aad_prefix = digest
+        # Intermediate results of a frame (all layers but the last) alternate between two
+        # scratch buffers sized for the largest frame this message will see.
+        size = min(largest_frame, self._frame_size) + self._overhead
+        count = min(len(self._aeads) - 1, 2)
+        self._scratch = [memoryview(bytearray(size)) for _ in range(count)]
+
+    @property
+    def frame_size(self) -> int:
+        return self._frame_size
+
+    @property
+    def overhead(self) -> int:
+        """Bytes each frame adds: one tag per layer."""
+        return self._overhead
+
+    def _aad(self, index: int, final: bool) -> bytes:
+        return self._aad_prefix + _AAD_TAIL.pack(index, final)
+
+    def seal_frame(self, index: int, final: bool, src: memoryview, dst: memoryview) -> None:
+        """Seal plaintext ``src`` into ``dst`` (exactly ``len(src) + overhead`` bytes)."""
+        nonce = _NONCE.pack(0, index)
+        aad = self._aad(index, final)
+        last = len(self._aeads) - 1
+        length = len(src)
+        for j, aead in enumerate(self._aeads):
+            length += TAG_BYTES
+            out = dst if j == last else self._scratch[j % 2][:length]
+            aead.encrypt_into(nonce, src, aad, out)
+            src = out
+
+    def open_frame(self, index: int, final: bool, src: memoryview, dst: memoryview) -> None:
+        """Open sealed ``src`` into ``dst`` (``len(src) - overhead`` bytes), outer layer
+        first. ``dst`` may hold unverified bytes when this raises: callers discard it."""
+        nonce = _NONCE.pack(0, index)
+        aad = self._aad(index, final)
+        length = len(src)
+        try:
+            for j in range(len(self._aeads) - 1, -1, -1):
+                length -= TAG_BYTES
+                out = dst if j == 0 else self._scratch[(j - 1) % 2][:length]
+                self._aeads[j].decrypt_into(nonce, src, aad, out)
+                src = out
+        except InvalidTag:
+            raise DecryptionError() from None
+
+    def seal_all(self, plaintext: memoryview, out: memoryview) -> None:
+        """Seal a whole plaintext into ``out`` (exactly ``body_size`` bytes)."""
+        step = self._frame_size
+        sealed = step + self._overhead
+        full = len(plaintext) // step
+        pos = 0
+        seal = self.seal_frame
+        for index in range(full):
+            start = index * step
+            seal(index, False, plaintext[start : start + step], out[pos : pos + sealed])
+            pos += sealed
+        seal(full, True, plaintext[full * step :], out[pos:])
+
+    def open_all(self, body: memoryview, out: memoryview) -> None:
+        """Open a whole body into ``out`` (exactly ``plaintext_size`` bytes)."""
+        step = self._frame_size
+        sealed = step + self._overhead
+        full = len(out) // step
+        pos = 0
+        open_frame = self.open_frame
+        for index in range(full):
+            start = index * step
+            open_frame(index, False, body[pos : pos + sealed], out[start : start + step])
+            pos += sealed
+        open_frame(full, True, body[pos:], out[full * step :])

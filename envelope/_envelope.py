@@ -1,0 +1,635 @@
+"""The public verbs: encrypt, decrypt, streams, files, inspect and rewrap.
+
+``Envelope`` is the only place that sees both the format and the keys. Decryption checks
+every key id in the (attacker-written) header against the configured KEKs before any KEK is
+asked to unwrap anything.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import BinaryIO, NamedTuple
+
+from ._engine import (
+    FrameCipher,
+    body_size,
+    commitments_match,
+    derive_layer_key,
+    header_digest,
+    layer_info,
+    new_aead,
+    plaintext_size,
+)
+from ._errors import DecryptionError, FormatError, KeyAccessError
+from ._files import atomic_output
+from ._format import (
+    DEFAULT_FRAME_SIZE,
+    MAX_FRAME_SIZE,
+    MAX_KEY_ID_BYTES,
+    MAX_LAYERS,
+    MAX_WRAPPED_KEY_BYTES,
+    MAX_WRAPPED_KEYS,
+    MIN_FRAME_SIZE,
+    PREFIX_BYTES,
+    SALT_BYTES,
+    Aead,
+    Context,
+    Header,
+    LayerHeader,
+    Suite,
+    WrapAlgorithm,
+    WrappedKeyRecord,
+    decode_header,
+    encode_context,
+    encode_header,
+    header_length_from_prefix,
+)
+from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
+
+__all__ = ["Envelope", "LayerInfo", "MessageInfo", "inspect"]
+
+Buffer = bytes | bytearray | memoryview
+LayerSpec = KeyEncryptionKey | Sequence[KeyEncryptionKey]
+
+#: Default AEAD per layer position: a different mode per layer as far as they go.
+_DEFAULT_ALGORITHMS = (Aead.AES_256_GCM, Aead.AES_256_OCB3, Aead.AES_256_GCM_SIV)
+_SUITE = Suite.HKDF_SHA256
+
+
+class _DataKey(NamedTuple):
+    """A layer's data key and its wrapped copies, one per KEK of the layer."""
+
+    key: bytes
+    wrapped: tuple[WrappedKeyRecord, ...]
+
+
+class Envelope:
+    """Layered envelope encryption.
+
+    ``layers`` lists the layers from the innermost out; each is one KEK, or a list of KEKs
+    that all wrap that layer's data key (for availability: any one of them can decrypt).
+    Every layer has its own fresh data key per message, its own KEKs and, by default, its
+    own AEAD mode: AES-256-GCM, then AES-256-OCB3, then AES-256-GCM-SIV.
+
+    Decryption accepts only messages with the same number of layers whose every layer
+    names a key id one of that layer's KEKs accepts; no other key is ever contacted.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[LayerSpec],
+        *,
+        algorithms: Sequence[str] | None = None,
+        frame_size: int = DEFAULT_FRAME_SIZE,
+    ) -> None:
+        if not isinstance(layers, Sequence):
+            raise TypeError("layers must be a sequence of KEKs or of lists of KEKs")
+        if not 1 <= len(layers) <= MAX_LAYERS:
+            raise ValueError(f"an envelope has 1 to {MAX_LAYERS} layers")
+        self._layers: tuple[tuple[KeyEncryptionKey, ...], ...] = tuple(
+            _layer_keks(spec, index) for index, spec in enumerate(layers)
+        )
+        _refuse_shared_keks(self._layers)
+
+        if algorithms is None:
+            chosen = tuple(_DEFAULT_ALGORITHMS[i % 3] for i in range(len(self._layers)))
+        else:
+            if isinstance(algorithms, str) or len(algorithms) != len(self._layers):
+                raise ValueError("give one algorithm name per layer")
+            chosen = tuple(Aead.from_label(name) for name in algorithms)
+        self._algorithms = chosen
+        self._infos = tuple(layer_info(_SUITE, i, a) for i, a in enumerate(chosen))
+
+        if not isinstance(frame_size, int) or not MIN_FRAME_SIZE <= frame_size <= MAX_FRAME_SIZE:
+            raise ValueError(f"frame_size must be between {MIN_FRAME_SIZE} and {MAX_FRAME_SIZE}")
+        self._frame_size = frame_size
+
+    # -- configuration ------------------------------------------------------------------
+
+    @property
+    def layers(self) -> tuple[tuple[KeyEncryptionKey, ...], ...]:
+        """The KEKs of each layer, innermost first."""
+        return self._layers
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The AEAD of each layer new messages use, innermost first."""
+        return tuple(a.label for a in self._algorithms)
+
+    @property
+    def frame_size(self) -> int:
+        return self._frame_size
+
+    def __repr__(self) -> str:
+        ids = [[k.key_id for k in layer] for layer in self._layers]
+        return f"Envelope(layers={ids!r}, algorithms={self.algorithms!r})"
+
+    # -- encryption ---------------------------------------------------------------------
+
+    def encrypt(self, data: Buffer, context: Mapping[str, str] | None = None) -> bytearray:
+        """Encrypt ``data``; returns a new buffer holding the whole message.
+
+        The result is a ``bytearray`` so that large messages are written once, in place,
+        instead of being copied into an immutable ``bytes``.
+        """
+        plaintext = _contiguous(data)
+        header_bytes, cipher = self._begin(encode_context(context), len(plaintext))
+        out = bytearray(len(header_bytes) + body_size(len(plaintext), *self._shape()))
+        view = memoryview(out)
+        view[: len(header_bytes)] = header_bytes
+        cipher.seal_all(plaintext, view[len(header_bytes) :])
+        return out
+
+    def max_encrypted_size(
+        self, plaintext_length: int, context: Mapping[str, str] | None = None
+    ) -> int:
+        """An upper bound on the size of a message: how large a buffer
+        :meth:`encrypt_into` needs."""
+        encoded = encode_context(context)
+        header = PREFIX_BYTES + 2 + 1
+        header += sum(4 + len(k.encode()) + len(v.encode()) for k, v in encoded)
+        for layer in self._layers:
+            header += 34 + len(layer) * (5 + MAX_KEY_ID_BYTES + MAX_WRAPPED_KEY_BYTES)
+        return header + body_size(plaintext_length, *self._shape())
+
+    def encrypt_into(
+        self, data: Buffer, out: bytearray | memoryview, context: Mapping[str, str] | None = None
+    ) -> int:
+        """Encrypt ``data`` into the caller's writable buffer ``out``; returns the message
+        length (the message is ``out[:n]``).
+
+        Reusing one buffer avoids the page faults of fresh memory, which cost more than the
+        encryption itself for large messages. Size it with :meth:`max_encrypted_size`.
+        """
+        plaintext = _contiguous(data)
+        target = _writable(out)
+        header_bytes, cipher = self._begin(encode_context(context), len(plaintext))
+        total = len(header_bytes) + body_size(len(plaintext), *self._shape())
+        if len(target) < total:
+            raise ValueError(f"out holds {len(target)} bytes; this message needs {total}")
+        target[: len(header_bytes)] = header_bytes
+        cipher.seal_all(plaintext, target[len(header_bytes) : total])
+        return total
+
+    def encrypt_stream(
+        self, src: BinaryIO, dst: BinaryIO, context: Mapping[str, str] | None = None
+    ) -> int:
+        """Encrypt everything ``src`` yields into ``dst``, one frame at a time, in constant
+        memory. Returns the number of bytes written."""
+        header_bytes, cipher = self._begin(encode_context(context), self._frame_size)
+        dst.write(header_bytes)
+        written = len(header_bytes)
+        size = self._frame_size
+        inbuf = memoryview(bytearray(size))
+        outbuf = memoryview(bytearray(size + cipher.overhead))
+        index = 0
+        while True:
+            got = _read_into(src, inbuf)
+            final = got < size
+            sealed = outbuf[: got + cipher.overhead]
+            cipher.seal_frame(index, final, inbuf[:got], sealed)
+            dst.write(sealed)
+            written += len(sealed)
+            if final:
+                return written
+            index += 1
+
+    def encrypt_file(
+        self,
+        src: str | os.PathLike[str],
+        dst: str | os.PathLike[str],
+        context: Mapping[str, str] | None = None,
+    ) -> int:
+        """Encrypt the file ``src`` into ``dst``, atomically (see :meth:`decrypt_file`)."""
+        with open(src, "rb") as source, atomic_output(dst) as sink:
+            return self.encrypt_stream(source, sink, context)
+
+    # -- decryption ---------------------------------------------------------------------
+
+    def decrypt(self, blob: Buffer, context: Mapping[str, str] | None = None) -> bytearray:
+        """Decrypt a whole message. Nothing is returned unless every frame verified.
+
+        Raises :class:`DecryptionError` (or its subclass :class:`FormatError`) for a
+        message that does not authenticate under ``context``, and :class:`KeyAccessError`
+        when no configured KEK can unwrap a layer.
+        """
+        view = _contiguous(blob)
+        header, header_length, cipher = self._open_header(view, encode_context(context))
+        body = view[header_length:]
+        out = bytearray(plaintext_size(len(body), header.frame_size, len(header.layers)))
+        try:
+            cipher.open_all(body, memoryview(out))
+        except DecryptionError:
+            out[:] = b"\0" * len(out)  # leave no unverified plaintext behind
+            raise
+        return out
+
+    def decrypt_into(
+        self, blob: Buffer, out: bytearray | memoryview, context: Mapping[str, str] | None = None
+    ) -> int:
+        """Decrypt into the caller's writable buffer; returns the plaintext length. On
+        failure the used part of ``out`` is zeroed, so no unverified plaintext remains."""
+        view = _contiguous(blob)
+        target = _writable(out)
+        header, header_length, cipher = self._open_header(view, encode_context(context))
+        body = view[header_length:]
+        length = plaintext_size(len(body), header.frame_size, len(header.layers))
+        if len(target) < length:
+            raise ValueError(f"out holds {len(target)} bytes; the plaintext needs {length}")
+        try:
+            cipher.open_all(body, target[:length])
+        except DecryptionError:
+            target[:length] = bytes(length)
+            raise
+        return length
+
+    def decrypt_stream(
+        self, src: BinaryIO, dst: BinaryIO, context: Mapping[str, str] | None = None
+    ) -> int:
+        """Decrypt a message from ``src`` into ``dst`` in constant memory.
+
+        Only frames whose every tag verified are written. If the input ends before the
+        final frame, or anything follows it, this raises after writing the verified frames:
+        treat ``dst`` as garbage then (``decrypt_file`` does that for you).
+        """
+        expected = encode_context(context)
+        raw = _read_header(src)
+        header, _, cipher = self._open_header(raw, expected, largest_frame=MAX_FRAME_SIZE)
+        size = header.frame_size
+        sealed_size = size + cipher.overhead
+        inbuf = memoryview(bytearray(sealed_size + 1))
+        outbuf = memoryview(bytearray(size))
+        written = 0
+        index = 0
+        # Read one byte past a full frame: a full frame followed by nothing has no final
+        # frame after it (truncation at a frame boundary).
+        got = _read_into(src, inbuf)
+        while True:
+            if got > sealed_size:
+                cipher.open_frame(index, False, inbuf[:sealed_size], outbuf)
+                dst.write(outbuf)
+                written += size
+                inbuf[0] = inbuf[sealed_size]
+                got = 1 + _read_into(src, inbuf[1:])
+                index += 1
+                continue
+            if got < cipher.overhead or got == sealed_size:
+                raise DecryptionError()
+            plain = outbuf[: got - cipher.overhead]
+            cipher.open_frame(index, True, inbuf[:got], plain)
+            dst.write(plain)
+            return written + len(plain)
+
+    def decrypt_file(
+        self,
+        src: str | os.PathLike[str],
+        dst: str | os.PathLike[str],
+        context: Mapping[str, str] | None = None,
+    ) -> int:
+        """Decrypt the file ``src`` into ``dst``. The plaintext goes to a temporary file
+        (mode 0600) in ``dst``'s directory and is renamed to ``dst`` only after the final
+        frame verified; on any failure ``dst`` is untouched and the temporary file removed.
+        """
+        with open(src, "rb") as source, atomic_output(dst) as sink:
+            return self.decrypt_stream(source, sink, context)
+
+    # -- key lifecycle ------------------------------------------------------------------
+
+    def rewrap(self, blob: Buffer) -> bytearray:
+        """Re-wrap a message's data keys under this envelope's current KEKs (a new key
+        version, another vault) without touching the body.
+
+        The data keys are unwrapped with any KEK this envelope accepts and checked against
+        their commitments; the body and the encryption context are kept as they are.
+        """
+        view = _contiguous(blob)
+        header, header_length = decode_header(view)
+        unwrapped = self._unwrap_layers(header)
+        layers = tuple(
+            LayerHeader(layer.algorithm, layer.commitment, self._wrap(index, data_key))
+            for index, (layer, (data_key, _)) in enumerate(
+                zip(header.layers, unwrapped, strict=True)
+            )
+        )
+        new_header = encode_header(
+            Header(header.suite, header.frame_size, header.salt, header.context, layers)
+        )
+        body = view[header_length:]
+        out = bytearray(len(new_header) + len(body))
+        out[: len(new_header)] = new_header
+        out[len(new_header) :] = body
+        return out
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _shape(self) -> tuple[int, int]:
+        return self._frame_size, len(self._layers)
+
+    def _wrap(self, index: int, data_key: bytes) -> tuple[WrappedKeyRecord, ...]:
+        return tuple(_record(kek, kek.wrap_key(data_key)) for kek in self._layers[index])
+
+    def _new_data_keys(self) -> list[_DataKey]:
+        """A fresh data key per layer, wrapped under every KEK of its layer."""
+        keys = []
+        for index in range(len(self._layers)):
+            key = secrets.token_bytes(DATA_KEY_BYTES)
+            keys.append(_DataKey(key, self._wrap(index, key)))
+        return keys
+
+    def _begin(self, context: Context, largest_frame: int) -> tuple[bytes, FrameCipher]:
+        return self._begin_with(context, largest_frame, self._new_data_keys(), None)
+
+    def _begin_with(
+        self,
+        context: Context,
+        largest_frame: int,
+        data_keys: Sequence[_DataKey],
+        salt: bytes | None,
+    ) -> tuple[bytes, FrameCipher]:
+        """The header of a new message and the cipher for its body."""
+        salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+        layers = []
+        aeads = []
+        for algorithm, info, data_key in zip(self._algorithms, self._infos, data_keys, strict=True):
+            message_key, commitment = derive_layer_key(data_key.key, info, salt)
+            aeads.append(new_aead(algorithm, message_key))
+            layers.append(LayerHeader(algorithm, commitment, data_key.wrapped))
+        header = Header(_SUITE, self._frame_size, salt, context, tuple(layers))
+        cipher = FrameCipher(
+            aeads, header_digest(header), self._frame_size, largest_frame=largest_frame
+        )
+        return encode_header(header), cipher
+
+    def _encrypt_with(
+        self,
+        data: Buffer,
+        context: Mapping[str, str] | None,
+        *,
+        salt: bytes,
+        data_keys: Sequence[tuple[bytes, Sequence[WrappedKey]]],
+    ) -> bytearray:
+        """Deterministic encryption for test vectors: fixed salt and pre-wrapped keys."""
+        plaintext = _contiguous(data)
+        keys = [
+            _DataKey(key, tuple(_record(None, w) for w in wrapped)) for key, wrapped in data_keys
+        ]
+        header_bytes, cipher = self._begin_with(encode_context(context), len(plaintext), keys, salt)
+        out = bytearray(len(header_bytes) + body_size(len(plaintext), *self._shape()))
+        out[: len(header_bytes)] = header_bytes
+        cipher.seal_all(plaintext, memoryview(out)[len(header_bytes) :])
+        return out
+
+    def _open_header(
+        self, view: memoryview, expected: Context, *, largest_frame: int | None = None
+    ) -> tuple[Header, int, FrameCipher]:
+        """Parse and check the header, unwrap and verify every layer's data key, and return
+        the cipher for the body. ``largest_frame`` sizes the scratch buffers (default: the
+        body that follows the header in ``view``)."""
+        header, header_length = decode_header(view)
+        if header.context != expected:
+            raise DecryptionError()
+        unwrapped = self._unwrap_layers(header)
+        aeads = [
+            new_aead(layer.algorithm, message_key)
+            for layer, (_, message_key) in zip(header.layers, unwrapped, strict=True)
+        ]
+        if largest_frame is None:
+            largest_frame = len(view) - header_length
+        cipher = FrameCipher(
+            aeads, header_digest(header), header.frame_size, largest_frame=largest_frame
+        )
+        return header, header_length, cipher
+
+    def _candidates(self, header: Header) -> list[list[tuple[KeyEncryptionKey, WrappedKeyRecord]]]:
+        """Pair each layer's wrapped keys with the configured KEKs that accept them.
+
+        Pure: runs before any KEK is used, so a header naming a key this envelope was not
+        configured with never causes a connection.
+        """
+        if len(header.layers) != len(self._layers):
+            raise KeyAccessError(
+                f"message has {len(header.layers)} layer(s); this envelope is configured "
+                f"for {len(self._layers)}"
+            )
+        plan = []
+        for index, (layer, keks) in enumerate(zip(header.layers, self._layers, strict=True)):
+            pairs = [
+                (kek, record)
+                for kek in keks
+                for record in layer.wrapped_keys
+                if kek.can_unwrap(record.key_id)
+            ]
+            if not pairs:
+                named = ", ".join(repr(r.key_id) for r in layer.wrapped_keys)
+                raise KeyAccessError(
+                    f"layer {index}: no configured key may unwrap this message (it names {named})"
+                )
+            plan.append(pairs)
+        return plan
+
+    def _unwrap_layers(self, header: Header) -> list[tuple[bytes, bytes]]:
+        """``(data_key, message_key)`` per layer, each data key checked against its layer's
+        commitment. Every key id in the header is checked before any KEK is used."""
+        plan = self._candidates(header)
+        return [
+            self._unwrap_layer(index, header, layer, pairs)
+            for index, (layer, pairs) in enumerate(zip(header.layers, plan, strict=True))
+        ]
+
+    def _unwrap_layer(
+        self,
+        index: int,
+        header: Header,
+        layer: LayerHeader,
+        pairs: Sequence[tuple[KeyEncryptionKey, WrappedKeyRecord]],
+    ) -> tuple[bytes, bytes]:
+        """Try each accepted (KEK, wrapped key) pair in turn until one yields the data key
+        the commitment names."""
+        info = layer_info(header.suite, index, layer.algorithm)
+        access_errors: list[KeyAccessError] = []
+        integrity_failure = False
+        for kek, record in pairs:
+            wrapped = WrappedKey(record.key_id, record.wrap_algorithm.label, record.wrapped)
+            try:
+                data_key = kek.unwrap_key(wrapped)
+            except KeyAccessError as exc:
+                access_errors.append(exc)
+                continue
+            except DecryptionError:
+                integrity_failure = True
+                continue
+            if len(data_key) == DATA_KEY_BYTES:
+                message_key, commitment = derive_layer_key(data_key, info, header.salt)
+                if commitments_match(layer.commitment, commitment):
+                    return data_key, message_key
+            integrity_failure = True
+        if integrity_failure or not access_errors:
+            raise DecryptionError()
+        if len(access_errors) == 1:
+            raise access_errors[0]
+        reasons = "; ".join(str(e) for e in access_errors)
+        raise KeyAccessError(
+            f"layer {index}: none of {len(access_errors)} keys could unwrap: {reasons}",
+            code=access_errors[-1].code,
+        ) from access_errors[-1]
+
+
+# -- inspect ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a header says about one layer (unauthenticated until decrypted)."""
+
+    algorithm: str
+    key_ids: tuple[str, ...]
+    wrap_algorithms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """What a header says, read without any key. Nothing here is authenticated until the
+    message is decrypted: treat it as the sender's claim."""
+
+    version: int
+    suite: int
+    frame_size: int
+    context: Mapping[str, str]
+    layers: tuple[LayerInfo, ...]
+    header_length: int
+    plaintext_length: int | None
+
+
+def inspect(message: Buffer | BinaryIO) -> MessageInfo:
+    """Read a message's header without keys. ``message`` is the message's bytes or a
+    binary file positioned at its start (only the header is read from a file).
+
+    ``plaintext_length`` is known for bytes whose body length is consistent, else None.
+    """
+    plaintext_length: int | None = None
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        view = _contiguous(message)
+        header, header_length = decode_header(view)
+        try:
+            plaintext_length = plaintext_size(
+                len(view) - header_length, header.frame_size, len(header.layers)
+            )
+        except DecryptionError:
+            plaintext_length = None
+    else:
+        header, header_length = decode_header(_read_header(message))
+    return MessageInfo(
+        version=header.version,
+        suite=int(header.suite),
+        frame_size=header.frame_size,
+        context=MappingProxyType(dict(header.context)),
+        layers=tuple(
+            LayerInfo(
+                algorithm=layer.algorithm.label,
+                key_ids=tuple(r.key_id for r in layer.wrapped_keys),
+                wrap_algorithms=tuple(r.wrap_algorithm.label for r in layer.wrapped_keys),
+            )
+            for layer in header.layers
+        ),
+        header_length=header_length,
+        plaintext_length=plaintext_length,
+    )
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _layer_keks(spec: LayerSpec, index: int) -> tuple[KeyEncryptionKey, ...]:
+    keks = (spec,) if isinstance(spec, KeyEncryptionKey) else tuple(spec)
+    if not keks:
+        raise ValueError(f"layer {index} has no key-encryption key")
+    if len(keks) > MAX_WRAPPED_KEYS:
+        raise ValueError(f"a layer has at most {MAX_WRAPPED_KEYS} key-encryption keys")
+    for kek in keks:
+        if not isinstance(kek, KeyEncryptionKey):
+            raise TypeError(
+                f"layer {index}: {type(kek).__name__} is not a key-encryption key "
+                "(needs key_id, can_unwrap, wrap_key, unwrap_key)"
+            )
+    return keks
+
+
+def _refuse_shared_keks(layers: Sequence[Sequence[KeyEncryptionKey]]) -> None:
+    """The same KEK on two layers would make one key compromise open both."""
+    owner: dict[str, int] = {}
+    for index, layer in enumerate(layers):
+        for kek in layer:
+            previous = owner.get(kek.key_id)
+            if previous is not None:
+                where = "twice in" if previous == index else f"in layers {previous} and"
+                raise ValueError(f"key {kek.key_id!r} is used {where} layer {index}")
+            owner[kek.key_id] = index
+    flat = [kek for layer in layers for kek in layer]
+    for i, a in enumerate(flat):
+        for b in flat[i + 1 :]:
+            if a is b or a.can_unwrap(b.key_id) or b.can_unwrap(a.key_id):
+                raise ValueError(f"keys {a.key_id!r} and {b.key_id!r} are the same key")
+
+
+def _record(kek: KeyEncryptionKey | None, wrapped: WrappedKey) -> WrappedKeyRecord:
+    if kek is not None and not kek.can_unwrap(wrapped.key_id):
+        raise ValueError(
+            f"{kek.key_id!r} returned a wrapped key for {wrapped.key_id!r}, "
+            "an id it does not accept"
+        )
+    if not 0 < len(wrapped.ciphertext) <= MAX_WRAPPED_KEY_BYTES:
+        raise ValueError("a KEK returned an empty or oversized wrapped key")
+    return WrappedKeyRecord(
+        WrapAlgorithm.from_label(wrapped.algorithm), wrapped.key_id, bytes(wrapped.ciphertext)
+    )
+
+
+def _contiguous(data: Buffer) -> memoryview:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected a bytes-like object, got {type(data).__name__}")
+    view = memoryview(data)
+    if not view.contiguous:
+        raise ValueError("the buffer must be contiguous")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def _writable(out: bytearray | memoryview) -> memoryview:
+    view = _contiguous(out)
+    if view.readonly:
+        raise TypeError("out must be a writable buffer")
+    return view
+
+
+def _read_header(src: BinaryIO) -> memoryview:
+    """Read exactly one header from a stream, its length checked before it is read."""
+    raw = bytearray(PREFIX_BYTES)
+    if _read_into(src, memoryview(raw)) < PREFIX_BYTES:
+        raise FormatError("input is shorter than an envelope header")
+    header_length = header_length_from_prefix(raw)
+    raw.extend(bytes(header_length - PREFIX_BYTES))
+    view = memoryview(raw)
+    if _read_into(src, view[PREFIX_BYTES:]) < header_length - PREFIX_BYTES:
+        raise FormatError("input is shorter than its header")
+    return view
+
+
+def _read_into(src: BinaryIO, buf: memoryview) -> int:
+    """Fill ``buf`` from ``src``; returns how much was read (less only at end of input)."""
+    filled = 0
+    total = len(buf)
+    readinto = getattr(src, "readinto", None)
+    while filled < total:
+        if readinto is not None:
+            got = readinto(buf[filled:])
+        else:
+            chunk = src.read(total - filled)
+            got = len(chunk)
+            buf[filled : filled + got] = chunk
+        if not got:
+            break
+        filled += got
+    return filled

@@ -1,0 +1,421 @@
+"""Message format version 1: header encoding and decoding, identifiers and limits.
+
+This module is the code of ``docs/FORMAT.md`` and nothing else: no cryptography, no I/O,
+no knowledge of keys. Every length read from the input is checked against a named maximum
+before it is used, and every failure is a :class:`~envelope.FormatError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import NamedTuple
+
+from ._errors import FormatError
+
+__all__ = [
+    "DEFAULT_FRAME_SIZE",
+    "MAGIC",
+    "MAX_CONTEXT_BYTES",
+    "MAX_CONTEXT_ENTRIES",
+    "MAX_CONTEXT_KEY_BYTES",
+    "MAX_CONTEXT_VALUE_BYTES",
+    "MAX_FRAMES",
+    "MAX_FRAME_SIZE",
+    "MAX_HEADER_BYTES",
+    "MAX_KEY_ID_BYTES",
+    "MAX_LAYERS",
+    "MAX_WRAPPED_KEYS",
+    "MAX_WRAPPED_KEY_BYTES",
+    "MIN_FRAME_SIZE",
+    "MIN_HEADER_BYTES",
+    "PREFIX_BYTES",
+    "SALT_BYTES",
+    "TAG_BYTES",
+    "VERSION",
+    "Aead",
+    "Context",
+    "Header",
+    "LayerHeader",
+    "Suite",
+    "WrapAlgorithm",
+    "WrappedKeyRecord",
+    "authenticated_header_bytes",
+    "decode_header",
+    "encode_context",
+    "encode_header",
+    "header_length_from_prefix",
+]
+
+MAGIC = b"\x89ENV"
+VERSION = 1
+SALT_BYTES = 32
+COMMITMENT_BYTES = 32
+TAG_BYTES = 16
+
+MIN_HEADER_BYTES = 90
+MAX_HEADER_BYTES = 128 * 1024
+MIN_FRAME_SIZE = 1024
+MAX_FRAME_SIZE = 16 * 1024 * 1024
+DEFAULT_FRAME_SIZE = 64 * 1024
+MAX_LAYERS = 4
+MAX_WRAPPED_KEYS = 8
+MAX_KEY_ID_BYTES = 1024
+MAX_WRAPPED_KEY_BYTES = 1024
+MAX_CONTEXT_ENTRIES = 64
+MAX_CONTEXT_KEY_BYTES = 256
+MAX_CONTEXT_VALUE_BYTES = 4096
+MAX_CONTEXT_BYTES = 8192
+MAX_FRAMES = 2**32
+
+#: magic, version, suite, header_length, frame_size, salt: the fixed part of every header.
+_PREFIX = struct.Struct(">4sBBII32s")
+PREFIX_BYTES = _PREFIX.size  # 46
+_U16 = struct.Struct(">H")
+_LAYER_HEAD = struct.Struct(">B32sB")  # algorithm, commitment, wrapped key count
+_WRAP_HEAD = struct.Struct(">BH")  # wrap algorithm, key id length
+
+
+class Suite(IntEnum):
+    """Key derivation and commitment suites."""
+
+    HKDF_SHA256 = 1
+
+
+class Aead(IntEnum):
+    """Per-layer AEAD algorithms: 32-byte key, 12-byte nonce, 16-byte tag."""
+
+    AES_256_GCM = 1
+    AES_256_OCB3 = 2
+    AES_256_GCM_SIV = 3
+
+    @property
+    def label(self) -> str:
+        return _AEAD_LABELS[self]
+
+    @classmethod
+    def from_label(cls, label: str) -> Aead:
+        member = _AEAD_BY_LABEL.get(label)
+        if member is None:
+            known = ", ".join(_AEAD_LABELS.values())
+            raise ValueError(f"unknown layer algorithm {label!r}; known: {known}")
+        return member
+
+
+_AEAD_LABELS = {
+    Aead.AES_256_GCM: "AES-256-GCM",
+    Aead.AES_256_OCB3: "AES-256-OCB3",
+    Aead.AES_256_GCM_SIV: "AES-256-GCM-SIV",
+}
+_AEAD_BY_LABEL = {label: member for member, label in _AEAD_LABELS.items()}
+
+
+class WrapAlgorithm(IntEnum):
+    """How a wrapped data key was produced, named as in JOSE and Key Vault."""
+
+    A256GCM = 1
+    RSA_OAEP_256 = 2
+    RSA_OAEP = 3
+    A256KW = 4
+    CKM_AES_KEY_WRAP_PAD = 5
+
+    @property
+    def label(self) -> str:
+        return _WRAP_LABELS[self]
+
+    @classmethod
+    def from_label(cls, label: str) -> WrapAlgorithm:
+        member = _WRAP_BY_LABEL.get(label)
+        if member is None:
+            known = ", ".join(_WRAP_LABELS.values())
+            raise ValueError(f"unknown wrap algorithm {label!r}; known: {known}")
+        return member
+
+
+_WRAP_LABELS = {
+    WrapAlgorithm.A256GCM: "A256GCM",
+    WrapAlgorithm.RSA_OAEP_256: "RSA-OAEP-256",
+    WrapAlgorithm.RSA_OAEP: "RSA-OAEP",
+    WrapAlgorithm.A256KW: "A256KW",
+    WrapAlgorithm.CKM_AES_KEY_WRAP_PAD: "CKM_AES_KEY_WRAP_PAD",
+}
+_WRAP_BY_LABEL = {label: member for member, label in _WRAP_LABELS.items()}
+
+Context = tuple[tuple[str, str], ...]
+
+# Headers are built and parsed once per message, so the records are NamedTuples: immutable
+# like frozen dataclasses, at less than half the construction cost.
+
+
+class WrappedKeyRecord(NamedTuple):
+    """One wrapped data key as it stands in a header."""
+
+    wrap_algorithm: WrapAlgorithm
+    key_id: str
+    wrapped: bytes
+
+
+class LayerHeader(NamedTuple):
+    """One layer's entry in the header."""
+
+    algorithm: Aead
+    commitment: bytes
+    wrapped_keys: tuple[WrappedKeyRecord, ...]
+
+
+class Header(NamedTuple):
+    """A parsed (or to-be-written) version 1 header."""
+
+    suite: Suite
+    frame_size: int
+    salt: bytes
+    context: Context
+    layers: tuple[LayerHeader, ...]
+    version: int = VERSION
+
+
+def encode_context(context: Mapping[str, str] | None) -> Context:
+    """Validate a caller's encryption context and put it in canonical order.
+
+    Raises ``TypeError``/``ValueError``: a bad context is the caller's mistake.
+    """
+    if context is None:
+        return ()
+    if not isinstance(context, Mapping):
+        raise TypeError("context must be a mapping of str to str")
+    if len(context) > MAX_CONTEXT_ENTRIES:
+        raise ValueError(f"a context has at most {MAX_CONTEXT_ENTRIES} entries")
+    encoded: list[tuple[bytes, str, str]] = []
+    total = 0
+    for key, value in context.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("context keys and values must be str")
+        raw_key, raw_value = key.encode("utf-8"), value.encode("utf-8")
+        if not 0 < len(raw_key) <= MAX_CONTEXT_KEY_BYTES:
+            raise ValueError(f"a context key is 1 to {MAX_CONTEXT_KEY_BYTES} UTF-8 bytes")
+        if len(raw_value) > MAX_CONTEXT_VALUE_BYTES:
+            raise ValueError(f"a context value is at most {MAX_CONTEXT_VALUE_BYTES} UTF-8 bytes")
+        total += len(raw_key) + len(raw_value)
+        encoded.append((raw_key, key, value))
+    if total > MAX_CONTEXT_BYTES:
+        raise ValueError(f"a context holds at most {MAX_CONTEXT_BYTES} UTF-8 bytes")
+    encoded.sort(key=lambda item: item[0])
+    return tuple((key, value) for _, key, value in encoded)
+
+
+@functools.lru_cache(maxsize=256)
+def _encode_context_bytes(context: Context) -> bytes:
+    parts = [_U16.pack(len(context))]
+    for key, value in context:
+        raw_key, raw_value = key.encode("utf-8"), value.encode("utf-8")
+        parts += [_U16.pack(len(raw_key)), raw_key, _U16.pack(len(raw_value)), raw_value]
+    return b"".join(parts)
+
+
+def encode_header(header: Header) -> bytes:
+    """Serialize ``header``; raises ``ValueError`` if a field is outside its limits."""
+    if header.version != VERSION:
+        raise ValueError(f"only version {VERSION} can be written")
+    if not MIN_FRAME_SIZE <= header.frame_size <= MAX_FRAME_SIZE:
+        raise ValueError(f"frame_size must be between {MIN_FRAME_SIZE} and {MAX_FRAME_SIZE}")
+    if len(header.salt) != SALT_BYTES:
+        raise ValueError(f"salt must be {SALT_BYTES} bytes")
+    if not 1 <= len(header.layers) <= MAX_LAYERS:
+        raise ValueError(f"a message has 1 to {MAX_LAYERS} layers")
+    body = [_encode_context_bytes(header.context), bytes([len(header.layers)])]
+    for layer in header.layers:
+        if len(layer.commitment) != COMMITMENT_BYTES:
+            raise ValueError(f"a commitment is {COMMITMENT_BYTES} bytes")
+        if not 1 <= len(layer.wrapped_keys) <= MAX_WRAPPED_KEYS:
+            raise ValueError(f"a layer has 1 to {MAX_WRAPPED_KEYS} wrapped keys")
+        if layer.algorithm not in _AEAD_LABELS:
+            raise ValueError(f"unknown layer algorithm {layer.algorithm!r}")
+        body.append(_LAYER_HEAD.pack(layer.algorithm, layer.commitment, len(layer.wrapped_keys)))
+        for record in layer.wrapped_keys:
+            key_id = record.key_id.encode("utf-8")
+            if not 1 <= len(key_id) <= MAX_KEY_ID_BYTES:
+                raise ValueError(f"a key id is 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes")
+            if not 1 <= len(record.wrapped) <= MAX_WRAPPED_KEY_BYTES:
+                raise ValueError(f"a wrapped key is 1 to {MAX_WRAPPED_KEY_BYTES} bytes")
+            if record.wrap_algorithm not in _WRAP_LABELS:
+                raise ValueError(f"unknown wrap algorithm {record.wrap_algorithm!r}")
+            body += [
+                _WRAP_HEAD.pack(record.wrap_algorithm, len(key_id)),
+                key_id,
+                _U16.pack(len(record.wrapped)),
+                record.wrapped,
+            ]
+    rest = b"".join(body)
+    length = PREFIX_BYTES + len(rest)
+    if length > MAX_HEADER_BYTES:
+        raise ValueError(f"the header would exceed {MAX_HEADER_BYTES} bytes")
+    if header.suite not in _SUITES:
+        raise ValueError(f"unknown suite {header.suite!r}")
+    prefix = _PREFIX.pack(
+        MAGIC, header.version, header.suite, length, header.frame_size, header.salt
+    )
+    return prefix + rest
+
+
+def authenticated_header_bytes(header: Header) -> bytes:
+    """The header fields every frame authenticates (FORMAT.md section 4), as bytes.
+
+    The wrapped keys are left out on purpose: a rewrap replaces them without touching the
+    body, and the layer commitments bind them.
+    """
+    parts = [
+        b"envelope/v1 header\x00",
+        struct.pack(">BBI", header.version, header.suite, header.frame_size),
+        header.salt,
+        _encode_context_bytes(header.context),
+        bytes([len(header.layers)]),
+    ]
+    parts += [bytes((layer.algorithm,)) + layer.commitment for layer in header.layers]
+    return b"".join(parts)
+
+
+def header_length_from_prefix(prefix: bytes | bytearray | memoryview) -> int:
+    """Check the fixed prefix and return the total header length it announces.
+
+    Lets a streaming reader learn, from ``PREFIX_BYTES`` bytes, how much more to read, with
+    the bound checked before it reads or allocates anything else.
+    """
+    if len(prefix) < PREFIX_BYTES:
+        raise FormatError("input is shorter than an envelope header")
+    magic, version, suite, length, frame_size, _salt = _PREFIX.unpack_from(prefix)
+    if magic != MAGIC:
+        raise FormatError("not an envelope message (bad magic)")
+    if version != VERSION:
+        raise FormatError(f"unsupported format version {version}")
+    if suite not in _SUITES:
+        raise FormatError(f"unsupported suite {suite}")
+    if not MIN_HEADER_BYTES <= length <= MAX_HEADER_BYTES:
+        raise FormatError("header length out of range")
+    if not MIN_FRAME_SIZE <= frame_size <= MAX_FRAME_SIZE:
+        raise FormatError("frame size out of range")
+    return int(length)
+
+
+_SUITES = frozenset(int(s) for s in Suite)
+_AEADS = {int(a): a for a in Aead}
+_WRAPS = {int(w): w for w in WrapAlgorithm}
+
+
+class _Cursor:
+    """Reads fields from a bounded buffer; running past its end is a FormatError."""
+
+    __slots__ = ("_buf", "_end", "pos")
+
+    def __init__(self, buf: memoryview, start: int, end: int) -> None:
+        self._buf = buf
+        self.pos = start
+        self._end = end
+
+    def take(self, n: int) -> bytes:
+        start = self.pos
+        end = start + n
+        if end > self._end:
+            raise FormatError("header ends early")
+        self.pos = end
+        return bytes(self._buf[start:end])
+
+    def u8(self) -> int:
+        if self.pos >= self._end:
+            raise FormatError("header ends early")
+        value = self._buf[self.pos]
+        self.pos += 1
+        return value
+
+    def u16(self) -> int:
+        if self.pos + 2 > self._end:
+            raise FormatError("header ends early")
+        (value,) = _U16.unpack_from(self._buf, self.pos)
+        self.pos += 2
+        return int(value)
+
+    def text(self, n: int) -> str:
+        try:
+            return self.take(n).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError("a text field is not valid UTF-8") from None
+
+
+def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
+    """Parse the header at the start of ``data``; returns it and its length in bytes."""
+    view = memoryview(data)
+    length = header_length_from_prefix(view[:PREFIX_BYTES])
+    if len(view) < length:
+        raise FormatError("input is shorter than its header")
+    _magic, version, suite, _length, frame_size, salt = _PREFIX.unpack_from(view)
+    cur = _Cursor(view, PREFIX_BYTES, length)
+
+    entries = cur.u16()
+    if entries > MAX_CONTEXT_ENTRIES:
+        raise FormatError("too many context entries")
+    context: list[tuple[str, str]] = []
+    total = 0
+    previous: bytes | None = None
+    for _ in range(entries):
+        key_length = cur.u16()
+        if not 1 <= key_length <= MAX_CONTEXT_KEY_BYTES:
+            raise FormatError("context key length out of range")
+        raw_key = cur.take(key_length)
+        value_length = cur.u16()
+        if value_length > MAX_CONTEXT_VALUE_BYTES:
+            raise FormatError("context value length out of range")
+        total += key_length + value_length
+        if total > MAX_CONTEXT_BYTES:
+            raise FormatError("context too large")
+        if previous is not None and raw_key <= previous:
+            raise FormatError("context keys are not in canonical order")
+        previous = raw_key
+        try:
+            key = raw_key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError("a text field is not valid UTF-8") from None
+        context.append((key, cur.text(value_length)))
+
+    layer_count = cur.u8()
+    if not 1 <= layer_count <= MAX_LAYERS:
+        raise FormatError("layer count out of range")
+    layers: list[LayerHeader] = []
+    seen_ids: set[str] = set()
+    for _ in range(layer_count):
+        algorithm = _AEADS.get(cur.u8())
+        if algorithm is None:
+            raise FormatError("unknown layer algorithm")
+        commitment = cur.take(COMMITMENT_BYTES)
+        count = cur.u8()
+        if not 1 <= count <= MAX_WRAPPED_KEYS:
+            raise FormatError("wrapped key count out of range")
+        records: list[WrappedKeyRecord] = []
+        for _ in range(count):
+            wrap = _WRAPS.get(cur.u8())
+            if wrap is None:
+                raise FormatError("unknown wrap algorithm")
+            id_length = cur.u16()
+            if not 1 <= id_length <= MAX_KEY_ID_BYTES:
+                raise FormatError("key id length out of range")
+            key_id = cur.text(id_length)
+            if key_id in seen_ids:
+                raise FormatError("a key id appears twice in the header")
+            seen_ids.add(key_id)
+            wrapped_length = cur.u16()
+            if not 1 <= wrapped_length <= MAX_WRAPPED_KEY_BYTES:
+                raise FormatError("wrapped key length out of range")
+            records.append(WrappedKeyRecord(wrap, key_id, cur.take(wrapped_length)))
+        layers.append(LayerHeader(algorithm, commitment, tuple(records)))
+
+    if cur.pos != length:
+        raise FormatError("header has trailing bytes")
+    header = Header(
+        suite=Suite(suite),
+        frame_size=int(frame_size),
+        salt=bytes(salt),
+        context=tuple(context),
+        layers=tuple(layers),
+        version=int(version),
+    )
+    return header, length
