@@ -232,3 +232,101 @@ def self_signed_pem(host: str = "localhost") -> tuple[bytes, bytes]:
         serialization.NoEncryption(),
     )
     return cert_pem, key_pem
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """Everything the transport tests serve, issued once per session."""
+
+    ca: trustme.CA
+    good: trustme.LeafCert  # localhost and 127.0.0.1, ECDSA
+    good_rsa: trustme.LeafCert  # for the RSA-key-exchange suites
+    other_ca: trustme.LeafCert  # right names, a CA the client does not trust
+    expired: trustme.LeafCert  # right names and CA, validity ended yesterday
+    wrong_host: trustme.LeafCert  # right CA, names that are not 127.0.0.1
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.ca.cert_pem.bytes()
+
+    def pin(self, leaf: trustme.LeafCert) -> str:
+        from envelope.transport import spki_pin
+
+        return spki_pin(leaf.cert_chain_pems[0].bytes())
+
+
+def issue_certificates() -> Certificates:
+    ca = trustme.CA()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return Certificates(
+        ca=ca,
+        good=ca.issue_cert("localhost", LOOPBACK),
+        good_rsa=ca.issue_cert("localhost", LOOPBACK, key_type=trustme.KeyType.RSA),
+        other_ca=trustme.CA().issue_cert("localhost", LOOPBACK),
+        expired=ca.issue_cert(
+            "localhost",
+            LOOPBACK,
+            not_before=now - datetime.timedelta(days=10),
+            not_after=now - datetime.timedelta(days=1),
+        ),
+        wrong_host=ca.issue_cert("vault.example.test"),
+    )
+
+
+class _TunnelHandler(socketserver.BaseRequestHandler):
+    server: _TunnelServer
+
+    def handle(self) -> None:
+        client = self.request
+        client.settimeout(HANDLER_TIMEOUT)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        request_line = head.split(b"\r\n", 1)[0].decode("ascii")
+        method, target, _ = request_line.split(" ", 2)
+        host, _, port = target.rpartition(":")
+        with self.server.lock:
+            self.server.connects.append(request_line)
+        if method != "CONNECT" or host != LOOPBACK:
+            client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        with socket.create_connection((host, int(port)), timeout=HANDLER_TIMEOUT) as upstream:
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            peers = {client: upstream, upstream: client}
+            while True:
+                readable, _, _ = select.select(list(peers), [], [], HANDLER_TIMEOUT)
+                if not readable:
+                    return
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    peers[sock].sendall(data)
+
+
+class _TunnelServer(socketserver.ThreadingTCPServer):
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connects: list[str] = []
+        super().__init__((LOOPBACK, 0), _TunnelHandler)
+
+
+@contextmanager
+def connect_proxy() -> Iterator[tuple[str, list[str]]]:
+    """A CONNECT-only HTTP proxy that tunnels to 127.0.0.1; yields its URL and the CONNECT
+    request lines it saw."""
+    server = _TunnelServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_address[1]}", server.connects
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -15,11 +15,14 @@ Every refusal raises :class:`envelope.InsecureTransportError` with a ``reason``:
 =========================  ===============================================================
 """
 
+from ._azure import AsyncSecureTransport, SecureTransport
 from ._httpx import InsecureRequestError, is_secure_client, secure_async_client, secure_client
 from ._policy import TLSPolicy, check_ssl_context, create_ssl_context, spki_pin
 
 __all__ = [
+    "AsyncSecureTransport",
     "InsecureRequestError",
+    "SecureTransport",
     "TLSPolicy",
     "check_ssl_context",
     "create_ssl_context",

@@ -1,0 +1,319 @@
+"""azure-core transports over the secure httpx clients.
+
+azure-core 1.41 ships no httpx transport, and the experimental one never reads non-stream
+bodies in its async form. These two are small: build an httpx request from the azure-core
+one, send it through a secure client, wrap the response, and translate httpx exceptions in
+one place so azure-core's retry policy sees the errors it knows. Policy refusals are not
+translated: an :class:`envelope.InsecureTransportError` is not an ``AzureError``, so the
+pipeline neither retries nor rewraps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx
+from azure.core.exceptions import (
+    DecodeError,
+    IncompleteReadError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+)
+from azure.core.pipeline.transport import AsyncHttpTransport, HttpTransport
+from azure.core.rest import HttpRequest
+from azure.core.rest._http_response_impl import HttpResponseImpl
+from azure.core.rest._http_response_impl_async import AsyncHttpResponseImpl
+from azure.core.utils import CaseInsensitiveDict
+
+from .._errors import InsecureTransportError
+from ._httpx import is_secure_client, secure_async_client, secure_client
+from ._policy import TLSPolicy
+
+__all__ = ["AsyncSecureTransport", "SecureTransport"]
+
+_BLOCK_SIZE = 64 * 1024
+
+
+@contextlib.contextmanager
+def _azure_errors() -> Iterator[None]:
+    """The one place httpx errors become azure-core errors."""
+    try:
+        yield
+    except InsecureTransportError:
+        raise
+    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise ServiceRequestTimeoutError(str(exc), error=exc) from exc
+    except httpx.ConnectError as exc:
+        raise ServiceRequestError(str(exc), error=exc) from exc
+    except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+        raise ServiceResponseTimeoutError(str(exc), error=exc) from exc
+    except httpx.DecodingError as exc:
+        raise DecodeError(str(exc), error=exc) from exc
+    except httpx.RemoteProtocolError as exc:
+        if "incomplete" in str(exc).lower():
+            raise IncompleteReadError(str(exc), error=exc) from exc
+        raise ServiceResponseError(str(exc), error=exc) from exc
+    except httpx.TransportError as exc:
+        raise ServiceResponseError(str(exc), error=exc) from exc
+
+
+def _send_options(
+    client: httpx.Client | httpx.AsyncClient, kwargs: dict[str, Any]
+) -> tuple[bool, httpx.Timeout]:
+    """Apply azure-core's per-request keywords; refuse the ones that would weaken TLS."""
+    stream = bool(kwargs.pop("stream", False))
+    verify = kwargs.pop("connection_verify", None)
+    if verify is False:
+        raise InsecureTransportError(
+            "connection_verify=False is refused: certificates are always verified",
+            reason="verification-disabled",
+        )
+    if verify not in (None, True):
+        raise ValueError(
+            "connection_verify cannot change trust per request; put the CA in the TLSPolicy"
+        )
+    if kwargs.pop("connection_cert", None) is not None:
+        raise ValueError(
+            "connection_cert is not supported per request; load the client certificate into "
+            "create_ssl_context(policy) and pass it as verify= to secure_client()"
+        )
+    if kwargs.pop("proxies", None):
+        raise ValueError("proxies are configured on the httpx client (proxy= or environment)")
+    timeout = client.timeout
+    connect = kwargs.pop("connection_timeout", None)
+    read = kwargs.pop("read_timeout", None)
+    if connect is not None or read is not None:
+        timeout = httpx.Timeout(
+            connect=timeout.connect if connect is None else connect,
+            read=timeout.read if read is None else read,
+            write=timeout.write,
+            pool=timeout.pool,
+        )
+    # Whatever else azure-core forwards (there is normally nothing) has no httpx meaning.
+    return stream, timeout
+
+
+def _build_request(
+    client: httpx.Client | httpx.AsyncClient, request: Any, timeout: httpx.Timeout
+) -> httpx.Request:
+    # Both azure-core request types (azure.core.rest and the legacy pipeline one) expose the
+    # body as .data (bytes, str, a form dict, a stream) and multipart parts as .files.
+    data = request.data
+    files = request.files
+    body: dict[str, Any] = {}
+    if files:
+        body["files"] = files
+        if isinstance(data, dict):
+            body["data"] = data
+    elif isinstance(data, dict):
+        body["data"] = data
+    elif data is not None:
+        body["content"] = data
+    return client.build_request(
+        request.method, request.url, headers=dict(request.headers), timeout=timeout, **body
+    )
+
+
+def _headers(response: httpx.Response) -> CaseInsensitiveDict:
+    return CaseInsensitiveDict(response.headers.items())
+
+
+class _StreamDownload:
+    def __init__(
+        self, pipeline: Any, response: _SecureTransportResponse, *, decompress: bool = True
+    ) -> None:
+        self.pipeline = pipeline
+        self.response = response
+        internal: httpx.Response = response.internal_response
+        self._chunks = (
+            internal.iter_bytes(_BLOCK_SIZE) if decompress else internal.iter_raw(_BLOCK_SIZE)
+        )
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        internal: httpx.Response = self.response.internal_response
+        try:
+            with _azure_errors():
+                return next(self._chunks)
+        except BaseException:
+            internal.close()
+            raise
+
+
+class _AsyncStreamDownload:
+    def __init__(
+        self, pipeline: Any, response: _AsyncSecureTransportResponse, *, decompress: bool = True
+    ) -> None:
+        self.pipeline = pipeline
+        self.response = response
+        internal: httpx.Response = response.internal_response
+        self._chunks = (
+            internal.aiter_bytes(_BLOCK_SIZE) if decompress else internal.aiter_raw(_BLOCK_SIZE)
+        )
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        internal: httpx.Response = self.response.internal_response
+        try:
+            with _azure_errors():
+                return await self._chunks.__anext__()
+        except BaseException:
+            await internal.aclose()
+            raise
+
+
+class _SecureTransportResponse(HttpResponseImpl):
+    def __init__(self, request: Any, internal: httpx.Response) -> None:
+        super().__init__(
+            request=request,
+            internal_response=internal,
+            block_size=_BLOCK_SIZE,
+            status_code=internal.status_code,
+            reason=internal.reason_phrase,
+            content_type=internal.headers.get("content-type"),
+            headers=_headers(internal),
+            stream_download_generator=_StreamDownload,
+        )
+
+
+class _AsyncSecureTransportResponse(AsyncHttpResponseImpl):
+    def __init__(self, request: Any, internal: httpx.Response) -> None:
+        super().__init__(
+            request=request,
+            internal_response=internal,
+            block_size=_BLOCK_SIZE,
+            status_code=internal.status_code,
+            reason=internal.reason_phrase,
+            content_type=internal.headers.get("content-type"),
+            headers=_headers(internal),
+            stream_download_generator=_AsyncStreamDownload,
+        )
+
+    async def close(self) -> None:
+        # The base class awaits internal_response.close(), which httpx reserves for sync.
+        if not self.is_closed:
+            self._is_closed = True
+            await self._internal_response.aclose()
+
+
+def _checked_client(client: httpx.Client | httpx.AsyncClient, policy: TLSPolicy | None) -> None:
+    if policy is not None:
+        raise ValueError("give a policy or a client built from one, not both")
+    if not is_secure_client(client):
+        raise InsecureTransportError(
+            "the client was not built by secure_client()/secure_async_client()",
+            reason="verification-disabled",
+        )
+
+
+class SecureTransport(HttpTransport):  # type: ignore[type-arg]
+    """An azure-core ``HttpTransport`` that sends through :func:`secure_client`.
+
+    Pass it as ``transport=`` to ``KeyClient``, ``CryptographyClient`` or an azure-identity
+    credential. With ``client=`` (built by :func:`secure_client`, e.g. for timeouts or a
+    proxy) the caller keeps ownership and closes it; otherwise the transport owns its client.
+    Per-request ``connection_verify=False`` is refused; ``connection_timeout`` and
+    ``read_timeout`` are honoured.
+    """
+
+    def __init__(self, policy: TLSPolicy | None = None, *, client: httpx.Client | None = None):
+        if client is not None:
+            _checked_client(client, policy)
+        self._policy = policy
+        self._owns_client = client is None
+        self._client = secure_client(policy) if client is None else client
+
+    def open(self) -> None:
+        # azure-core reopens a transport after close() when a client is used again.
+        if self._owns_client and self._client.is_closed:
+            self._client = secure_client(self._policy)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> SecureTransport:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def send(self, request: HttpRequest, **kwargs: Any) -> _SecureTransportResponse:
+        self.open()
+        stream, timeout = _send_options(self._client, kwargs)
+        outgoing = _build_request(self._client, request, timeout)
+        with _azure_errors():
+            internal = self._client.send(outgoing, stream=True, follow_redirects=False)
+        response = _SecureTransportResponse(request, internal)
+        if not stream:
+            # azure-core's non-stream contract: the body is loaded and the connection freed.
+            try:
+                response.read()
+            finally:
+                response.close()
+        return response
+
+
+class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
+    """The ``AsyncHttpTransport`` twin of :class:`SecureTransport`, over
+    :func:`secure_async_client`; works under asyncio and trio (sleeps through anyio)."""
+
+    def __init__(self, policy: TLSPolicy | None = None, *, client: httpx.AsyncClient | None = None):
+        if client is not None:
+            _checked_client(client, policy)
+        self._policy = policy
+        self._owns_client = client is None
+        self._client = secure_async_client(policy) if client is None else client
+
+    async def open(self) -> None:
+        if self._owns_client and self._client.is_closed:
+            self._client = secure_async_client(self._policy)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> AsyncSecureTransport:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def sleep(self, duration: float) -> None:
+        await anyio.sleep(duration)
+
+    async def send(self, request: HttpRequest, **kwargs: Any) -> _AsyncSecureTransportResponse:
+        await self.open()
+        stream, timeout = _send_options(self._client, kwargs)
+        outgoing = _build_request(self._client, request, timeout)
+        with _azure_errors():
+            internal = await self._client.send(outgoing, stream=True, follow_redirects=False)
+        response = _AsyncSecureTransportResponse(request, internal)
+        if not stream:
+            try:
+                await response.read()
+            finally:
+                await response.close()
+        return response

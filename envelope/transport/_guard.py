@@ -1,0 +1,193 @@
+"""An opt-in, process-wide refusal of plaintext HTTP.
+
+What it catches: a plaintext HTTP connection or request made through
+
+* ``http.client.HTTPConnection`` (so ``urllib.request``, ``xmlrpc.client`` and anything
+  else built on it),
+* ``urllib3.connection.HTTPConnection`` (so ``requests`` and azure-core's requests
+  transport),
+* ``httpcore`` connection pools, sync and async (so every ``httpx`` client, secure or not,
+  including http:// requests forwarded by a proxy).
+
+Each raises :class:`envelope.InsecureTransportError` with ``reason="plaintext"`` before the
+socket is opened, unless the target host is in ``allow_hosts``.
+
+What it cannot catch, by construction:
+
+* raw sockets, ``asyncio`` streams, and HTTP stacks that do not sit on the three above
+  (``aiohttp``, ``pycurl``, ``grpc``, websockets libraries, C extensions, subprocesses);
+* the *quality* of TLS: an ``https`` connection made with ``verify=False`` elsewhere is not
+  plaintext and passes; use the secure clients for that guarantee;
+* a library that imported a private copy of these classes or patched them itself after
+  the guard was installed;
+* hosts are compared as written in the URL, without DNS: allowing ``localhost`` does not
+  allow ``127.0.0.1``, and a name that resolves to an allowed address is not allowed.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import importlib
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from .._errors import InsecureTransportError
+
+__all__ = ["PlaintextGuard", "forbid_plaintext"]
+
+_PLAIN_SCHEMES = frozenset({b"http", b"ws"})
+
+_lock = threading.Lock()
+_guards: list[PlaintextGuard] = []
+# (owner class, attribute) -> the original function, while the patches are installed.
+_originals: dict[tuple[type, str], Any] = {}
+
+
+def _normalize(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+class PlaintextGuard:
+    """The handle :func:`forbid_plaintext` returns: a context manager, or call
+    :meth:`disable`. While any guard is enabled, a plaintext request is refused unless
+    *every* enabled guard allows its host."""
+
+    def __init__(self, allow_hosts: Iterable[str]) -> None:
+        if isinstance(allow_hosts, str):
+            raise TypeError("allow_hosts must be an iterable of host names, not one string")
+        self.allow_hosts = frozenset(_normalize(host) for host in allow_hosts)
+        self._enabled = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def allows(self, host: str) -> bool:
+        return _normalize(host) in self.allow_hosts
+
+    def enable(self) -> PlaintextGuard:
+        with _lock:
+            if not self._enabled:
+                if not _guards:
+                    _install()
+                _guards.append(self)
+                self._enabled = True
+        return self
+
+    def disable(self) -> None:
+        with _lock:
+            if self._enabled:
+                _guards.remove(self)
+                self._enabled = False
+                if not _guards:
+                    _uninstall()
+
+    def __enter__(self) -> PlaintextGuard:
+        return self.enable()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.disable()
+
+    def __repr__(self) -> str:
+        state = "enabled" if self._enabled else "disabled"
+        return f"<PlaintextGuard {state} allow_hosts={sorted(self.allow_hosts)}>"
+
+
+def forbid_plaintext(allow_hosts: Iterable[str] = ()) -> PlaintextGuard:
+    """Refuse plaintext HTTP process-wide, except to ``allow_hosts`` (e.g. a loopback
+    test server). Enabled on return; undo with ``guard.disable()``, or use it as a
+    context manager::
+
+        with forbid_plaintext(allow_hosts={"127.0.0.1"}):
+            ...
+
+    See this module's docstring for exactly what is and is not caught.
+    """
+    return PlaintextGuard(allow_hosts).enable()
+
+
+def _refuse(host: str, library: str) -> None:
+    with _lock:
+        blocking = [guard for guard in _guards if not guard.allows(host)]
+    if blocking:
+        raise InsecureTransportError(
+            f"plaintext HTTP to {host!r} through {library} refused by forbid_plaintext()",
+            reason="plaintext",
+        )
+
+
+def _patch(owner: type, name: str, make: Callable[[Any], Any]) -> None:
+    original = owner.__dict__[name]
+    _originals[(owner, name)] = original
+    setattr(owner, name, functools.wraps(original)(make(original)))
+
+
+def _install() -> None:
+    tls_client = http.client.HTTPSConnection
+
+    def http_client_connect(original: Any) -> Any:
+        def connect(self: http.client.HTTPConnection) -> None:
+            # HTTPSConnection.connect calls this one before wrapping the socket.
+            if not isinstance(self, tls_client):
+                _refuse(self.host, "http.client")
+            original(self)
+
+        return connect
+
+    _patch(http.client.HTTPConnection, "connect", http_client_connect)
+
+    try:
+        urllib3_connection = importlib.import_module("urllib3.connection")
+    except ImportError:
+        urllib3_connection = None
+    if urllib3_connection is not None:
+        urllib3_tls = urllib3_connection.HTTPSConnection
+
+        def urllib3_connect(original: Any) -> Any:
+            def connect(self: Any) -> None:
+                if not isinstance(self, urllib3_tls):
+                    _refuse(self.host, "urllib3")
+                original(self)
+
+            return connect
+
+        _patch(urllib3_connection.HTTPConnection, "connect", urllib3_connect)
+
+    try:
+        httpcore = importlib.import_module("httpcore")
+    except ImportError:
+        httpcore = None
+    if httpcore is not None:
+
+        def pool_request(original: Any) -> Any:
+            def handle_request(self: Any, request: Any) -> Any:
+                if request.url.scheme in _PLAIN_SCHEMES:
+                    _refuse(request.url.host.decode("ascii"), "httpcore/httpx")
+                return original(self, request)
+
+            return handle_request
+
+        def async_pool_request(original: Any) -> Any:
+            async def handle_async_request(self: Any, request: Any) -> Any:
+                if request.url.scheme in _PLAIN_SCHEMES:
+                    _refuse(request.url.host.decode("ascii"), "httpcore/httpx")
+                return await original(self, request)
+
+            return handle_async_request
+
+        _patch(httpcore.ConnectionPool, "handle_request", pool_request)
+        _patch(httpcore.AsyncConnectionPool, "handle_async_request", async_pool_request)
+
+
+def _uninstall() -> None:
+    for (owner, name), original in _originals.items():
+        setattr(owner, name, original)
+    _originals.clear()

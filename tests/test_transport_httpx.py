@@ -1,0 +1,408 @@
+"""The secure httpx clients against real TLS servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from transport_servers import (
+    Certificates,
+    Responder,
+    RunningServer,
+    connect_proxy,
+    issue_certificates,
+    self_signed_pem,
+    serve,
+    server_context,
+    silent_listener,
+)
+
+import envelope
+from envelope.transport import (
+    InsecureRequestError,
+    TLSPolicy,
+    create_ssl_context,
+    secure_async_client,
+    secure_client,
+)
+
+TIMEOUT = httpx.Timeout(5.0)
+
+
+@pytest.fixture(scope="module")
+def certs() -> Certificates:
+    return issue_certificates()
+
+
+@pytest.fixture
+def policy(certs: Certificates) -> TLSPolicy:
+    return TLSPolicy(ca_data=certs.ca_pem)
+
+
+@pytest.fixture
+def tls13_server(certs: Certificates) -> Iterator[RunningServer]:
+    with serve(server_context(certs.good, minimum=ssl.TLSVersion.TLSv1_3)) as server:
+        yield server
+
+
+def get(policy: TLSPolicy, url: str, mode: str, **request_kwargs: Any) -> httpx.Response:
+    """One GET through a fresh secure client, sync or async; the body is read."""
+    if mode == "sync":
+        with secure_client(policy, timeout=TIMEOUT) as client:
+            return client.get(url, **request_kwargs)
+
+    async def run() -> httpx.Response:
+        async with secure_async_client(policy, timeout=TIMEOUT) as client:
+            return await client.get(url, **request_kwargs)
+
+    return asyncio.run(run())
+
+
+MODES = pytest.mark.parametrize("mode", ["sync", "async"])
+
+
+# --- what passes ---------------------------------------------------------------------------
+
+
+@MODES
+def test_good_tls13_server_passes(
+    tls13_server: RunningServer, policy: TLSPolicy, mode: str
+) -> None:
+    response = get(policy, tls13_server.url("/hello"), mode)
+    assert response.status_code == 200
+    assert response.text == "hello over tls"
+    assert tls13_server.recorded.requests[0][:2] == ("GET", "/hello")
+
+
+def test_tls12_server_with_ecdhe_aead_passes_the_default_policy(
+    certs: Certificates, policy: TLSPolicy
+) -> None:
+    context = server_context(certs.good, maximum=ssl.TLSVersion.TLSv1_2)
+    with serve(context) as server, secure_client(policy, timeout=TIMEOUT) as client:
+        response = client.get(server.url())
+        ssl_object = response.extensions["network_stream"].get_extra_info("ssl_object")
+        assert ssl_object.version() == "TLSv1.2"
+        assert ssl_object.cipher()[0].startswith("ECDHE-")
+    assert response.status_code == 200
+
+
+@MODES
+def test_right_pin_passes_and_a_backup_pin_may_sit_beside_it(
+    certs: Certificates, tls13_server: RunningServer, mode: str
+) -> None:
+    pins = (certs.pin(certs.other_ca), certs.pin(certs.good))
+    response = get(TLSPolicy(ca_data=certs.ca_pem, pins=pins), tls13_server.url(), mode)
+    assert response.status_code == 200
+
+
+def test_localhost_name_verifies_too(tls13_server: RunningServer, policy: TLSPolicy) -> None:
+    response = get(policy, tls13_server.url(host="localhost"), "sync")
+    assert response.status_code == 200
+
+
+# --- what is refused during or after the handshake -----------------------------------------
+
+
+def _assert_refused(
+    excinfo: pytest.ExceptionInfo[BaseException], reason: str, server: RunningServer
+) -> None:
+    error = excinfo.value
+    assert isinstance(error, envelope.InsecureTransportError)
+    assert isinstance(error, httpx.TransportError)
+    assert error.reason == reason
+    # Not a request line, not a header: the server received nothing at all. Callers assert
+    # this after the server has stopped and joined its workers.
+    assert server.recorded.requests == []
+    assert server.recorded.all_bytes == b""
+
+
+@MODES
+@pytest.mark.parametrize(
+    "leaf_name",
+    ["other_ca", "expired", "wrong_host"],
+)
+def test_bad_certificates_are_refused(
+    certs: Certificates, policy: TLSPolicy, mode: str, leaf_name: str
+) -> None:
+    leaf = getattr(certs, leaf_name)
+    with serve(server_context(leaf)) as server, pytest.raises(InsecureRequestError) as excinfo:
+        get(policy, server.url(), mode)
+    _assert_refused(excinfo, "certificate", server)
+
+
+@MODES
+def test_self_signed_certificate_is_refused(tmp_path: Path, policy: TLSPolicy, mode: str) -> None:
+    cert_pem, key_pem = self_signed_pem(host="127.0.0.1")
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    with serve(context) as server, pytest.raises(InsecureRequestError) as excinfo:
+        get(policy, server.url(), mode)
+    _assert_refused(excinfo, "certificate", server)
+    assert "self-signed" in str(excinfo.value)
+
+
+def test_default_policy_trusts_certifi_not_a_private_ca(certs: Certificates) -> None:
+    with (
+        serve(server_context(certs.good)) as server,
+        pytest.raises(InsecureRequestError) as excinfo,
+    ):
+        get(TLSPolicy(), server.url(), "sync")
+    _assert_refused(excinfo, "certificate", server)
+
+
+@MODES
+def test_tls12_only_server_is_refused_by_a_tls13_policy(certs: Certificates, mode: str) -> None:
+    policy = TLSPolicy(ca_data=certs.ca_pem, minimum_version=ssl.TLSVersion.TLSv1_3)
+    with (
+        serve(server_context(certs.good, maximum=ssl.TLSVersion.TLSv1_2)) as server,
+        pytest.raises(InsecureRequestError) as excinfo,
+    ):
+        get(policy, server.url(), mode)
+    _assert_refused(excinfo, "protocol", server)
+
+
+@MODES
+@pytest.mark.parametrize(
+    "ciphers",
+    [
+        pytest.param("ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA384", id="ecdhe-cbc"),
+        pytest.param("AES128-GCM-SHA256:AES256-GCM-SHA384", id="rsa-kx-aead"),
+        pytest.param("AES128-SHA:AES256-SHA256", id="rsa-kx-cbc"),
+    ],
+)
+def test_tls12_server_with_only_weak_suites_is_refused(
+    certs: Certificates, policy: TLSPolicy, mode: str, ciphers: str
+) -> None:
+    context = server_context(certs.good_rsa, maximum=ssl.TLSVersion.TLSv1_2, ciphers=ciphers)
+    with serve(context) as server, pytest.raises(InsecureRequestError) as excinfo:
+        get(policy, server.url(), mode)
+    _assert_refused(excinfo, "cipher", server)
+
+
+@MODES
+def test_pin_mismatch_is_refused_before_a_single_request_byte(
+    certs: Certificates, mode: str
+) -> None:
+    # A certificate the CA really issued for the right name: only the pin tells it apart.
+    policy = TLSPolicy(ca_data=certs.ca_pem, pins=(certs.pin(certs.other_ca),))
+    with (
+        serve(server_context(certs.good, minimum=ssl.TLSVersion.TLSv1_3)) as server,
+        pytest.raises(InsecureRequestError) as excinfo,
+    ):
+        get(policy, server.url(), mode, headers={"Authorization": "Bearer secret-token"})
+    # Asserted after the server joined its threads, so nothing can still be in flight.
+    _assert_refused(excinfo, "pin", server)
+    assert server.recorded.raw == [b""]  # the handshake completed; then nothing came
+
+
+# --- what is refused before any socket opens -----------------------------------------------
+
+
+@MODES
+def test_plain_http_is_refused_before_connecting(policy: TLSPolicy, mode: str) -> None:
+    with silent_listener() as (port, connected):
+        with pytest.raises(InsecureRequestError) as excinfo:
+            get(policy, f"http://127.0.0.1:{port}/", mode)
+        assert not connected()
+    assert excinfo.value.reason == "plaintext"
+
+
+def _redirect_to(location: str) -> Responder:
+    def responder(
+        handler: http.server.BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        return 302, {"Location": location}, b""
+
+    return responder
+
+
+@MODES
+def test_redirect_off_https_is_refused(certs: Certificates, policy: TLSPolicy, mode: str) -> None:
+    with silent_listener() as (port, connected):
+        responder = _redirect_to(f"http://127.0.0.1:{port}/landing")
+        with (
+            serve(server_context(certs.good), responder) as server,
+            pytest.raises(InsecureRequestError) as excinfo,
+        ):
+            get(policy, server.url("/start"), mode, follow_redirects=True)
+        assert not connected()
+    assert excinfo.value.reason == "redirect"
+    assert [request[1] for request in server.recorded.requests] == ["/start"]
+
+
+def test_redirect_not_followed_is_returned_as_httpx_returns_it(
+    certs: Certificates, policy: TLSPolicy
+) -> None:
+    responder = _redirect_to("http://127.0.0.1:9/landing")
+    with serve(server_context(certs.good), responder) as server:
+        response = get(policy, server.url("/start"), "sync")
+    assert response.status_code == 302
+    assert response.next_request is not None
+
+
+def test_redirect_within_https_is_followed(certs: Certificates, policy: TLSPolicy) -> None:
+    def responder(
+        handler: http.server.BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if handler.path == "/start":
+            return 302, {"Location": "/landing"}, b""
+        return 200, {}, b"landed"
+
+    with serve(server_context(certs.good), responder) as server:
+        response = get(policy, server.url("/start"), "sync", follow_redirects=True)
+    assert response.text == "landed"
+    assert len(response.history) == 1
+
+
+# --- what is refused at construction -------------------------------------------------------
+
+
+def test_verify_false_is_refused(policy: TLSPolicy) -> None:
+    with pytest.raises(envelope.InsecureTransportError) as excinfo:
+        secure_client(policy, verify=False)
+    assert excinfo.value.reason == "verification-disabled"
+    with pytest.raises(envelope.InsecureTransportError):
+        secure_async_client(policy, verify=False)
+
+
+def _unverified() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _tls12_floor() -> ssl.SSLContext:
+    return create_ssl_context(TLSPolicy(minimum_version=ssl.TLSVersion.TLSv1_2))
+
+
+@pytest.mark.parametrize(
+    ("make_context", "minimum", "reason"),
+    [
+        (_unverified, ssl.TLSVersion.TLSv1_2, "verification-disabled"),
+        (ssl.create_default_context, ssl.TLSVersion.TLSv1_2, "cipher"),
+        (_tls12_floor, ssl.TLSVersion.TLSv1_3, "protocol"),
+    ],
+)
+def test_weaker_ssl_context_is_refused(
+    make_context: Callable[[], ssl.SSLContext], minimum: ssl.TLSVersion, reason: str
+) -> None:
+    with pytest.raises(envelope.InsecureTransportError) as excinfo:
+        secure_client(TLSPolicy(minimum_version=minimum), verify=make_context())
+    assert excinfo.value.reason == reason
+
+
+def test_a_context_as_strict_as_the_policy_is_accepted(
+    tls13_server: RunningServer, policy: TLSPolicy
+) -> None:
+    with secure_client(policy, verify=create_ssl_context(policy), timeout=TIMEOUT) as client:
+        assert client.get(tls13_server.url()).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["transport", "mounts"])
+def test_transports_that_would_bypass_the_policy_are_refused(policy: TLSPolicy, name: str) -> None:
+    with httpx.HTTPTransport() as transport:
+        value = transport if name == "transport" else {"all://": transport}
+        with pytest.raises(TypeError, match="bypass"):
+            secure_client(policy, **{name: value})
+
+
+def test_a_ca_path_as_verify_is_pointed_to_the_policy(policy: TLSPolicy) -> None:
+    with pytest.raises(TypeError, match="ca_file"):
+        secure_client(policy, verify="/etc/ssl/certs/ca-certificates.crt")
+
+
+# --- everything else about httpx keeps working ---------------------------------------------
+
+
+def test_event_hooks_and_trace_extension_still_run(
+    tls13_server: RunningServer, policy: TLSPolicy
+) -> None:
+    seen: list[str] = []
+    events: list[str] = []
+    hooks = {
+        "request": [lambda request: seen.append(f"request {request.url.path}")],
+        "response": [lambda response: seen.append(f"response {response.status_code}")],
+    }
+    with secure_client(policy, event_hooks=hooks, timeout=TIMEOUT) as client:
+        client.get(tls13_server.url("/x"), extensions={"trace": lambda e, i: events.append(e)})
+    assert seen == ["request /x", "response 200"]
+    assert "connection.start_tls.complete" in events
+
+
+def test_connect_timeout_is_an_httpx_timeout_not_a_refusal(policy: TLSPolicy) -> None:
+    # A listener that never answers the ClientHello.
+    with (
+        silent_listener() as (port, _),
+        secure_client(policy, timeout=0.2) as client,
+        pytest.raises(httpx.ConnectTimeout) as excinfo,
+    ):
+        client.get(f"https://127.0.0.1:{port}/")
+    assert not isinstance(excinfo.value, envelope.InsecureTransportError)
+
+
+def test_connection_refused_stays_a_connect_error(policy: TLSPolicy) -> None:
+    with silent_listener() as (port, _):
+        pass  # closed: nothing listens on the port any more
+    with (
+        secure_client(policy, timeout=TIMEOUT) as client,
+        pytest.raises(httpx.ConnectError) as excinfo,
+    ):
+        client.get(f"https://127.0.0.1:{port}/")
+    assert not isinstance(excinfo.value, envelope.InsecureTransportError)
+
+
+@MODES
+def test_https_through_a_connect_proxy_keeps_tls_and_pins_end_to_end(
+    certs: Certificates, tls13_server: RunningServer, mode: str
+) -> None:
+    with connect_proxy() as (proxy_url, connects):
+        pinned = TLSPolicy(ca_data=certs.ca_pem, pins=(certs.pin(certs.good),))
+        if mode == "sync":
+            with secure_client(pinned, proxy=proxy_url, timeout=TIMEOUT) as client:
+                assert client.get(tls13_server.url("/via-proxy")).status_code == 200
+        else:
+
+            async def run() -> None:
+                async with secure_async_client(pinned, proxy=proxy_url, timeout=TIMEOUT) as c:
+                    assert (await c.get(tls13_server.url("/via-proxy"))).status_code == 200
+
+            asyncio.run(run())
+        wrong = TLSPolicy(ca_data=certs.ca_pem, pins=(certs.pin(certs.other_ca),))
+        with (
+            secure_client(wrong, proxy=proxy_url, timeout=TIMEOUT) as client,
+            pytest.raises(InsecureRequestError) as excinfo,
+        ):
+            client.get(tls13_server.url("/never"))
+    assert excinfo.value.reason == "pin"
+    assert connects == [f"CONNECT 127.0.0.1:{tls13_server.port} HTTP/1.1"] * 2
+    assert [request[1] for request in tls13_server.recorded.requests] == ["/via-proxy"]
+
+
+def test_http2_is_negotiated_when_h2_is_installed(
+    tls13_server: RunningServer, policy: TLSPolicy
+) -> None:
+    pytest.importorskip("h2")
+    with secure_client(policy, http2=True, timeout=TIMEOUT) as client:
+        response = client.get(tls13_server.url())
+    # The loopback server speaks HTTP/1.1 only: ALPN falls back and the request succeeds.
+    assert response.http_version == "HTTP/1.1"
+
+
+@pytest.mark.asyncio
+async def test_async_client_reuses_its_checked_connection(
+    tls13_server: RunningServer, policy: TLSPolicy
+) -> None:
+    async with secure_async_client(policy, timeout=TIMEOUT) as client:
+        first = await client.get(tls13_server.url("/1"))
+        second = await client.get(tls13_server.url("/2"))
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert len(tls13_server.recorded.raw) == 1  # one connection, one handshake check
