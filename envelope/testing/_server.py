@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "envelope-local-keyvault"
     sys_version = ""
+    # Garbage request lines are answered with a status line and a JSON body, not HTTP/0.9.
+    default_request_version = "HTTP/1.1"
     server: TLSServer
 
     def do_GET(self) -> None:
@@ -93,6 +96,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if response.status != 204 and self.command != "HEAD":
             self.wfile.write(response.body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own protocol errors, as Key Vault error bodies."""
+        self.close_connection = True
+        status = HTTPStatus(code)
+        error = VaultError(code, status.phrase.replace(" ", ""), message or status.phrase)
+        self._send(json_response(code, error.body()), close=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
