@@ -24,7 +24,7 @@ from ._engine import (
     new_aead,
     plaintext_size,
 )
-from ._errors import DecryptionError, FormatError, KeyAccessError
+from ._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
 from ._files import atomic_output
 from ._format import (
     DEFAULT_FRAME_SIZE,
@@ -307,13 +307,14 @@ class Envelope:
         their commitments; the body and the encryption context are kept as they are.
         """
         view = _contiguous(blob)
-        header, header_length = decode_header(view)
-        unwrapped = self._unwrap_layers(header)
+        header, header_length, plan = self._plan(view, None)
         layers = tuple(
-            LayerHeader(layer.algorithm, layer.commitment, self._wrap(index, data_key))
-            for index, (layer, (data_key, _)) in enumerate(
-                zip(header.layers, unwrapped, strict=True)
+            LayerHeader(
+                layer.algorithm,
+                layer.commitment,
+                self._wrap(index, self._unwrap_layer(index, header, pairs)[0]),
             )
+            for index, (layer, pairs) in enumerate(zip(header.layers, plan, strict=True))
         )
         new_header = encode_header(
             Header(header.suite, header.frame_size, header.salt, header.context, layers)
@@ -389,27 +390,26 @@ class Envelope:
         """Parse and check the header, unwrap and verify every layer's data key, and return
         the cipher for the body. ``largest_frame`` sizes the scratch buffers (default: the
         body that follows the header in ``view``)."""
-        header, header_length = decode_header(view)
-        if header.context != expected:
-            raise DecryptionError()
-        unwrapped = self._unwrap_layers(header)
-        aeads = [
-            new_aead(layer.algorithm, message_key)
-            for layer, (_, message_key) in zip(header.layers, unwrapped, strict=True)
+        header, header_length, plan = self._plan(view, expected)
+        message_keys = [
+            self._unwrap_layer(index, header, pairs)[1] for index, pairs in enumerate(plan)
         ]
         if largest_frame is None:
             largest_frame = len(view) - header_length
-        cipher = FrameCipher(
-            aeads, header_digest(header), header.frame_size, largest_frame=largest_frame
-        )
-        return header, header_length, cipher
+        return header, header_length, _body_cipher(header, message_keys, largest_frame)
 
-    def _candidates(self, header: Header) -> list[list[tuple[KeyEncryptionKey, WrappedKeyRecord]]]:
-        """Pair each layer's wrapped keys with the configured KEKs that accept them.
+    def _plan(
+        self, view: memoryview, expected: Context | None
+    ) -> tuple[Header, int, list[list[tuple[KeyEncryptionKey, WrappedKeyRecord]]]]:
+        """Parse the header, check the context (unless ``expected`` is None) and pair each
+        layer's wrapped keys with the configured KEKs that accept them.
 
         Pure: runs before any KEK is used, so a header naming a key this envelope was not
         configured with never causes a connection.
         """
+        header, header_length = decode_header(view)
+        if expected is not None and header.context != expected:
+            raise DecryptionError()
         if len(header.layers) != len(self._layers):
             raise KeyAccessError(
                 f"message has {len(header.layers)} layer(s); this envelope is configured "
@@ -429,53 +429,85 @@ class Envelope:
                     f"layer {index}: no configured key may unwrap this message (it names {named})"
                 )
             plan.append(pairs)
-        return plan
-
-    def _unwrap_layers(self, header: Header) -> list[tuple[bytes, bytes]]:
-        """``(data_key, message_key)`` per layer, each data key checked against its layer's
-        commitment. Every key id in the header is checked before any KEK is used."""
-        plan = self._candidates(header)
-        return [
-            self._unwrap_layer(index, header, layer, pairs)
-            for index, (layer, pairs) in enumerate(zip(header.layers, plan, strict=True))
-        ]
+        return header, header_length, plan
 
     def _unwrap_layer(
         self,
         index: int,
         header: Header,
-        layer: LayerHeader,
         pairs: Sequence[tuple[KeyEncryptionKey, WrappedKeyRecord]],
     ) -> tuple[bytes, bytes]:
         """Try each accepted (KEK, wrapped key) pair in turn until one yields the data key
-        the commitment names."""
-        info = layer_info(header.suite, index, layer.algorithm)
-        access_errors: list[KeyAccessError] = []
-        integrity_failure = False
+        the layer's commitment names; returns ``(data_key, message_key)``."""
+        attempts = _Attempts(index)
         for kek, record in pairs:
-            wrapped = WrappedKey(record.key_id, record.wrap_algorithm.label, record.wrapped)
             try:
-                data_key = kek.unwrap_key(wrapped)
-            except KeyAccessError as exc:
-                access_errors.append(exc)
+                data_key = kek.unwrap_key(_wrapped_key(record))
+            except (KeyAccessError, DecryptionError) as exc:
+                attempts.failed(exc)
                 continue
-            except DecryptionError:
-                integrity_failure = True
-                continue
-            if len(data_key) == DATA_KEY_BYTES:
-                message_key, commitment = derive_layer_key(data_key, info, header.salt)
-                if commitments_match(layer.commitment, commitment):
-                    return data_key, message_key
-            integrity_failure = True
-        if integrity_failure or not access_errors:
-            raise DecryptionError()
-        if len(access_errors) == 1:
-            raise access_errors[0]
-        reasons = "; ".join(str(e) for e in access_errors)
-        raise KeyAccessError(
-            f"layer {index}: none of {len(access_errors)} keys could unwrap: {reasons}",
-            code=access_errors[-1].code,
-        ) from access_errors[-1]
+            message_key = _verify_data_key(header, index, data_key)
+            if message_key is not None:
+                return data_key, message_key
+            attempts.failed(DecryptionError())
+        raise attempts.error()
+
+
+class _Attempts:
+    """Why each candidate KEK of one layer failed, turned into the error to raise.
+
+    An integrity failure of any candidate wins over access errors: a tampered header must
+    not be reported as an unreachable key service.
+    """
+
+    __slots__ = ("_access", "_index", "_integrity")
+
+    def __init__(self, index: int) -> None:
+        self._index = index
+        self._access: list[KeyAccessError] = []
+        self._integrity = False
+
+    def failed(self, error: KeyAccessError | DecryptionError) -> None:
+        if isinstance(error, KeyAccessError):
+            self._access.append(error)
+        else:
+            self._integrity = True
+
+    def error(self) -> EnvelopeError:
+        """The exception for the caller to raise once every candidate failed."""
+        if self._integrity or not self._access:
+            return DecryptionError()
+        if len(self._access) == 1:
+            return self._access[0]
+        reasons = "; ".join(str(e) for e in self._access)
+        combined = KeyAccessError(
+            f"layer {self._index}: none of {len(self._access)} keys could unwrap: {reasons}",
+            code=self._access[-1].code,
+        )
+        combined.__cause__ = self._access[-1]
+        return combined
+
+
+def _wrapped_key(record: WrappedKeyRecord) -> WrappedKey:
+    return WrappedKey(record.key_id, record.wrap_algorithm.label, record.wrapped)
+
+
+def _verify_data_key(header: Header, index: int, data_key: bytes) -> bytes | None:
+    """The layer's message key if ``data_key`` matches the layer's commitment, else None."""
+    if len(data_key) != DATA_KEY_BYTES:
+        return None
+    layer = header.layers[index]
+    info = layer_info(header.suite, index, layer.algorithm)
+    message_key, commitment = derive_layer_key(data_key, info, header.salt)
+    return message_key if commitments_match(layer.commitment, commitment) else None
+
+
+def _body_cipher(header: Header, message_keys: Sequence[bytes], largest_frame: int) -> FrameCipher:
+    aeads = [
+        new_aead(layer.algorithm, key)
+        for layer, key in zip(header.layers, message_keys, strict=True)
+    ]
+    return FrameCipher(aeads, header_digest(header), header.frame_size, largest_frame=largest_frame)
 
 
 # -- inspect ----------------------------------------------------------------------------
