@@ -16,16 +16,19 @@ Every refusal raises :class:`envelope.InsecureTransportError` with a ``reason``:
 """
 
 from ._azure import AsyncSecureTransport, SecureTransport
+from ._guard import PlaintextGuard, forbid_plaintext
 from ._httpx import InsecureRequestError, is_secure_client, secure_async_client, secure_client
 from ._policy import TLSPolicy, check_ssl_context, create_ssl_context, spki_pin
 
 __all__ = [
     "AsyncSecureTransport",
     "InsecureRequestError",
+    "PlaintextGuard",
     "SecureTransport",
     "TLSPolicy",
     "check_ssl_context",
     "create_ssl_context",
+    "forbid_plaintext",
     "is_secure_client",
     "secure_async_client",
     "secure_client",
