@@ -723,3 +723,26 @@ def test_standalone_module_prints_url_and_ca_and_stops_on_ctrl_c():
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_list_keys_and_deleted_keys():
+    http_challenge_cache.clear()
+    with LocalKeyVault() as own:
+        for index in range(3):
+            own.create_key(f"listed-{index}")
+        with key_client(own) as client:
+            names = sorted(p.name for p in client.list_properties_of_keys(max_page_size=2))
+            assert names == ["listed-0", "listed-1", "listed-2"]
+            assert own.operation_counts()["getKeys"] == 2
+            client.begin_delete_key("listed-1", _polling_interval=0.01).result()
+            deleted = list(client.list_deleted_keys())
+            assert [d.name for d in deleted] == ["listed-1"]
+            assert deleted[0].recovery_id == f"{own.url}/deletedkeys/listed-1"
+
+
+def test_identity_names_are_unique(vault):
+    vault.add_identity("twin", permissions={"get"})
+    with pytest.raises(ValueError, match="exists"):
+        vault.add_identity("twin")
+    with pytest.raises(ValueError, match="unknown permissions"):
+        vault.add_identity("typo", permissions={"unwrap"})

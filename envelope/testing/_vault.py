@@ -73,6 +73,7 @@ class LocalKeyVault:
         )
         self._thread.start()
         self._default_credential: ClientSecretCredential | None = None
+        self._default_lock = threading.Lock()
 
     # lifecycle
 
@@ -136,9 +137,10 @@ class LocalKeyVault:
     def credential(self) -> ClientSecretCredential:
         """A credential of the identity that holds every key permission (shared, closed by
         :meth:`close`)."""
-        if self._default_credential is None:
-            self._default_credential = self.get_credential(DEFAULT_IDENTITY)
-        return self._default_credential
+        with self._default_lock:
+            if self._default_credential is None:
+                self._default_credential = self.get_credential(DEFAULT_IDENTITY)
+            return self._default_credential
 
     def add_identity(
         self, name: str, permissions: Iterable[str] | None = None, **credential_kwargs: Any
