@@ -746,3 +746,13 @@ def test_identity_names_are_unique(vault):
         vault.add_identity("twin")
     with pytest.raises(ValueError, match="unknown permissions"):
         vault.add_identity("typo", permissions={"unwrap"})
+
+
+def test_token_endpoint_faults_are_retried_by_azure_identity(vault):
+    vault.create_key("token-fault")
+    fault = vault.inject_fault("token", status=503, count=1)
+    credential = vault.get_credential(retry_backoff_factor=0.01)
+    with key_client(vault, credential) as client:
+        assert client.get_key("token-fault").name == "token-fault"
+    assert fault.triggered == 1
+    assert vault.operation_counts()["token"] >= 2

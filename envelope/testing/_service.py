@@ -160,9 +160,9 @@ def _object(body: bytes) -> dict[str, Any]:
 def _optional(obj: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
     value = obj.get(key)
     # bool is an int in Python; a JSON true is not a timestamp or a key size.
-    if value is not None and (not isinstance(value, kind) or (kind is int and value is True)):
-        raise bad_parameter(f"The parameter '{key}' must be {what}.")
-    if value is False and kind is int:
+    if value is not None and (
+        not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+    ):
         raise bad_parameter(f"The parameter '{key}' must be {what}.")
     return value
 
