@@ -48,13 +48,16 @@ _NONCE = struct.Struct(">IQ")
 _AAD_TAIL = struct.Struct(">QB")
 
 
+_Bytes = bytes | bytearray | memoryview
+
+
 class _AeadPrimitive(Protocol):
     def encrypt_into(
-        self, nonce: bytes, data: memoryview, associated_data: bytes | None, buf: memoryview
+        self, nonce: bytes, data: _Bytes, associated_data: bytes | None, buf: _Bytes
     ) -> int: ...
 
     def decrypt_into(
-        self, nonce: bytes, data: memoryview, associated_data: bytes | None, buf: memoryview
+        self, nonce: bytes, data: _Bytes, associated_data: bytes | None, buf: _Bytes
     ) -> int: ...
 
 

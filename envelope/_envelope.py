@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple, Protocol
 
 from ._engine import (
     FrameCipher,
@@ -29,6 +29,7 @@ from ._files import atomic_output
 from ._format import (
     DEFAULT_FRAME_SIZE,
     MAX_FRAME_SIZE,
+    MAX_FRAMES,
     MAX_KEY_ID_BYTES,
     MAX_LAYERS,
     MAX_WRAPPED_KEY_BYTES,
@@ -53,6 +54,21 @@ from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
 __all__ = ["Envelope", "LayerInfo", "MessageInfo", "inspect"]
 
 Buffer = bytes | bytearray | memoryview
+
+
+class Readable(Protocol):
+    """A binary source: files, sockets' files, pipes, ``io.BytesIO``, raw streams. Short
+    reads are fine; ``readinto`` is used when the object has it."""
+
+    def read(self, size: int, /) -> bytes | None: ...
+
+
+class Writable(Protocol):
+    """A binary sink."""
+
+    def write(self, data: bytes | memoryview, /) -> object: ...
+
+
 LayerSpec = KeyEncryptionKey | Sequence[KeyEncryptionKey]
 
 #: Default AEAD per layer position: a different mode per layer as far as they go.
@@ -176,7 +192,7 @@ class Envelope:
         return total
 
     def encrypt_stream(
-        self, src: BinaryIO, dst: BinaryIO, context: Mapping[str, str] | None = None
+        self, src: Readable, dst: Writable, context: Mapping[str, str] | None = None
     ) -> int:
         """Encrypt everything ``src`` yields into ``dst``, one frame at a time, in constant
         memory. Returns the number of bytes written."""
@@ -248,7 +264,7 @@ class Envelope:
         return length
 
     def decrypt_stream(
-        self, src: BinaryIO, dst: BinaryIO, context: Mapping[str, str] | None = None
+        self, src: Readable, dst: Writable, context: Mapping[str, str] | None = None
     ) -> int:
         """Decrypt a message from ``src`` into ``dst`` in constant memory.
 
@@ -265,24 +281,26 @@ class Envelope:
         outbuf = memoryview(bytearray(size))
         written = 0
         index = 0
-        # Read one byte past a full frame: a full frame followed by nothing has no final
-        # frame after it (truncation at a frame boundary).
+        # Read one byte past a full frame: a full frame is never the final one, and a full
+        # frame followed by nothing means the final frame was cut off.
         got = _read_into(src, inbuf)
-        while True:
-            if got > sealed_size:
-                cipher.open_frame(index, False, inbuf[:sealed_size], outbuf)
-                dst.write(outbuf)
-                written += size
-                inbuf[0] = inbuf[sealed_size]
-                got = 1 + _read_into(src, inbuf[1:])
-                index += 1
-                continue
-            if got < cipher.overhead or got == sealed_size:
+        while got >= sealed_size:
+            if index >= MAX_FRAMES - 1:
                 raise DecryptionError()
-            plain = outbuf[: got - cipher.overhead]
-            cipher.open_frame(index, True, inbuf[:got], plain)
-            dst.write(plain)
-            return written + len(plain)
+            cipher.open_frame(index, False, inbuf[:sealed_size], outbuf)
+            dst.write(outbuf)
+            written += size
+            if got == sealed_size:
+                raise DecryptionError()
+            inbuf[0] = inbuf[sealed_size]
+            got = 1 + _read_into(src, inbuf[1:])
+            index += 1
+        if got < cipher.overhead:
+            raise DecryptionError()
+        plain = outbuf[: got - cipher.overhead]
+        cipher.open_frame(index, True, inbuf[:got], plain)
+        dst.write(plain)
+        return written + len(plain)
 
     def decrypt_file(
         self,
@@ -536,7 +554,7 @@ class MessageInfo:
     plaintext_length: int | None
 
 
-def inspect(message: Buffer | BinaryIO) -> MessageInfo:
+def inspect(message: Buffer | Readable) -> MessageInfo:
     """Read a message's header without keys. ``message`` is the message's bytes or a
     binary file positioned at its start (only the header is read from a file).
 
@@ -576,7 +594,13 @@ def inspect(message: Buffer | BinaryIO) -> MessageInfo:
 
 
 def _layer_keks(spec: LayerSpec, index: int) -> tuple[KeyEncryptionKey, ...]:
-    keks = (spec,) if isinstance(spec, KeyEncryptionKey) else tuple(spec)
+    given: object = spec  # checked at run time: callers may pass anything
+    if isinstance(given, KeyEncryptionKey):
+        keks: tuple[KeyEncryptionKey, ...] = (given,)
+    elif isinstance(given, Sequence) and not isinstance(given, (str, bytes, bytearray)):
+        keks = tuple(given)
+    else:
+        raise TypeError(f"layer {index}: expected a KEK or a list of KEKs")
     if not keks:
         raise ValueError(f"layer {index} has no key-encryption key")
     if len(keks) > MAX_WRAPPED_KEYS:
@@ -636,7 +660,7 @@ def _writable(out: bytearray | memoryview) -> memoryview:
     return view
 
 
-def _read_header(src: BinaryIO) -> memoryview:
+def _read_header(src: Readable) -> memoryview:
     """Read exactly one header from a stream, its length checked before it is read."""
     raw = bytearray(PREFIX_BYTES)
     if _read_into(src, memoryview(raw)) < PREFIX_BYTES:
@@ -649,7 +673,7 @@ def _read_header(src: BinaryIO) -> memoryview:
     return view
 
 
-def _read_into(src: BinaryIO, buf: memoryview) -> int:
+def _read_into(src: Readable, buf: memoryview) -> int:
     """Fill ``buf`` from ``src``; returns how much was read (less only at end of input)."""
     filled = 0
     total = len(buf)
@@ -658,7 +682,7 @@ def _read_into(src: BinaryIO, buf: memoryview) -> int:
         if readinto is not None:
             got = readinto(buf[filled:])
         else:
-            chunk = src.read(total - filled)
+            chunk = src.read(total - filled) or b""
             got = len(chunk)
             buf[filled : filled + got] = chunk
         if not got:

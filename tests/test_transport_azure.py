@@ -20,14 +20,6 @@ from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys._shared import http_challenge_cache
 from azure.keyvault.keys.aio import KeyClient as AsyncKeyClient
 from cryptography.hazmat.primitives.asymmetric import rsa
-from transport_servers import (
-    Certificates,
-    RunningServer,
-    issue_certificates,
-    serve,
-    server_context,
-    silent_listener,
-)
 
 import envelope
 from envelope.transport import (
@@ -36,6 +28,14 @@ from envelope.transport import (
     TLSPolicy,
     secure_async_client,
     secure_client,
+)
+from tests.transport_servers import (
+    Certificates,
+    RunningServer,
+    issue_certificates,
+    serve,
+    server_context,
+    silent_listener,
 )
 
 TOKEN = "token-for-the-real-vault"

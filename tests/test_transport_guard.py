@@ -12,10 +12,10 @@ import httpx
 import pytest
 import requests
 import urllib3
-from transport_servers import serve, silent_listener
 
 import envelope
 from envelope.transport import forbid_plaintext
+from tests.transport_servers import serve, silent_listener
 
 
 def _http_client(url: str) -> int:

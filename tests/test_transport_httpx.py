@@ -11,7 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from transport_servers import (
+
+import envelope
+from envelope.transport import (
+    InsecureRequestError,
+    TLSPolicy,
+    create_ssl_context,
+    secure_async_client,
+    secure_client,
+)
+from tests.transport_servers import (
     Certificates,
     Responder,
     RunningServer,
@@ -21,15 +30,6 @@ from transport_servers import (
     serve,
     server_context,
     silent_listener,
-)
-
-import envelope
-from envelope.transport import (
-    InsecureRequestError,
-    TLSPolicy,
-    create_ssl_context,
-    secure_async_client,
-    secure_client,
 )
 
 TIMEOUT = httpx.Timeout(5.0)

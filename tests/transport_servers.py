@@ -122,7 +122,7 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.recorded = recorded
         super().__init__((LOOPBACK, 0), _Handler)
 
-    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def finish_request(self, request, client_address) -> None:
         if self.context is None:
             super().finish_request(request, client_address)
             return
@@ -144,7 +144,7 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             # the original, now empty, socket object.
             tls.close()
 
-    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def handle_error(self, request, client_address) -> None:
         """Client aborts are expected here; the tests assert on ``recorded``."""
 
 
