@@ -1,0 +1,145 @@
+"""LocalKey: wrapping, key files and their failure modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from envelope import DecryptionError, KeyAccessError, LocalKey
+
+
+def test_wrap_round_trip_and_fresh_nonces():
+    key = LocalKey.generate()
+    dek = os.urandom(32)
+    first, second = key.wrap_key(dek), key.wrap_key(dek)
+    assert first.key_id == key.key_id
+    assert first.algorithm == "A256GCM"
+    assert len(first.ciphertext) == 12 + 32 + 16
+    assert first.ciphertext != second.ciphertext
+    assert key.unwrap_key(first) == dek == key.unwrap_key(second)
+    assert "ciphertext=<60 bytes>" in repr(first)
+
+
+def test_wrapped_key_is_bound_to_its_key_id():
+    material = os.urandom(32)
+    a = LocalKey(material, key_id="a")
+    b = LocalKey(material, key_id="b")
+    wrapped = a.wrap_key(os.urandom(32))
+    # Same key material under another id: the id is associated data, so it fails.
+    with pytest.raises(DecryptionError):
+        b.unwrap_key(wrapped._replace(key_id="b"))
+    with pytest.raises(KeyAccessError, match="not by this key"):
+        b.unwrap_key(wrapped)
+
+
+def test_tampered_wrapped_keys_fail():
+    key = LocalKey.generate()
+    wrapped = key.wrap_key(os.urandom(32))
+    for i in range(len(wrapped.ciphertext)):
+        blob = bytearray(wrapped.ciphertext)
+        blob[i] ^= 1
+        with pytest.raises(DecryptionError):
+            key.unwrap_key(wrapped._replace(ciphertext=bytes(blob)))
+    for bad in (b"", wrapped.ciphertext[:-1], wrapped.ciphertext + b"\0"):
+        with pytest.raises(DecryptionError):
+            key.unwrap_key(wrapped._replace(ciphertext=bad))
+    with pytest.raises(DecryptionError):
+        key.unwrap_key(wrapped._replace(algorithm="A256KW"))
+
+
+def test_key_ids_are_stable_and_derived_from_the_key():
+    material = os.urandom(32)
+    assert LocalKey(material).key_id == LocalKey(material).key_id
+    assert LocalKey(material).key_id != LocalKey(os.urandom(32)).key_id
+    assert LocalKey(material).key_id.startswith("local:")
+    assert material.hex() not in repr(LocalKey(material))
+
+
+def test_bad_key_material_is_refused():
+    with pytest.raises(ValueError, match="32"):
+        LocalKey(b"short")
+    with pytest.raises(TypeError):
+        LocalKey("a" * 32)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        LocalKey(os.urandom(32), key_id="")
+    with pytest.raises(ValueError):
+        LocalKey(os.urandom(32), key_id="x" * 1025)
+    with pytest.raises(ValueError):
+        LocalKey.generate().wrap_key(b"\0" * 16)
+
+
+def test_save_and_load(tmp_path):
+    key = LocalKey.generate(key_id="backup-key-1")
+    path = tmp_path / "kek.json"
+    key.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = LocalKey.load(path)
+    assert loaded.key_id == "backup-key-1"
+    dek = os.urandom(32)
+    assert loaded.unwrap_key(key.wrap_key(dek)) == dek
+    assert [p.name for p in tmp_path.iterdir()] == ["kek.json"]  # no temporary file left
+
+
+def test_save_refuses_to_overwrite_a_key_by_accident(tmp_path):
+    path = tmp_path / "kek.json"
+    first = LocalKey.generate()
+    first.save(path)
+    with pytest.raises(FileExistsError):
+        LocalKey.generate().save(path)
+    assert LocalKey.load(path).key_id == first.key_id
+    second = LocalKey.generate()
+    second.save(path, overwrite=True)
+    assert LocalKey.load(path).key_id == second.key_id
+
+
+def _write(path, content, mode=0o600):
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    os.chmod(path, mode)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "not JSON"),
+        ("[]", "not an envelope key file"),
+        (json.dumps({"type": "something-else"}), "not an envelope key file"),
+        (json.dumps({"type": "envelope-local-key", "version": 9}), "version 9"),
+        (json.dumps({"type": "envelope-local-key", "version": 1}), "lacks"),
+        (
+            json.dumps({"type": "envelope-local-key", "version": 1, "key_id": "k", "key": "!!"}),
+            "base64",
+        ),
+        (
+            json.dumps({"type": "envelope-local-key", "version": 1, "key_id": "k", "key": "AAAA"}),
+            "3 bytes",
+        ),
+        (
+            json.dumps(
+                {"type": "envelope-local-key", "version": 1, "key_id": "", "key": "A" * 43 + "="}
+            ),
+            "key id",
+        ),
+        (b"\xff\xfe binary", "not JSON"),
+        ("x" * 70_000, "too large"),
+    ],
+)
+def test_load_says_what_is_wrong(tmp_path, content, message):
+    path = tmp_path / "kek.json"
+    _write(path, content)
+    with pytest.raises(KeyAccessError, match=message):
+        LocalKey.load(path)
+
+
+def test_load_refuses_missing_and_exposed_files(tmp_path):
+    with pytest.raises(KeyAccessError, match="does not exist"):
+        LocalKey.load(tmp_path / "missing.json")
+    path = tmp_path / "kek.json"
+    LocalKey.generate().save(path)
+    os.chmod(path, 0o644)
+    with pytest.raises(KeyAccessError, match="chmod 600"):
+        LocalKey.load(path)
+    with pytest.raises(KeyAccessError, match="cannot read"):
+        LocalKey.load(tmp_path)
