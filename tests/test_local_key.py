@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_save_refuses_to_overwrite_a_key_by_accident(tmp_path):
     assert LocalKey.load(path).key_id == second.key_id
 
 
-def _write(path, content, mode=0o600):
+def _write(path: Path, content: str | bytes, mode: int = 0o600) -> None:
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     os.chmod(path, mode)
 
