@@ -299,123 +299,119 @@ def header_length_from_prefix(prefix: bytes | bytearray | memoryview) -> int:
 
 
 _SUITES = frozenset(int(s) for s in Suite)
+_SUITE_BY_ID = {int(s): s for s in Suite}
 _AEADS = {int(a): a for a in Aead}
 _WRAPS = {int(w): w for w in WrapAlgorithm}
 
 
-class _Cursor:
-    """Reads fields from a bounded buffer; running past its end is a FormatError."""
+def _short() -> FormatError:
+    return FormatError("header ends early")
 
-    __slots__ = ("_buf", "_end", "pos")
 
-    def __init__(self, buf: memoryview, start: int, end: int) -> None:
-        self._buf = buf
-        self.pos = start
-        self._end = end
-
-    def take(self, n: int) -> bytes:
-        start = self.pos
-        end = start + n
-        if end > self._end:
-            raise FormatError("header ends early")
-        self.pos = end
-        return bytes(self._buf[start:end])
-
-    def u8(self) -> int:
-        if self.pos >= self._end:
-            raise FormatError("header ends early")
-        value = self._buf[self.pos]
-        self.pos += 1
-        return value
-
-    def u16(self) -> int:
-        if self.pos + 2 > self._end:
-            raise FormatError("header ends early")
-        (value,) = _U16.unpack_from(self._buf, self.pos)
-        self.pos += 2
-        return int(value)
-
-    def text(self, n: int) -> str:
-        try:
-            return self.take(n).decode("utf-8")
-        except UnicodeDecodeError:
-            raise FormatError("a text field is not valid UTF-8") from None
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("a text field is not valid UTF-8") from None
 
 
 def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
-    """Parse the header at the start of ``data``; returns it and its length in bytes."""
-    view = memoryview(data)
-    length = header_length_from_prefix(view[:PREFIX_BYTES])
-    if len(view) < length:
-        raise FormatError("input is shorter than its header")
-    _magic, version, suite, _length, frame_size, salt = _PREFIX.unpack_from(view)
-    cur = _Cursor(view, PREFIX_BYTES, length)
+    """Parse the header at the start of ``data``; returns it and its length in bytes.
 
-    entries = cur.u16()
+    One linear pass with every length checked against its limit and against the header's
+    end before it is used (written flat, without helper calls per field: this runs once per
+    decrypted message).
+    """
+    view = memoryview(data)
+    end = header_length_from_prefix(view[:PREFIX_BYTES])
+    if len(view) < end:
+        raise FormatError("input is shorter than its header")
+    raw = view[:end].tobytes()  # one copy of a bounded header; slicing bytes is cheap
+    _magic, version, suite, _length, frame_size, salt = _PREFIX.unpack_from(raw)
+    pos = PREFIX_BYTES
+
+    if pos + 2 > end:
+        raise _short()
+    (entries,) = _U16.unpack_from(raw, pos)
+    pos += 2
     if entries > MAX_CONTEXT_ENTRIES:
         raise FormatError("too many context entries")
     context: list[tuple[str, str]] = []
     total = 0
-    previous: bytes | None = None
+    previous = b""
     for _ in range(entries):
-        key_length = cur.u16()
+        if pos + 2 > end:
+            raise _short()
+        (key_length,) = _U16.unpack_from(raw, pos)
         if not 1 <= key_length <= MAX_CONTEXT_KEY_BYTES:
             raise FormatError("context key length out of range")
-        raw_key = cur.take(key_length)
-        value_length = cur.u16()
+        pos += 2
+        if pos + key_length + 2 > end:
+            raise _short()
+        raw_key = raw[pos : pos + key_length]
+        pos += key_length
+        (value_length,) = _U16.unpack_from(raw, pos)
         if value_length > MAX_CONTEXT_VALUE_BYTES:
             raise FormatError("context value length out of range")
+        pos += 2
         total += key_length + value_length
         if total > MAX_CONTEXT_BYTES:
             raise FormatError("context too large")
-        if previous is not None and raw_key <= previous:
+        if pos + value_length > end:
+            raise _short()
+        if context and raw_key <= previous:
             raise FormatError("context keys are not in canonical order")
         previous = raw_key
-        try:
-            key = raw_key.decode("utf-8")
-        except UnicodeDecodeError:
-            raise FormatError("a text field is not valid UTF-8") from None
-        context.append((key, cur.text(value_length)))
+        context.append((_text(raw_key), _text(raw[pos : pos + value_length])))
+        pos += value_length
 
-    layer_count = cur.u8()
+    if pos >= end:
+        raise _short()
+    layer_count = raw[pos]
+    pos += 1
     if not 1 <= layer_count <= MAX_LAYERS:
         raise FormatError("layer count out of range")
     layers: list[LayerHeader] = []
     seen_ids: set[str] = set()
     for _ in range(layer_count):
-        algorithm = _AEADS.get(cur.u8())
+        if pos + _LAYER_HEAD.size > end:
+            raise _short()
+        algorithm_id, commitment, count = _LAYER_HEAD.unpack_from(raw, pos)
+        pos += _LAYER_HEAD.size
+        algorithm = _AEADS.get(algorithm_id)
         if algorithm is None:
             raise FormatError("unknown layer algorithm")
-        commitment = cur.take(COMMITMENT_BYTES)
-        count = cur.u8()
         if not 1 <= count <= MAX_WRAPPED_KEYS:
             raise FormatError("wrapped key count out of range")
         records: list[WrappedKeyRecord] = []
         for _ in range(count):
-            wrap = _WRAPS.get(cur.u8())
+            if pos + _WRAP_HEAD.size > end:
+                raise _short()
+            wrap_id, id_length = _WRAP_HEAD.unpack_from(raw, pos)
+            pos += _WRAP_HEAD.size
+            wrap = _WRAPS.get(wrap_id)
             if wrap is None:
                 raise FormatError("unknown wrap algorithm")
-            id_length = cur.u16()
             if not 1 <= id_length <= MAX_KEY_ID_BYTES:
                 raise FormatError("key id length out of range")
-            key_id = cur.text(id_length)
+            if pos + id_length + 2 > end:
+                raise _short()
+            key_id = _text(raw[pos : pos + id_length])
+            pos += id_length
             if key_id in seen_ids:
                 raise FormatError("a key id appears twice in the header")
             seen_ids.add(key_id)
-            wrapped_length = cur.u16()
+            (wrapped_length,) = _U16.unpack_from(raw, pos)
+            pos += 2
             if not 1 <= wrapped_length <= MAX_WRAPPED_KEY_BYTES:
                 raise FormatError("wrapped key length out of range")
-            records.append(WrappedKeyRecord(wrap, key_id, cur.take(wrapped_length)))
+            if pos + wrapped_length > end:
+                raise _short()
+            records.append(WrappedKeyRecord(wrap, key_id, raw[pos : pos + wrapped_length]))
+            pos += wrapped_length
         layers.append(LayerHeader(algorithm, commitment, tuple(records)))
 
-    if cur.pos != length:
+    if pos != end:
         raise FormatError("header has trailing bytes")
-    header = Header(
-        suite=Suite(suite),
-        frame_size=int(frame_size),
-        salt=bytes(salt),
-        context=tuple(context),
-        layers=tuple(layers),
-        version=int(version),
-    )
-    return header, length
+    header = Header(_SUITE_BY_ID[suite], frame_size, salt, tuple(context), tuple(layers), version)
+    return header, end
