@@ -1,0 +1,236 @@
+"""Caches of data keys: one for encryption (reuse a layer's wrapped data key), one for
+decryption (skip the unwrap of a wrapped key seen before).
+
+Both exist because a remote KEK costs milliseconds per call and vaults throttle; both are
+off unless an ``Envelope`` is given one. Reusing a data key across messages is safe: every
+message derives its own message key from a fresh 256-bit salt (``docs/FORMAT.md`` §6), so
+nonces never repeat. What a cache changes is *exposure*: a data key lives in memory longer
+and protects more messages, and a KEK that was disabled or deleted keeps "working" for
+messages served from the cache until the entry expires. Every entry is therefore bounded by
+age, by the number of messages (and, for encryption, bytes) it serves, and the cache by its
+number of entries.
+
+This module knows nothing of keys, formats or Azure: values are opaque to it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = ["CacheStats", "DataKeyCache", "UnwrapCache"]
+
+_V = TypeVar("_V")
+
+#: Defaults, stated in the README ("Caches"). A cached key is dropped at whichever limit it
+#: reaches first.
+DEFAULT_MAX_AGE = 60.0
+DEFAULT_MAX_MESSAGES = 100_000
+DEFAULT_MAX_BYTES = 1 << 34  # 16 GiB
+DEFAULT_DATA_KEY_ENTRIES = 64
+DEFAULT_UNWRAP_ENTRIES = 1024
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """A snapshot of a cache's counters.
+
+    ``hits`` and ``misses`` count lookups; ``kek_calls`` counts the KEK operations (wraps
+    for a :class:`DataKeyCache`, unwraps for an :class:`UnwrapCache`) made because of a
+    miss; ``evictions`` counts entries dropped at a limit; ``entries`` is the current size.
+    """
+
+    hits: int
+    misses: int
+    kek_calls: int
+    evictions: int
+    entries: int
+
+
+class _Entry(Generic[_V]):
+    __slots__ = ("bytes", "created", "messages", "owner", "value")
+
+    def __init__(self, value: _V, created: float, owner: object) -> None:
+        self.value = value
+        self.created = created
+        self.messages = 0
+        self.bytes = 0
+        # Keeps the object whose id() is part of the cache key alive, so the id is not reused
+        # by another object while the entry exists.
+        self.owner = owner
+
+
+class _BoundedCache(Generic[_V]):
+    """An LRU map with per-entry age, message and byte limits, and counters; one lock."""
+
+    def __init__(
+        self, *, max_age: float, max_messages: int, max_bytes: int | None, max_entries: int
+    ) -> None:
+        if not max_age > 0:
+            raise ValueError("max_age must be a positive number of seconds")
+        if not isinstance(max_messages, int) or max_messages < 1:
+            raise ValueError("max_messages must be a positive integer")
+        if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
+            raise ValueError("max_bytes must be a positive integer")
+        if not isinstance(max_entries, int) or max_entries < 1:
+            raise ValueError("max_entries must be a positive integer")
+        self._max_age = float(max_age)
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._max_entries = max_entries
+        self._entries: OrderedDict[Any, _Entry[_V]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = self._misses = self._kek_calls = self._evictions = 0
+
+    @property
+    def max_age(self) -> float:
+        return self._max_age
+
+    @property
+    def max_messages(self) -> int:
+        return self._max_messages
+
+    @property
+    def max_entries(self) -> int:
+        return self._max_entries
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(
+                self._hits, self._misses, self._kek_calls, self._evictions, len(self._entries)
+            )
+
+    def clear(self) -> None:
+        """Drop every entry (e.g. right after disabling a key); counters are kept."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def _take(self, key: Any, nbytes: int) -> _V | None:
+        """The value under ``key`` if it may serve one more message of ``nbytes``; counts
+        the use. An entry at a limit is dropped rather than served."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                if (
+                    now - entry.created >= self._max_age
+                    or entry.messages >= self._max_messages
+                    or (self._max_bytes is not None and entry.bytes + nbytes > self._max_bytes)
+                ):
+                    del self._entries[key]
+                    self._evictions += 1
+                else:
+                    entry.messages += 1
+                    entry.bytes += nbytes
+                    self._entries.move_to_end(key)
+                    self._hits += 1
+                    return entry.value
+            self._misses += 1
+            return None
+
+    def _put(self, key: Any, value: _V, owner: object, nbytes: int) -> None:
+        """Store a value that has just served its first message of ``nbytes``."""
+        entry = _Entry(value, time.monotonic(), owner)
+        entry.messages = 1
+        entry.bytes = nbytes
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+                self._evictions += 1
+
+    def _count_kek_calls(self, calls: int) -> None:
+        with self._lock:
+            self._kek_calls += calls
+
+
+class DataKeyCache(_BoundedCache[Any]):
+    """Reuse each layer's data key and its wrapped copies across messages, for encryption.
+
+    Pass it to ``Envelope(..., data_key_cache=DataKeyCache())``. One entry holds the data
+    keys of every layer of one envelope; it serves one-shot encryption (``encrypt``,
+    ``encrypt_into``, ``encrypt_async``) until the first limit is reached:
+
+    ``max_age``
+        seconds since the keys were wrapped (default 60). Also the bound on how long a
+        disabled, expired or deleted KEK, or a rotated-away key version, keeps being used
+        for new messages.
+    ``max_messages``
+        messages per data key (default 100,000): how many messages one leaked data key
+        exposes.
+    ``max_bytes``
+        plaintext bytes per data key (default 16 GiB).
+    ``max_entries``
+        envelopes sharing this cache (default 64), least recently used dropped first.
+
+    Streams and files always use fresh data keys: their length is unknown up front and
+    they are large enough that one KEK call does not matter. Thread-safe; share one cache
+    between envelopes freely (entries are per envelope). ``stats()`` returns the counters.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_age: float = DEFAULT_MAX_AGE,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_entries: int = DEFAULT_DATA_KEY_ENTRIES,
+    ) -> None:
+        super().__init__(
+            max_age=max_age,
+            max_messages=max_messages,
+            max_bytes=max_bytes,
+            max_entries=max_entries,
+        )
+
+    @property
+    def max_bytes(self) -> int:
+        assert self._max_bytes is not None
+        return self._max_bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"DataKeyCache(max_age={self._max_age}, max_messages={self._max_messages}, "
+            f"max_bytes={self._max_bytes}, max_entries={self._max_entries})"
+        )
+
+
+class UnwrapCache(_BoundedCache[bytes]):
+    """Remember unwrapped data keys, for decryption: a message whose wrapped key was seen
+    before is opened without a KEK call.
+
+    Pass it to ``Envelope(..., unwrap_cache=UnwrapCache())``. An entry is keyed by the KEK
+    object, the key id, the wrap algorithm and the wrapped bytes, and is stored only after
+    the data key matched its layer's commitment, so a forged header never enters it. The
+    header's key ids are still checked against the envelope's KEKs before every lookup.
+
+    ``max_age`` (default 60 s) bounds how long a disabled or deleted KEK keeps opening
+    messages served from the cache; ``max_messages`` (default 100,000) bounds the uses of
+    one entry; ``max_entries`` (default 1,024) the number of data keys held in memory.
+    Thread-safe; ``stats()`` returns the counters.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_age: float = DEFAULT_MAX_AGE,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        max_entries: int = DEFAULT_UNWRAP_ENTRIES,
+    ) -> None:
+        super().__init__(
+            max_age=max_age, max_messages=max_messages, max_bytes=None, max_entries=max_entries
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"UnwrapCache(max_age={self._max_age}, max_messages={self._max_messages}, "
+            f"max_entries={self._max_entries})"
+        )

@@ -1,0 +1,558 @@
+"""``KeyVaultKey``: a key-encryption key in Azure Key Vault or Managed HSM.
+
+REST operations used (through ``KeyClient.send_request``, i.e. the SDK's own challenge-auth
+and retry pipeline, over the project's TLS-only transport):
+
+* ``GET /keys/{name}/{version}`` (``/keys/{name}/`` for the latest): the key bundle, before
+  a wrap, cached for ``key_info_ttl`` seconds: kty, key_ops, RSA public key, enabled/nbf/exp.
+* ``POST /keys/{name}/{version}/wrapkey``: oct / oct-HSM keys only, ``A256KW``.
+* ``POST /keys/{name}/{version}/unwrapkey``: every unwrap.
+
+``CryptographyClient`` is deliberately not used: for ``oct`` keys its local provider wraps
+with a *random* key the service never sees (KEYVAULT-NOTES §3), silent data loss. RSA keys
+are wrapped here with the public key from a fresh bundle (RSA-OAEP-256), after checking that
+the bundle says the key is enabled and inside its nbf/exp window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+from azure.core.rest import HttpRequest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from .._errors import DecryptionError, KeyAccessError
+from .._keys import DATA_KEY_BYTES, MAX_WRAPPED_KEY_BYTES, WrappedKey
+from ..transport import (
+    AsyncSecureTransport,
+    SecureTransport,
+    TLSPolicy,
+    secure_async_client,
+    secure_client,
+)
+from ._errors import key_vault_errors, reply_json
+from ._ids import KeyId, is_loopback, parse_key_id
+
+__all__ = ["KeyVaultKey"]
+
+_RSA_TYPES = frozenset({"RSA", "RSA-HSM"})
+_OCT_TYPES = frozenset({"oct", "oct-HSM"})
+_RSA_WRAP = "RSA-OAEP-256"
+_OCT_WRAP = "A256KW"
+# What an unwrap will send to the vault: what this class writes, plus the other wraps the
+# format knows. RSA1_5 is not among them (padding-oracle prone), whatever a header says.
+_UNWRAP_ALGORITHMS = frozenset({"RSA-OAEP-256", "RSA-OAEP", "A256KW", "CKM_AES_KEY_WRAP_PAD"})
+_OAEP_SHA256 = padding.OAEP(
+    mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+)
+_MAX_RSA_BITS = 8192
+
+
+class _Transport(SecureTransport):
+    # azure-identity closes its pipelines with a bare __exit__(); accept that form too.
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _AsyncTransport(AsyncSecureTransport):
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _ThreadedCredential:
+    """A sync credential presented to the asyncio pipeline: ``get_token`` runs in a worker
+    thread so the event loop never blocks on the identity endpoint. Not owned: not closed."""
+
+    def __init__(self, credential: Any) -> None:
+        self._credential = credential
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self._credential.get_token, *scopes, **kwargs)
+
+    async def close(self) -> None:
+        return None
+
+
+def _is_async_credential(credential: Any) -> bool:
+    method = getattr(credential, "get_token_info", None) or getattr(credential, "get_token", None)
+    return inspect.iscoroutinefunction(method)
+
+
+@dataclass(frozen=True)
+class _KeyInfo:
+    """What a key bundle says, and when it was fetched (monotonic seconds)."""
+
+    kid: KeyId
+    kty: str
+    key_ops: frozenset[str]
+    public_key: rsa.RSAPublicKey | None
+    enabled: bool
+    not_before: int | None
+    expires_on: int | None
+    fetched: float
+
+
+class _Clients:
+    """The SDK client of one flavour (sync or async) and what must be closed with it."""
+
+    def __init__(self, client: Any, closers: list[Any]) -> None:
+        self.client = client
+        self.closers = closers
+
+
+class KeyVaultKey:
+    """A key-encryption key held in Azure Key Vault (RSA, RSA-HSM) or Managed HSM (oct-HSM).
+
+    ``key_id`` is the key's id, ``https://{vault}/keys/{name}`` or with a version appended:
+
+    * **versionless**: new data keys are wrapped under the key's *current* version (looked up
+      at most every ``key_info_ttl`` seconds, so a rotation is picked up within that time),
+      and every version of that key in that vault may unwrap. This is what rotation needs.
+    * **versioned**: wrapping and unwrapping use exactly that version; a header naming any
+      other version (older or newer) is refused before any connection. Pin a version only
+      when policy forbids using a rotated key.
+
+    Either way the header records the *versioned* id the vault used, and ``can_unwrap``
+    accepts a header id only if its scheme, host, port and key name match exactly (names
+    fold case, as Key Vault's do). Requests always go to the configured vault and name; a
+    header contributes at most a 32-hex-digit version.
+
+    ``credential`` is any ``azure.core`` token credential, sync or async (a sync one also
+    serves the async methods, through a worker thread). The default is
+    ``DefaultAzureCredential`` with its HTTP traffic on the same TLS-only transport. Managed
+    identity endpoints (IMDS, App Service) are plain http by Azure's design and that
+    transport refuses them: in that case pass ``ManagedIdentityCredential()`` yourself.
+
+    ``tls_policy`` (default ``TLSPolicy()``: certifi roots, TLS 1.2+ with AEAD suites) governs
+    every connection to the vault and the identity endpoint.
+
+    Time bound, per operation: at most ``1 + retry_total`` attempts, each limited by
+    ``connect_timeout`` and ``read_timeout``, and no new attempt after ``timeout`` seconds,
+    so a dead or blackholed vault fails with :class:`~envelope.KeyAccessError` within about
+    ``timeout + connect_timeout + read_timeout`` seconds (33 s with the defaults; a refused
+    connection fails in well under a second per attempt). A ``Retry-After`` from a throttling
+    vault is honoured as sent. An envelope with several KEKs in a layer then tries the next.
+
+    Sync methods are thread-safe. The async twins (``wrap_key_async``, ``unwrap_key_async``)
+    use a separate asyncio client created on first use; use them from one event loop and
+    close with ``await key.aclose()`` (or ``async with``). ``close()`` closes the sync side.
+    """
+
+    def __init__(
+        self,
+        key_id: str,
+        credential: Any = None,
+        *,
+        tls_policy: TLSPolicy | None = None,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        retry_total: int = 3,
+        retry_backoff_factor: float = 0.5,
+        retry_backoff_max: float = 4.0,
+        timeout: float = 20.0,
+        key_info_ttl: float = 30.0,
+        api_version: str | None = None,
+    ) -> None:
+        parsed = parse_key_id(key_id)
+        if parsed is None:
+            raise ValueError(
+                f"{key_id!r} is not a Key Vault key id (https://{{vault}}/keys/{{name}}"
+                "[/{32-hex-digit version}])"
+            )
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+            ("timeout", timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive")
+        if not isinstance(retry_total, int) or retry_total < 0:
+            raise ValueError("retry_total must be a non-negative integer")
+        if not key_info_ttl >= 0:
+            raise ValueError("key_info_ttl must not be negative")
+        self._id = parsed
+        self._key_id = str(parsed)
+        self._credential = credential
+        self._policy = tls_policy if tls_policy is not None else TLSPolicy()
+        self._http_timeout = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+        )
+        self._retry: dict[str, Any] = {
+            "retry_total": retry_total,
+            "retry_backoff_factor": retry_backoff_factor,
+            "retry_backoff_max": retry_backoff_max,
+            "timeout": timeout,
+        }
+        self._key_info_ttl = key_info_ttl
+        self._api_version = api_version
+        self._lock = threading.Lock()
+        self._info: _KeyInfo | None = None
+        self._sync: _Clients | None = None
+        self._async: _Clients | None = None
+
+    # -- the KEK protocol ---------------------------------------------------------------
+
+    @property
+    def key_id(self) -> str:
+        """The configured id (versionless or versioned), normalised."""
+        return self._key_id
+
+    @property
+    def vault_url(self) -> str:
+        return self._id.vault_url
+
+    def can_unwrap(self, key_id: str) -> bool:
+        """Whether ``key_id`` is a versioned id of this key in this vault (of this version,
+        if one was configured). Pure: no I/O."""
+        other = parse_key_id(key_id)
+        if other is None or other.version is None or not self._id.same_key(other):
+            return False
+        return self._id.version is None or other.version.lower() == self._id.version.lower()
+
+    def wrap_key(self, data_key: bytes) -> WrappedKey:
+        """Wrap a 32-byte data key: RSA-OAEP-256 locally with the public key of a bundle
+        at most ``key_info_ttl`` old, or A256KW by the vault for oct / oct-HSM keys."""
+        _check_data_key(data_key)
+        info = self._current_info()
+        if info is None:
+            info = self._store_info(self._call("getKey", "GET", self._info_path()))
+        _check_wrappable(info, self._key_id)
+        if info.public_key is not None:
+            return _rsa_wrap(info, data_key)
+        reply = self._call("wrapKey", "POST", _op_path(info.kid, "wrapkey"), _wrap_body(data_key))
+        return self._wrapped_from_reply(info, reply)
+
+    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
+        """Unwrap by the vault, under the version named in ``wrapped.key_id``."""
+        kid, body = self._unwrap_request(wrapped)
+        reply = self._call("unwrapKey", "POST", _op_path(kid, "unwrapkey"), body)
+        return self._unwrapped_from_reply(reply)
+
+    async def wrap_key_async(self, data_key: bytes) -> WrappedKey:
+        """The asyncio twin of :meth:`wrap_key`."""
+        _check_data_key(data_key)
+        info = self._current_info()
+        if info is None:
+            reply = await self._call_async("getKey", "GET", self._info_path())
+            info = self._store_info(reply)
+        _check_wrappable(info, self._key_id)
+        if info.public_key is not None:
+            return _rsa_wrap(info, data_key)
+        reply = await self._call_async(
+            "wrapKey", "POST", _op_path(info.kid, "wrapkey"), _wrap_body(data_key)
+        )
+        return self._wrapped_from_reply(info, reply)
+
+    async def unwrap_key_async(self, wrapped: WrappedKey) -> bytes:
+        """The asyncio twin of :meth:`unwrap_key`."""
+        kid, body = self._unwrap_request(wrapped)
+        reply = await self._call_async("unwrapKey", "POST", _op_path(kid, "unwrapkey"), body)
+        return self._unwrapped_from_reply(reply)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the sync client, and the default credential if this key made it."""
+        with self._lock:
+            clients, self._sync = self._sync, None
+        if clients is not None:
+            for closer in clients.closers:
+                closer()
+
+    async def aclose(self) -> None:
+        """Close the asyncio client (and what ``close`` closes)."""
+        with self._lock:
+            clients, self._async = self._async, None
+        if clients is not None:
+            for closer in clients.closers:
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
+        self.close()
+
+    def __enter__(self) -> KeyVaultKey:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> KeyVaultKey:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"KeyVaultKey({self._key_id!r})"
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _info_path(self) -> str:
+        # A trailing slash means "latest version" to the service and the SDK alike.
+        return f"/keys/{self._id.name}/{self._id.version or ''}"
+
+    def _current_info(self) -> _KeyInfo | None:
+        with self._lock:
+            info = self._info
+        if info is None or time.monotonic() - info.fetched >= self._key_info_ttl:
+            return None
+        return info
+
+    def _store_info(self, bundle: dict[str, Any]) -> _KeyInfo:
+        info = _parse_bundle(bundle, self._id, self._key_id)
+        with self._lock:
+            self._info = info
+        return info
+
+    def _unwrap_request(self, wrapped: WrappedKey) -> tuple[KeyId, dict[str, str]]:
+        kid = parse_key_id(wrapped.key_id)
+        if kid is None or not self.can_unwrap(wrapped.key_id):
+            raise KeyAccessError(
+                f"{wrapped.key_id!r} is not a version of {self._key_id}", key_id=wrapped.key_id
+            )
+        if (
+            wrapped.algorithm not in _UNWRAP_ALGORITHMS
+            or not 0 < len(wrapped.ciphertext) <= MAX_WRAPPED_KEY_BYTES
+        ):
+            raise DecryptionError()
+        # Only the version comes from the header; vault and name are the configured ones.
+        target = KeyId(self._id.host, self._id.port, self._id.name, kid.version)
+        return target, {"alg": wrapped.algorithm, "value": _b64url(bytes(wrapped.ciphertext))}
+
+    def _wrapped_from_reply(self, info: _KeyInfo, reply: dict[str, Any]) -> WrappedKey:
+        kid, value = reply.get("kid"), _b64url_field(reply, "value", self._key_id)
+        # The header must name the exact version that wrapped: the one the vault reports.
+        if not isinstance(kid, str) or not self.can_unwrap(kid):
+            raise KeyAccessError(
+                f"the vault wrapped under {kid!r}, not a version of {self._key_id}",
+                key_id=self._key_id,
+            )
+        if len(value) != DATA_KEY_BYTES + 8:  # RFC 3394 adds one 8-byte block
+            raise KeyAccessError(f"{kid}: the vault returned a malformed wrapped key")
+        return WrappedKey(kid, _OCT_WRAP, value)
+
+    def _unwrapped_from_reply(self, reply: dict[str, Any]) -> bytes:
+        return _b64url_field(reply, "value", self._key_id)
+
+    def _sync_client(self) -> Any:
+        with self._lock:
+            if self._sync is None:
+                self._sync = self._build_sync()
+            return self._sync.client
+
+    def _async_client(self) -> Any:
+        with self._lock:
+            if self._async is None:
+                self._async = self._build_async()
+            return self._async.client
+
+    def _client_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            # The SDK checks that the vault's challenge names a resource the vault host is
+            # under; a vault on loopback cannot, so the check is skipped there and only there.
+            "verify_challenge_resource": not is_loopback(self._id.host),
+            **self._retry,
+        }
+        if self._api_version is not None:
+            options["api_version"] = self._api_version
+        return options
+
+    def _build_sync(self) -> _Clients:
+        from azure.keyvault.keys import KeyClient  # noqa: PLC0415 - heavy import, on first use
+
+        closers: list[Any] = []
+        credential = self._credential
+        if credential is None:
+            from azure.identity import DefaultAzureCredential  # noqa: PLC0415
+
+            identity_http = secure_client(self._policy, timeout=self._http_timeout)
+            credential = DefaultAzureCredential(
+                transport=_Transport(client=identity_http), **self._retry
+            )
+            closers += [credential.close, identity_http.close]
+        elif _is_async_credential(credential):
+            raise TypeError(
+                "this KeyVaultKey has an async credential: use wrap_key_async/unwrap_key_async "
+                "(Envelope.encrypt_async/decrypt_async), or pass a sync credential"
+            )
+        http = secure_client(self._policy, timeout=self._http_timeout)
+        client = KeyClient(
+            self._id.vault_url,
+            credential,
+            transport=_Transport(client=http),
+            **self._client_options(),
+        )
+        return _Clients(client, [client.close, http.close, *closers])
+
+    def _build_async(self) -> _Clients:
+        from azure.keyvault.keys.aio import KeyClient  # noqa: PLC0415
+
+        closers: list[Any] = []
+        credential = self._credential
+        if credential is None:
+            from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
+
+            identity_http = secure_async_client(self._policy, timeout=self._http_timeout)
+            credential = DefaultAzureCredential(
+                transport=_AsyncTransport(client=identity_http), **self._retry
+            )
+            closers += [credential.close, identity_http.aclose]
+        elif not _is_async_credential(credential):
+            credential = _ThreadedCredential(credential)
+        http = secure_async_client(self._policy, timeout=self._http_timeout)
+        client = KeyClient(
+            self._id.vault_url,
+            credential,
+            transport=_AsyncTransport(client=http),
+            **self._client_options(),
+        )
+        return _Clients(client, [client.close, http.aclose, *closers])
+
+    def _call(
+        self, operation: str, method: str, path: str, body: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        client = self._sync_client()
+        with key_vault_errors(self._key_id, operation):
+            response = client.send_request(HttpRequest(method, path, json=body))
+            return reply_json(response.status_code, response.text())
+
+    async def _call_async(
+        self, operation: str, method: str, path: str, body: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        client = self._async_client()
+        with key_vault_errors(self._key_id, operation):
+            response = await client.send_request(HttpRequest(method, path, json=body))
+            return reply_json(response.status_code, response.text())
+
+
+# -- pure helpers ---------------------------------------------------------------------------
+
+
+def _check_data_key(data_key: bytes) -> None:
+    if not isinstance(data_key, (bytes, bytearray)) or len(data_key) != DATA_KEY_BYTES:
+        raise ValueError(f"a data key is {DATA_KEY_BYTES} bytes")
+
+
+def _op_path(kid: KeyId, operation: str) -> str:
+    assert kid.version is not None
+    return f"/keys/{kid.name}/{kid.version}/{operation}"
+
+
+def _wrap_body(data_key: bytes) -> dict[str, str]:
+    return {"alg": _OCT_WRAP, "value": _b64url(bytes(data_key))}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_field(reply: dict[str, Any], name: str, key_id: str) -> bytes:
+    text = reply.get(name)
+    if not isinstance(text, str) or len(text) > 4 * MAX_WRAPPED_KEY_BYTES:
+        raise KeyAccessError(f"{key_id}: the vault's reply lacks a valid {name!r}", key_id=key_id)
+    try:
+        # The service sends base64url without padding; accept standard base64 as the SDK does.
+        normalised = text.replace("+", "-").replace("/", "_").rstrip("=")
+        return base64.urlsafe_b64decode(normalised + "=" * (-len(normalised) % 4))
+    except ValueError:
+        raise KeyAccessError(
+            f"{key_id}: the vault's {name!r} is not base64", key_id=key_id
+        ) from None
+
+
+def _int_field(jwk: dict[str, Any], name: str, key_id: str) -> int:
+    return int.from_bytes(_b64url_field(jwk, name, key_id), "big")
+
+
+def _parse_bundle(bundle: dict[str, Any], configured: KeyId, key_id: str) -> _KeyInfo:
+    def malformed(why: str) -> KeyAccessError:
+        return KeyAccessError(f"{key_id}: malformed key bundle ({why})", key_id=key_id)
+
+    jwk = bundle.get("key")
+    attributes = bundle.get("attributes", {})
+    if not isinstance(jwk, dict) or not isinstance(attributes, dict):
+        raise malformed("no key or attributes")
+    kid = parse_key_id(jwk.get("kid", ""))
+    if (
+        kid is None
+        or kid.version is None
+        or not configured.same_key(kid)
+        or (configured.version is not None and kid.version.lower() != configured.version.lower())
+    ):
+        raise malformed(f"kid {jwk.get('kid')!r} is not a version of this key")
+    kty = jwk.get("kty")
+    ops = jwk.get("key_ops") or []
+    if not isinstance(kty, str) or not isinstance(ops, list):
+        raise malformed("kty or key_ops")
+    public_key = None
+    if kty in _RSA_TYPES:
+        n = _int_field(jwk, "n", key_id)
+        e = _int_field(jwk, "e", key_id)
+        if not 2048 <= n.bit_length() <= _MAX_RSA_BITS or e < 3 or e % 2 == 0:
+            raise malformed("RSA key size or exponent")
+        public_key = rsa.RSAPublicNumbers(e, n).public_key()
+    enabled = attributes.get("enabled", True)
+    nbf, exp = attributes.get("nbf"), attributes.get("exp")
+    if not isinstance(enabled, bool) or not all(
+        v is None or isinstance(v, int) for v in (nbf, exp)
+    ):
+        raise malformed("attributes")
+    return _KeyInfo(
+        kid,
+        kty,
+        frozenset(op for op in ops if isinstance(op, str)),
+        public_key,
+        enabled,
+        nbf,
+        exp,
+        time.monotonic(),
+    )
+
+
+def _check_wrappable(info: _KeyInfo, key_id: str) -> None:
+    """Refuse, as the service would, to wrap under a disabled, not-yet-valid or expired key:
+    an RSA wrap is local, so nobody else checks."""
+    now = time.time()
+    kid = str(info.kid)
+    # Same code and inner code as the service's refusal, whichever side refused.
+    refusal = None
+    if not info.enabled:
+        refusal = "KeyDisabled"
+    elif info.not_before is not None and now < info.not_before:
+        refusal = "KeyNotYetValid"
+    elif info.expires_on is not None and now >= info.expires_on:
+        refusal = "KeyExpired"
+    if refusal is not None:
+        raise KeyAccessError(
+            f"{kid} may not wrap now (Forbidden/{refusal})", code="Forbidden", key_id=kid
+        )
+    if info.kty not in _RSA_TYPES and info.kty not in _OCT_TYPES:
+        raise KeyAccessError(f"{key_id} is a {info.kty} key; it cannot wrap", key_id=kid)
+    if "wrapKey" not in info.key_ops:
+        raise KeyAccessError(f"{kid} does not allow wrapKey (key_ops)", key_id=kid)
+
+
+def _rsa_wrap(info: _KeyInfo, data_key: bytes) -> WrappedKey:
+    assert info.public_key is not None
+    return WrappedKey(
+        str(info.kid), _RSA_WRAP, info.public_key.encrypt(bytes(data_key), _OAEP_SHA256)
+    )

@@ -1,0 +1,40 @@
+"""Helpers (no tests) shared by the Key Vault, cache and asyncio tests: a KEK factory over
+small backoffs and short timeouts, so failure paths stay fast."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.keyvault.keys import KeyClient
+
+from envelope.keyvault import KeyVaultKey
+from envelope.testing import LocalKeyVault
+
+FAST = {
+    "retry_backoff_factor": 0.01,
+    "retry_backoff_max": 0.05,
+    "connect_timeout": 2.0,
+    "read_timeout": 5.0,
+    "timeout": 10.0,
+}
+
+
+def kek(vault: LocalKeyVault, key_id: str, credential: Any = None, **options: Any) -> KeyVaultKey:
+    """A KeyVaultKey for ``key_id`` (a versioned kid, or a name for the versionless id)."""
+    if not key_id.startswith("https://"):
+        key_id = f"{vault.url}/keys/{key_id}"
+    settings = {**FAST, **options}
+    return KeyVaultKey(
+        key_id, credential or vault.credential, tls_policy=vault.tls_policy, **settings
+    )
+
+
+def admin(vault: LocalKeyVault) -> KeyClient:
+    """An SDK client for lifecycle operations the tests perform (delete, rotate)."""
+    return KeyClient(
+        vault.url,
+        vault.credential,
+        verify_challenge_resource=False,
+        connection_verify=vault.ca_file,
+        retry_backoff_factor=0.01,
+    )
