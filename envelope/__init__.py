@@ -12,6 +12,7 @@ by its own key-encryption key (local, or in Azure Key Vault: see ``envelope.keyv
 The message format is specified in ``docs/FORMAT.md``.
 """
 
+from ._cache import CacheStats, DataKeyCache, UnwrapCache
 from ._envelope import Envelope, LayerInfo, MessageInfo, inspect
 from ._errors import (
     DecryptionError,
@@ -25,6 +26,8 @@ from ._keys import KeyEncryptionKey, LocalKey, WrappedKey
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheStats",
+    "DataKeyCache",
     "DecryptionError",
     "Envelope",
     "EnvelopeError",
@@ -35,6 +38,7 @@ __all__ = [
     "LayerInfo",
     "LocalKey",
     "MessageInfo",
+    "UnwrapCache",
     "WrappedKey",
     "inspect",
 ]

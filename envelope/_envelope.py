@@ -7,13 +7,15 @@ asked to unwrap anything.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
+from ._cache import DataKeyCache, UnwrapCache
 from ._engine import (
     FrameCipher,
     body_size,
@@ -74,6 +76,7 @@ LayerSpec = KeyEncryptionKey | Sequence[KeyEncryptionKey]
 #: Default AEAD per layer position: a different mode per layer as far as they go.
 _DEFAULT_ALGORITHMS = (Aead.AES_256_GCM, Aead.AES_256_OCB3, Aead.AES_256_GCM_SIV)
 _SUITE = Suite.HKDF_SHA256
+_T = TypeVar("_T")
 
 
 class _DataKey(NamedTuple):
@@ -93,6 +96,12 @@ class Envelope:
 
     Decryption accepts only messages with the same number of layers whose every layer
     names a key id one of that layer's KEKs accepts; no other key is ever contacted.
+
+    ``data_key_cache`` (a :class:`~envelope.DataKeyCache`) reuses each layer's wrapped data
+    key across one-shot encryptions, ``unwrap_cache`` (an :class:`~envelope.UnwrapCache`)
+    skips the unwrap of a wrapped key seen before; both are off by default (see their
+    limits). ``encrypt_async``/``decrypt_async`` are the asyncio twins of ``encrypt`` and
+    ``decrypt``: they await KEKs that have ``wrap_key_async``/``unwrap_key_async``.
     """
 
     def __init__(
@@ -101,6 +110,8 @@ class Envelope:
         *,
         algorithms: Sequence[str] | None = None,
         frame_size: int = DEFAULT_FRAME_SIZE,
+        data_key_cache: DataKeyCache | None = None,
+        unwrap_cache: UnwrapCache | None = None,
     ) -> None:
         if not isinstance(layers, Sequence):
             raise TypeError("layers must be a sequence of KEKs or of lists of KEKs")
@@ -123,6 +134,15 @@ class Envelope:
         if not isinstance(frame_size, int) or not MIN_FRAME_SIZE <= frame_size <= MAX_FRAME_SIZE:
             raise ValueError(f"frame_size must be between {MIN_FRAME_SIZE} and {MAX_FRAME_SIZE}")
         self._frame_size = frame_size
+
+        if data_key_cache is not None and not isinstance(data_key_cache, DataKeyCache):
+            raise TypeError("data_key_cache must be a DataKeyCache")
+        if unwrap_cache is not None and not isinstance(unwrap_cache, UnwrapCache):
+            raise TypeError("unwrap_cache must be an UnwrapCache")
+        self._data_key_cache = data_key_cache
+        self._unwrap_cache = unwrap_cache
+        # This envelope's entry in a data-key cache that several envelopes may share.
+        self._cache_slot = object()
 
     # -- configuration ------------------------------------------------------------------
 
@@ -196,7 +216,8 @@ class Envelope:
     ) -> int:
         """Encrypt everything ``src`` yields into ``dst``, one frame at a time, in constant
         memory. Returns the number of bytes written."""
-        header_bytes, cipher = self._begin(encode_context(context), self._frame_size)
+        # Streams never use the data-key cache: their length is unknown up front.
+        header_bytes, cipher = self._begin(encode_context(context), self._frame_size, cache=False)
         dst.write(header_bytes)
         written = len(header_bytes)
         size = self._frame_size
@@ -359,8 +380,24 @@ class Envelope:
             keys.append(_DataKey(key, self._wrap(index, key)))
         return keys
 
-    def _begin(self, context: Context, largest_frame: int) -> tuple[bytes, FrameCipher]:
-        return self._begin_with(context, largest_frame, self._new_data_keys(), None)
+    def _begin(
+        self, context: Context, largest_frame: int, *, cache: bool = True
+    ) -> tuple[bytes, FrameCipher]:
+        """``largest_frame`` is the plaintext length of a one-shot message (what a cached
+        data key is charged), the frame size of a stream (``cache=False``)."""
+        if self._data_key_cache is None or not cache:
+            return self._begin_with(context, largest_frame, self._new_data_keys(), None)
+        return self._begin_with(context, largest_frame, self._cached_data_keys(largest_frame), None)
+
+    def _cached_data_keys(self, nbytes: int) -> list[_DataKey]:
+        cache = self._data_key_cache
+        assert cache is not None
+        keys: list[_DataKey] | None = cache._take(self._cache_slot, nbytes)
+        if keys is None:
+            keys = self._new_data_keys()
+            cache._count_kek_calls(sum(len(layer) for layer in self._layers))
+            cache._put(self._cache_slot, keys, None, nbytes)
+        return keys
 
     def _begin_with(
         self,
@@ -458,14 +495,120 @@ class Envelope:
         """Try each accepted (KEK, wrapped key) pair in turn until one yields the data key
         the layer's commitment names; returns ``(data_key, message_key)``."""
         attempts = _Attempts(index)
+        cache = self._unwrap_cache
         for kek, record in pairs:
+            if cache is not None:
+                hit = _cached_unwrap(cache, header, index, kek, record)
+                if hit is not None:
+                    return hit
             try:
                 data_key = kek.unwrap_key(_wrapped_key(record))
             except (KeyAccessError, DecryptionError) as exc:
                 attempts.failed(exc)
                 continue
+            finally:
+                if cache is not None:
+                    cache._count_kek_calls(1)
             message_key = _verify_data_key(header, index, data_key)
             if message_key is not None:
+                if cache is not None:
+                    _remember_unwrap(cache, kek, record, data_key)
+                return data_key, message_key
+            attempts.failed(DecryptionError())
+        raise attempts.error()
+
+    # -- asyncio ------------------------------------------------------------------------
+
+    async def encrypt_async(
+        self, data: Buffer, context: Mapping[str, str] | None = None
+    ) -> bytearray:
+        """The asyncio twin of :meth:`encrypt`. KEKs with ``wrap_key_async`` are awaited,
+        all at once; others are called directly (a ``LocalKey`` does not block). The body is
+        sealed on the event loop's thread."""
+        plaintext = _contiguous(data)
+        encoded = encode_context(context)
+        cache = self._data_key_cache
+        keys: list[_DataKey] | None = None
+        if cache is not None:
+            keys = cache._take(self._cache_slot, len(plaintext))
+        if keys is None:
+            keys = await self._new_data_keys_async()
+            if cache is not None:
+                cache._count_kek_calls(sum(len(layer) for layer in self._layers))
+                cache._put(self._cache_slot, keys, None, len(plaintext))
+        header_bytes, cipher = self._begin_with(encoded, len(plaintext), keys, None)
+        out = bytearray(len(header_bytes) + body_size(len(plaintext), *self._shape()))
+        view = memoryview(out)
+        view[: len(header_bytes)] = header_bytes
+        cipher.seal_all(plaintext, view[len(header_bytes) :])
+        return out
+
+    async def decrypt_async(
+        self, blob: Buffer, context: Mapping[str, str] | None = None
+    ) -> bytearray:
+        """The asyncio twin of :meth:`decrypt`: the header is checked against the
+        configured KEKs before any KEK is awaited; the layers are unwrapped concurrently."""
+        view = _contiguous(blob)
+        header, header_length, plan = self._plan(view, encode_context(context))
+        unwrapped = await _gather_all(
+            [self._unwrap_layer_async(index, header, pairs) for index, pairs in enumerate(plan)]
+        )
+        body = view[header_length:]
+        cipher = _body_cipher(header, [keys[1] for keys in unwrapped], len(body))
+        out = bytearray(plaintext_size(len(body), header.frame_size, len(header.layers)))
+        try:
+            cipher.open_all(body, memoryview(out))
+        except DecryptionError:
+            out[:] = b"\0" * len(out)  # leave no unverified plaintext behind
+            raise
+        return out
+
+    async def _new_data_keys_async(self) -> list[_DataKey]:
+        keys = [secrets.token_bytes(DATA_KEY_BYTES) for _ in self._layers]
+        records = await _gather_all(
+            [
+                _wrap_async(kek, keys[index])
+                for index, layer in enumerate(self._layers)
+                for kek in layer
+            ]
+        )
+        out = []
+        start = 0
+        for index, layer in enumerate(self._layers):
+            out.append(_DataKey(keys[index], tuple(records[start : start + len(layer)])))
+            start += len(layer)
+        return out
+
+    async def _unwrap_layer_async(
+        self,
+        index: int,
+        header: Header,
+        pairs: Sequence[tuple[KeyEncryptionKey, WrappedKeyRecord]],
+    ) -> tuple[bytes, bytes]:
+        """The asyncio twin of :meth:`_unwrap_layer` (same order, cache and errors)."""
+        attempts = _Attempts(index)
+        cache = self._unwrap_cache
+        for kek, record in pairs:
+            if cache is not None:
+                hit = _cached_unwrap(cache, header, index, kek, record)
+                if hit is not None:
+                    return hit
+            unwrap = getattr(kek, "unwrap_key_async", None)
+            try:
+                if unwrap is not None:
+                    data_key = await unwrap(_wrapped_key(record))
+                else:
+                    data_key = kek.unwrap_key(_wrapped_key(record))
+            except (KeyAccessError, DecryptionError) as exc:
+                attempts.failed(exc)
+                continue
+            finally:
+                if cache is not None:
+                    cache._count_kek_calls(1)
+            message_key = _verify_data_key(header, index, data_key)
+            if message_key is not None:
+                if cache is not None:
+                    _remember_unwrap(cache, kek, record, data_key)
                 return data_key, message_key
             attempts.failed(DecryptionError())
         raise attempts.error()
@@ -504,6 +647,51 @@ class _Attempts:
         )
         combined.__cause__ = self._access[-1]
         return combined
+
+
+def _unwrap_cache_key(kek: KeyEncryptionKey, record: WrappedKeyRecord) -> tuple[object, ...]:
+    # The KEK object is part of the key: another envelope whose KEK merely reports the same
+    # key id must not be handed this data key. The entry holds the KEK, so its id stays put.
+    return (id(kek), record.key_id, record.wrap_algorithm, record.wrapped)
+
+
+def _cached_unwrap(
+    cache: UnwrapCache,
+    header: Header,
+    index: int,
+    kek: KeyEncryptionKey,
+    record: WrappedKeyRecord,
+) -> tuple[bytes, bytes] | None:
+    data_key = cache._take(_unwrap_cache_key(kek, record), 0)
+    if data_key is None:
+        return None
+    message_key = _verify_data_key(header, index, data_key)
+    return None if message_key is None else (data_key, message_key)
+
+
+def _remember_unwrap(
+    cache: UnwrapCache, kek: KeyEncryptionKey, record: WrappedKeyRecord, data_key: bytes
+) -> None:
+    # Only a data key that matched its commitment gets here: a forged header never does.
+    cache._put(_unwrap_cache_key(kek, record), bytes(data_key), kek, 0)
+
+
+async def _wrap_async(kek: KeyEncryptionKey, data_key: bytes) -> WrappedKeyRecord:
+    wrap = getattr(kek, "wrap_key_async", None)
+    wrapped = await wrap(data_key) if wrap is not None else kek.wrap_key(data_key)
+    return _record(kek, wrapped)
+
+
+async def _gather_all(awaitables: Sequence[Awaitable[_T]]) -> list[_T]:
+    """Run every awaitable to completion, then raise the first failure in order, so no
+    task is left running, or its error unretrieved, when one fails."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    values: list[_T] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        values.append(result)
+    return values
 
 
 def _wrapped_key(record: WrappedKeyRecord) -> WrappedKey:

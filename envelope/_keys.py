@@ -61,6 +61,10 @@ class KeyEncryptionKey(Protocol):
     disabled, deleted, access denied, service unreachable). ``can_unwrap`` is pure: it does
     no I/O, so an envelope can check every key id in an attacker-written header against its
     configuration before it contacts any key service.
+
+    Optional async twins: a KEK may also define ``async def wrap_key_async(data_key)`` and
+    ``async def unwrap_key_async(wrapped)`` with the same contract; ``Envelope.encrypt_async``
+    and ``decrypt_async`` await them and call the sync methods of KEKs that lack them.
     """
 
     @property
@@ -153,6 +157,16 @@ class LocalKey:
             return self._aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], self._aad)
         except InvalidTag:
             raise DecryptionError() from None
+
+    # The async twins let a LocalKey share an envelope with remote KEKs under asyncio; the
+    # work is microseconds of AES-GCM, so there is nothing to hand off to a thread.
+    async def wrap_key_async(self, data_key: bytes) -> WrappedKey:
+        """The asyncio twin of :meth:`wrap_key`."""
+        return self.wrap_key(data_key)
+
+    async def unwrap_key_async(self, wrapped: WrappedKey) -> bytes:
+        """The asyncio twin of :meth:`unwrap_key`."""
+        return self.unwrap_key(wrapped)
 
     # -- files -------------------------------------------------------------------------
 

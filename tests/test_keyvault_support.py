@@ -1,5 +1,5 @@
-"""Helpers (no tests) shared by the Key Vault, cache and asyncio tests: a KEK factory over
-small backoffs and short timeouts, so failure paths stay fast."""
+"""Helpers (no tests) for the Key Vault, cache and asyncio tests: KEKs over LocalKeyVault
+with small backoffs and short timeouts, so that failure paths stay fast."""
 
 from __future__ import annotations
 
