@@ -6,6 +6,8 @@ import envelope
 def test_public_names_are_pinned():
     assert sorted(envelope.__all__) == sorted(
         [
+            "CacheStats",
+            "DataKeyCache",
             "DecryptionError",
             "Envelope",
             "EnvelopeError",
@@ -16,6 +18,7 @@ def test_public_names_are_pinned():
             "LayerInfo",
             "LocalKey",
             "MessageInfo",
+            "UnwrapCache",
             "WrappedKey",
             "inspect",
         ]
