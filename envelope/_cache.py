@@ -112,9 +112,10 @@ class _BoundedCache(Generic[_V]):
         with self._lock:
             return len(self._entries)
 
-    def _take(self, key: Any, nbytes: int) -> _V | None:
+    def _take(self, key: Any, nbytes: int, *, count_miss: bool = True) -> _V | None:
         """The value under ``key`` if it may serve one more message of ``nbytes``; counts
-        the use. An entry at a limit is dropped rather than served."""
+        the use. An entry at a limit is dropped rather than served. ``count_miss=False`` is
+        for a first look before waiting on another caller's fill, so one miss counts once."""
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key)
@@ -132,7 +133,8 @@ class _BoundedCache(Generic[_V]):
                     self._entries.move_to_end(key)
                     self._hits += 1
                     return entry.value
-            self._misses += 1
+            if count_miss:
+                self._misses += 1
             return None
 
     def _put(self, key: Any, value: _V, owner: object, nbytes: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import threading
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -143,6 +144,10 @@ class Envelope:
         self._unwrap_cache = unwrap_cache
         # This envelope's entry in a data-key cache that several envelopes may share.
         self._cache_slot = object()
+        # One caller at a time refills the cache; the others wait for its data keys instead
+        # of each wrapping their own (a thundering herd of KEK calls at every expiry).
+        self._fill_lock = threading.Lock()
+        self._pending_fill: asyncio.Future[None] | None = None
 
     # -- configuration ------------------------------------------------------------------
 
@@ -392,12 +397,39 @@ class Envelope:
     def _cached_data_keys(self, nbytes: int) -> list[_DataKey]:
         cache = self._data_key_cache
         assert cache is not None
-        keys: list[_DataKey] | None = cache._take(self._cache_slot, nbytes)
+        keys: list[_DataKey] | None = cache._take(self._cache_slot, nbytes, count_miss=False)
         if keys is None:
-            keys = self._new_data_keys()
-            cache._count_kek_calls(sum(len(layer) for layer in self._layers))
-            cache._put(self._cache_slot, keys, None, nbytes)
+            with self._fill_lock:
+                keys = cache._take(self._cache_slot, nbytes)
+                if keys is None:
+                    keys = self._new_data_keys()
+                    cache._count_kek_calls(sum(len(layer) for layer in self._layers))
+                    cache._put(self._cache_slot, keys, None, nbytes)
         return keys
+
+    async def _cached_data_keys_async(self, cache: DataKeyCache, nbytes: int) -> list[_DataKey]:
+        keys: list[_DataKey] | None = cache._take(self._cache_slot, nbytes, count_miss=False)
+        if keys is not None:
+            return keys
+        loop = asyncio.get_running_loop()
+        pending = self._pending_fill
+        if pending is not None and not pending.done() and pending.get_loop() is loop:
+            await asyncio.shield(pending)
+        again: list[_DataKey] | None = cache._take(self._cache_slot, nbytes)
+        if again is not None:
+            return list(again)
+        fill: asyncio.Future[None] = loop.create_future()
+        self._pending_fill = fill
+        try:
+            fresh = await self._new_data_keys_async()
+            cache._count_kek_calls(sum(len(layer) for layer in self._layers))
+            cache._put(self._cache_slot, fresh, None, nbytes)
+        finally:
+            # Waiters wake either way; after a failed fill each tries its own.
+            fill.set_result(None)
+            if self._pending_fill is fill:
+                self._pending_fill = None
+        return fresh
 
     def _begin_with(
         self,
@@ -528,14 +560,10 @@ class Envelope:
         plaintext = _contiguous(data)
         encoded = encode_context(context)
         cache = self._data_key_cache
-        keys: list[_DataKey] | None = None
-        if cache is not None:
-            keys = cache._take(self._cache_slot, len(plaintext))
-        if keys is None:
+        if cache is None:
             keys = await self._new_data_keys_async()
-            if cache is not None:
-                cache._count_kek_calls(sum(len(layer) for layer in self._layers))
-                cache._put(self._cache_slot, keys, None, len(plaintext))
+        else:
+            keys = await self._cached_data_keys_async(cache, len(plaintext))
         header_bytes, cipher = self._begin_with(encoded, len(plaintext), keys, None)
         out = bytearray(len(header_bytes) + body_size(len(plaintext), *self._shape()))
         view = memoryview(out)
