@@ -11,7 +11,7 @@ import functools
 import struct
 from collections.abc import Mapping
 from enum import IntEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, cast
 
 from ._errors import FormatError
 
@@ -84,35 +84,34 @@ class Suite(IntEnum):
     HKDF_SHA256 = 1
 
 
-class Aead(IntEnum):
+_L = TypeVar("_L", bound="_Labelled")
+
+
+class _Labelled(IntEnum):
+    """A wire id with a human-readable name (the names are listed in ``_NAMES``)."""
+
+    @property
+    def label(self) -> str:
+        return _NAMES[type(self)][self]
+
+    @classmethod
+    def from_label(cls: type[_L], label: str) -> _L:
+        member = _BY_NAME[cls].get(label)
+        if member is None:
+            known = ", ".join(_NAMES[cls].values())
+            raise ValueError(f"unknown algorithm {label!r}; known: {known}")
+        return cast("_L", member)
+
+
+class Aead(_Labelled):
     """Per-layer AEAD algorithms: 32-byte key, 12-byte nonce, 16-byte tag."""
 
     AES_256_GCM = 1
     AES_256_OCB3 = 2
     AES_256_GCM_SIV = 3
 
-    @property
-    def label(self) -> str:
-        return _AEAD_LABELS[self]
 
-    @classmethod
-    def from_label(cls, label: str) -> Aead:
-        member = _AEAD_BY_LABEL.get(label)
-        if member is None:
-            known = ", ".join(_AEAD_LABELS.values())
-            raise ValueError(f"unknown layer algorithm {label!r}; known: {known}")
-        return member
-
-
-_AEAD_LABELS = {
-    Aead.AES_256_GCM: "AES-256-GCM",
-    Aead.AES_256_OCB3: "AES-256-OCB3",
-    Aead.AES_256_GCM_SIV: "AES-256-GCM-SIV",
-}
-_AEAD_BY_LABEL = {label: member for member, label in _AEAD_LABELS.items()}
-
-
-class WrapAlgorithm(IntEnum):
+class WrapAlgorithm(_Labelled):
     """How a wrapped data key was produced, named as in JOSE and Key Vault."""
 
     A256GCM = 1
@@ -121,27 +120,24 @@ class WrapAlgorithm(IntEnum):
     A256KW = 4
     CKM_AES_KEY_WRAP_PAD = 5
 
-    @property
-    def label(self) -> str:
-        return _WRAP_LABELS[self]
 
-    @classmethod
-    def from_label(cls, label: str) -> WrapAlgorithm:
-        member = _WRAP_BY_LABEL.get(label)
-        if member is None:
-            known = ", ".join(_WRAP_LABELS.values())
-            raise ValueError(f"unknown wrap algorithm {label!r}; known: {known}")
-        return member
-
-
-_WRAP_LABELS = {
-    WrapAlgorithm.A256GCM: "A256GCM",
-    WrapAlgorithm.RSA_OAEP_256: "RSA-OAEP-256",
-    WrapAlgorithm.RSA_OAEP: "RSA-OAEP",
-    WrapAlgorithm.A256KW: "A256KW",
-    WrapAlgorithm.CKM_AES_KEY_WRAP_PAD: "CKM_AES_KEY_WRAP_PAD",
+_NAMES: dict[type[_Labelled], dict[_Labelled, str]] = {
+    Aead: {
+        Aead.AES_256_GCM: "AES-256-GCM",
+        Aead.AES_256_OCB3: "AES-256-OCB3",
+        Aead.AES_256_GCM_SIV: "AES-256-GCM-SIV",
+    },
+    WrapAlgorithm: {
+        WrapAlgorithm.A256GCM: "A256GCM",
+        WrapAlgorithm.RSA_OAEP_256: "RSA-OAEP-256",
+        WrapAlgorithm.RSA_OAEP: "RSA-OAEP",
+        WrapAlgorithm.A256KW: "A256KW",
+        WrapAlgorithm.CKM_AES_KEY_WRAP_PAD: "CKM_AES_KEY_WRAP_PAD",
+    },
 }
-_WRAP_BY_LABEL = {label: member for member, label in _WRAP_LABELS.items()}
+_BY_NAME = {
+    kind: {name: member for member, name in names.items()} for kind, names in _NAMES.items()
+}
 
 Context = tuple[tuple[str, str], ...]
 
@@ -230,7 +226,7 @@ def encode_header(header: Header) -> bytes:
             raise ValueError(f"a commitment is {COMMITMENT_BYTES} bytes")
         if not 1 <= len(layer.wrapped_keys) <= MAX_WRAPPED_KEYS:
             raise ValueError(f"a layer has 1 to {MAX_WRAPPED_KEYS} wrapped keys")
-        if layer.algorithm not in _AEAD_LABELS:
+        if layer.algorithm not in _NAMES[Aead]:
             raise ValueError(f"unknown layer algorithm {layer.algorithm!r}")
         body.append(_LAYER_HEAD.pack(layer.algorithm, layer.commitment, len(layer.wrapped_keys)))
         for record in layer.wrapped_keys:
@@ -239,7 +235,7 @@ def encode_header(header: Header) -> bytes:
                 raise ValueError(f"a key id is 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes")
             if not 1 <= len(record.wrapped) <= MAX_WRAPPED_KEY_BYTES:
                 raise ValueError(f"a wrapped key is 1 to {MAX_WRAPPED_KEY_BYTES} bytes")
-            if record.wrap_algorithm not in _WRAP_LABELS:
+            if record.wrap_algorithm not in _NAMES[WrapAlgorithm]:
                 raise ValueError(f"unknown wrap algorithm {record.wrap_algorithm!r}")
             body += [
                 _WRAP_HEAD.pack(record.wrap_algorithm, len(key_id)),
