@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratios": recorder.ratios,
         "targets": recorder.targets,
         "skipped": recorder.skipped,
+        "errors": recorder.errors,
+        "case_seconds": recorder.case_seconds,
         "cases": recorder.cases,
         "table": text,
     }

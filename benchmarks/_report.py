@@ -87,7 +87,7 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
     out.append("MB/s = 10^6 bytes/s, median of the rounds; ± is half the min-max range.")
 
     sizes = sorted({r["size"] for r in results if r["group"] == "one-shot"})
-    for op in OPS:
+    for op in OPS if sizes else ():
         out += ["", f"One-shot {op} (MB/s; 1 KiB also in operations/s)"]
         header = ["implementation", "1 KiB ops/s"] + [_size(s) for s in sizes]
         rows = []
@@ -207,6 +207,11 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
                 ["caches", "messages", "calls/msg enc", "calls/msg dec", "enc msg/s", "dec msg/s"],
                 rows,
             )
+            out.append(
+                f"  {kv['layers']}; RSA wraps run locally on the public key (a getKey at most "
+                "every key_info_ttl), unwraps call the vault; the arm without caches is cut "
+                "short on purpose and reported per message."
+            )
 
     out += ["", "Targets (the benchmark never fails on speed)"]
     rows = []
@@ -221,6 +226,9 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
         )
     out += _table(["target", "measured", "target", "status"], rows)
 
+    if recorder.errors:
+        out += ["", "ERRORS (cases that crashed; their figures are missing, not invented)"]
+        out += [f"  {e['case']}: {e['error']}" for e in recorder.errors]
     if recorder.skipped:
         out += ["", "Skipped"]
         out += [f"  {s['impl']} ({s['group']}): {s['reason']}" for s in recorder.skipped]
@@ -248,6 +256,7 @@ def plot(recorder: Recorder, path: Path, *, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     results = [r for r in recorder.results if r["group"] == "one-shot"]
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
@@ -283,6 +292,9 @@ def plot(recorder: Recorder, path: Path, *, title: str) -> None:
                     label=label,
                 )
         axis.set_xscale("log", base=2)
+        sizes = sorted({r["size"] for r in results})
+        axis.set_xticks(sizes, [_size(size) for size in sizes])
+        axis.xaxis.set_minor_locator(NullLocator())
         axis.set_yscale("log")
         axis.set_xlabel("message size (bytes)")
         axis.set_title(op)

@@ -117,6 +117,8 @@ class Plan:
         )
 
     def rounds(self, size: int) -> int:
+        if size >= 256 * MiB:
+            return 3  # the slowest peer takes seconds per 256 MiB call
         return self.rounds_large if size >= 64 * MiB else self.rounds_small
 
 
@@ -129,6 +131,8 @@ class Recorder:
     targets: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     cases: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    case_seconds: dict[str, float] = field(default_factory=dict)
     load: LoadMeter = field(default_factory=LoadMeter)
 
     def skip(self, group: str, impl: str, reason: str) -> None:
@@ -612,5 +616,13 @@ def run_suite(plan: Plan, recorder: Recorder, only: Sequence[str] = ()) -> float
     for name, case in CASES:
         if only and name not in only:
             continue
-        case(plan, recorder)
+        began = time.perf_counter()
+        try:
+            case(plan, recorder)
+        except Exception as exc:  # one broken case must not lose the others
+            # The library is being edited while the suite runs; report, do not invent.
+            reason = f"{type(exc).__name__}: {exc}".strip()[:2000]
+            recorder.errors.append({"case": name, "error": reason})
+            print(f"  ERROR in case {name!r}: {reason}", flush=True)
+        recorder.case_seconds[name] = time.perf_counter() - began
     return time.perf_counter() - start
