@@ -379,9 +379,11 @@ class Envelope:
 
     def _new_data_keys(self) -> list[_DataKey]:
         """A fresh data key per layer, wrapped under every KEK of its layer."""
+        # One call to the OS for every layer's key: at 1 KiB each call is a visible cost.
+        pool = secrets.token_bytes(DATA_KEY_BYTES * len(self._layers))
         keys = []
         for index in range(len(self._layers)):
-            key = secrets.token_bytes(DATA_KEY_BYTES)
+            key = pool[index * DATA_KEY_BYTES : (index + 1) * DATA_KEY_BYTES]
             keys.append(_DataKey(key, self._wrap(index, key)))
         return keys
 
@@ -855,9 +857,10 @@ def _record(kek: KeyEncryptionKey | None, wrapped: WrappedKey) -> WrappedKeyReco
         )
     if not 0 < len(wrapped.ciphertext) <= MAX_WRAPPED_KEY_BYTES:
         raise ValueError("a KEK returned an empty or oversized wrapped key")
-    return WrappedKeyRecord(
-        WrapAlgorithm.from_label(wrapped.algorithm), wrapped.key_id, bytes(wrapped.ciphertext)
-    )
+    ciphertext = wrapped.ciphertext
+    if type(ciphertext) is not bytes:  # a KEK may hand back a bytearray it still owns
+        ciphertext = bytes(ciphertext)
+    return WrappedKeyRecord(WrapAlgorithm.from_label(wrapped.algorithm), wrapped.key_id, ciphertext)
 
 
 def _contiguous(data: Buffer) -> memoryview:

@@ -327,3 +327,26 @@ def test_streamed_download_and_timeouts_pass_through(
         assert "authorization=" in response.headers["www-authenticate"]
         assert b"".join(response.iter_bytes()) == b""
         response.close()
+
+
+def test_an_identity_credential_closes_its_secure_transport():
+    """azure-identity closes its pipeline's transport with a bare ``__exit__()``."""
+    from envelope.testing import LocalKeyVault
+
+    with LocalKeyVault() as vault:
+        transport = SecureTransport(vault.tls_policy)
+        credential = vault.add_identity("closer", transport=transport)
+        assert credential.get_token("https://vault.azure.net/.default").token
+        credential.close()
+        transport.__exit__()  # the form azure-identity uses; must not raise
+
+
+@pytest.mark.asyncio
+async def test_an_async_identity_credential_closes_its_secure_transport():
+    from envelope.testing import LocalKeyVault
+
+    with LocalKeyVault() as vault:
+        credential = vault.get_async_credential(transport=AsyncSecureTransport(vault.tls_policy))
+        async with credential:
+            token = await credential.get_token("https://vault.azure.net/.default")
+            assert token.token

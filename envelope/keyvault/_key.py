@@ -57,17 +57,6 @@ _OAEP_SHA256 = padding.OAEP(
 _MAX_RSA_BITS = 8192
 
 
-class _Transport(SecureTransport):
-    # azure-identity closes its pipelines with a bare __exit__(); accept that form too.
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class _AsyncTransport(AsyncSecureTransport):
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-
 class _ThreadedCredential:
     """A sync credential presented to the asyncio pipeline: ``get_token`` runs in a worker
     thread so the event loop never blocks on the identity endpoint. Not owned: not closed."""
@@ -386,7 +375,7 @@ class KeyVaultKey:
 
             identity_http = secure_client(self._policy, timeout=self._http_timeout)
             credential = DefaultAzureCredential(
-                transport=_Transport(client=identity_http), **self._retry
+                transport=SecureTransport(client=identity_http), **self._retry
             )
             closers += [credential.close, identity_http.close]
         elif _is_async_credential(credential):
@@ -398,7 +387,7 @@ class KeyVaultKey:
         client = KeyClient(
             self._id.vault_url,
             credential,
-            transport=_Transport(client=http),
+            transport=SecureTransport(client=http),
             **self._client_options(),
         )
         return _Clients(client, [client.close, http.close, *closers])
@@ -413,7 +402,7 @@ class KeyVaultKey:
 
             identity_http = secure_async_client(self._policy, timeout=self._http_timeout)
             credential = DefaultAzureCredential(
-                transport=_AsyncTransport(client=identity_http), **self._retry
+                transport=AsyncSecureTransport(client=identity_http), **self._retry
             )
             closers += [credential.close, identity_http.aclose]
         elif not _is_async_credential(credential):
@@ -422,7 +411,7 @@ class KeyVaultKey:
         client = KeyClient(
             self._id.vault_url,
             credential,
-            transport=_AsyncTransport(client=http),
+            transport=AsyncSecureTransport(client=http),
             **self._client_options(),
         )
         return _Clients(client, [client.close, http.aclose, *closers])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -246,12 +245,8 @@ class SecureTransport(HttpTransport):  # type: ignore[type-arg]
         self.open()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    # azure-identity closes its pipelines with a bare ``__exit__()``: accept both forms.
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def send(self, request: HttpRequest, **kwargs: Any) -> _SecureTransportResponse:
@@ -293,12 +288,7 @@ class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
         await self.open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def sleep(self, duration: float) -> None:
