@@ -528,28 +528,19 @@ class Envelope:
     ) -> tuple[bytes, bytes]:
         """Try each accepted (KEK, wrapped key) pair in turn until one yields the data key
         the layer's commitment names; returns ``(data_key, message_key)``."""
-        attempts = _Attempts(index)
-        cache = self._unwrap_cache
+        layer = _LayerUnwrap(index, header, self._unwrap_cache)
         for kek, record in pairs:
-            if cache is not None:
-                hit = _cached_unwrap(cache, header, index, kek, record)
-                if hit is not None:
-                    return hit
-            try:
-                data_key = kek.unwrap_key(_wrapped_key(record))
-            except (KeyAccessError, DecryptionError) as exc:
-                attempts.failed(exc)
-                continue
-            finally:
-                if cache is not None:
-                    cache._count_kek_calls(1)
-            message_key = _verify_data_key(header, index, data_key)
-            if message_key is not None:
-                if cache is not None:
-                    _remember_unwrap(cache, kek, record, data_key)
-                return data_key, message_key
-            attempts.failed(DecryptionError())
-        raise attempts.error()
+            found = layer.cached(kek, record)
+            if found is None:
+                try:
+                    data_key = kek.unwrap_key(_wrapped_key(record))
+                except (KeyAccessError, DecryptionError) as exc:
+                    layer.failed(exc)
+                    continue
+                found = layer.unwrapped(kek, record, data_key)
+            if found is not None:
+                return found
+        raise layer.error()
 
     # -- asyncio ------------------------------------------------------------------------
 
@@ -616,49 +607,65 @@ class Envelope:
         pairs: Sequence[tuple[KeyEncryptionKey, WrappedKeyRecord]],
     ) -> tuple[bytes, bytes]:
         """The asyncio twin of :meth:`_unwrap_layer` (same order, cache and errors)."""
-        attempts = _Attempts(index)
-        cache = self._unwrap_cache
+        layer = _LayerUnwrap(index, header, self._unwrap_cache)
         for kek, record in pairs:
-            if cache is not None:
-                hit = _cached_unwrap(cache, header, index, kek, record)
-                if hit is not None:
-                    return hit
-            unwrap = getattr(kek, "unwrap_key_async", None)
-            try:
-                if unwrap is not None:
-                    data_key = await unwrap(_wrapped_key(record))
-                else:
-                    data_key = kek.unwrap_key(_wrapped_key(record))
-            except (KeyAccessError, DecryptionError) as exc:
-                attempts.failed(exc)
-                continue
-            finally:
-                if cache is not None:
-                    cache._count_kek_calls(1)
-            message_key = _verify_data_key(header, index, data_key)
-            if message_key is not None:
-                if cache is not None:
-                    _remember_unwrap(cache, kek, record, data_key)
-                return data_key, message_key
-            attempts.failed(DecryptionError())
-        raise attempts.error()
+            found = layer.cached(kek, record)
+            if found is None:
+                unwrap = getattr(kek, "unwrap_key_async", None)
+                try:
+                    if unwrap is not None:
+                        data_key = await unwrap(_wrapped_key(record))
+                    else:
+                        data_key = kek.unwrap_key(_wrapped_key(record))
+                except (KeyAccessError, DecryptionError) as exc:
+                    layer.failed(exc)
+                    continue
+                found = layer.unwrapped(kek, record, data_key)
+            if found is not None:
+                return found
+        raise layer.error()
 
 
-class _Attempts:
-    """Why each candidate KEK of one layer failed, turned into the error to raise.
+class _LayerUnwrap:
+    """The bookkeeping of unwrapping one layer, shared by the sync and asyncio paths: the
+    unwrap cache, the commitment check, and why each candidate KEK failed.
 
     An integrity failure of any candidate wins over access errors: a tampered header must
     not be reported as an unreachable key service.
     """
 
-    __slots__ = ("_access", "_index", "_integrity")
+    __slots__ = ("_access", "_cache", "_header", "_index", "_integrity")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, header: Header, cache: UnwrapCache | None) -> None:
         self._index = index
+        self._header = header
+        self._cache = cache
         self._access: list[KeyAccessError] = []
         self._integrity = False
 
+    def cached(self, kek: KeyEncryptionKey, record: WrappedKeyRecord) -> tuple[bytes, bytes] | None:
+        """``(data_key, message_key)`` from the cache, still checked against the commitment."""
+        if self._cache is None:
+            return None
+        return _cached_unwrap(self._cache, self._header, self._index, kek, record)
+
+    def unwrapped(
+        self, kek: KeyEncryptionKey, record: WrappedKeyRecord, data_key: bytes
+    ) -> tuple[bytes, bytes] | None:
+        """Check a data key a KEK returned; remember it only if it matches the commitment."""
+        if self._cache is not None:
+            self._cache._count_kek_calls(1)
+        message_key = _verify_data_key(self._header, self._index, data_key)
+        if message_key is None:
+            self._integrity = True
+            return None
+        if self._cache is not None:
+            _remember_unwrap(self._cache, kek, record, data_key)
+        return data_key, message_key
+
     def failed(self, error: KeyAccessError | DecryptionError) -> None:
+        if self._cache is not None:
+            self._cache._count_kek_calls(1)
         if isinstance(error, KeyAccessError):
             self._access.append(error)
         else:
