@@ -146,6 +146,10 @@ class FrameCipher:
         return self._frame_size
 
     @property
+    def layers(self) -> int:
+        return len(self._aeads)
+
+    @property
     def overhead(self) -> int:
         """Bytes each frame adds: one tag per layer."""
         return self._overhead

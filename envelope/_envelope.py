@@ -179,11 +179,7 @@ class Envelope:
         """
         plaintext = _contiguous(data)
         header_bytes, cipher = self._begin(encode_context(context), len(plaintext))
-        out = bytearray(len(header_bytes) + body_size(len(plaintext), *self._shape()))
-        view = memoryview(out)
-        view[: len(header_bytes)] = header_bytes
-        cipher.seal_all(plaintext, view[len(header_bytes) :])
-        return out
+        return _sealed(header_bytes, cipher, plaintext)
 
     def max_encrypted_size(
         self, plaintext_length: int, context: Mapping[str, str] | None = None
@@ -262,13 +258,7 @@ class Envelope:
         view = _contiguous(blob)
         header, header_length, cipher = self._open_header(view, encode_context(context))
         body = view[header_length:]
-        out = bytearray(plaintext_size(len(body), header.frame_size, len(header.layers)))
-        try:
-            cipher.open_all(body, memoryview(out))
-        except DecryptionError:
-            out[:] = b"\0" * len(out)  # leave no unverified plaintext behind
-            raise
-        return out
+        return _opened(header, cipher, body)
 
     def decrypt_into(
         self, blob: Buffer, out: bytearray | memoryview, context: Mapping[str, str] | None = None
@@ -468,10 +458,7 @@ class Envelope:
             _DataKey(key, tuple(_record(None, w) for w in wrapped)) for key, wrapped in data_keys
         ]
         header_bytes, cipher = self._begin_with(encode_context(context), len(plaintext), keys, salt)
-        out = bytearray(len(header_bytes) + body_size(len(plaintext), *self._shape()))
-        out[: len(header_bytes)] = header_bytes
-        cipher.seal_all(plaintext, memoryview(out)[len(header_bytes) :])
-        return out
+        return _sealed(header_bytes, cipher, plaintext)
 
     def _open_header(
         self, view: memoryview, expected: Context, *, largest_frame: int | None = None
@@ -558,11 +545,7 @@ class Envelope:
         else:
             keys = await self._cached_data_keys_async(cache, len(plaintext))
         header_bytes, cipher = self._begin_with(encoded, len(plaintext), keys, None)
-        out = bytearray(len(header_bytes) + body_size(len(plaintext), *self._shape()))
-        view = memoryview(out)
-        view[: len(header_bytes)] = header_bytes
-        cipher.seal_all(plaintext, view[len(header_bytes) :])
-        return out
+        return _sealed(header_bytes, cipher, plaintext)
 
     async def decrypt_async(
         self, blob: Buffer, context: Mapping[str, str] | None = None
@@ -576,13 +559,7 @@ class Envelope:
         )
         body = view[header_length:]
         cipher = _body_cipher(header, [keys[1] for keys in unwrapped], len(body))
-        out = bytearray(plaintext_size(len(body), header.frame_size, len(header.layers)))
-        try:
-            cipher.open_all(body, memoryview(out))
-        except DecryptionError:
-            out[:] = b"\0" * len(out)  # leave no unverified plaintext behind
-            raise
-        return out
+        return _opened(header, cipher, body)
 
     async def _new_data_keys_async(self) -> list[_DataKey]:
         keys = [secrets.token_bytes(DATA_KEY_BYTES) for _ in self._layers]
@@ -729,6 +706,27 @@ async def _gather_all(awaitables: Sequence[Awaitable[_T]]) -> list[_T]:
             raise result
         values.append(result)
     return values
+
+
+def _sealed(header_bytes: bytes, cipher: FrameCipher, plaintext: memoryview) -> bytearray:
+    """A new message: the header, then the body sealed in place after it."""
+    size = body_size(len(plaintext), cipher.frame_size, cipher.layers)
+    out = bytearray(len(header_bytes) + size)
+    view = memoryview(out)
+    view[: len(header_bytes)] = header_bytes
+    cipher.seal_all(plaintext, view[len(header_bytes) :])
+    return out
+
+
+def _opened(header: Header, cipher: FrameCipher, body: memoryview) -> bytearray:
+    """The whole plaintext, or an exception and no plaintext at all."""
+    out = bytearray(plaintext_size(len(body), header.frame_size, len(header.layers)))
+    try:
+        cipher.open_all(body, memoryview(out))
+    except DecryptionError:
+        out[:] = bytes(len(out))  # leave no unverified plaintext behind
+        raise
+    return out
 
 
 def _wrapped_key(record: WrappedKeyRecord) -> WrappedKey:
