@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._machine import machine_facts
 from ._report import busy_note, plot, render, write_json
@@ -36,11 +38,41 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=(),
         help="run only these cases (results are written as latest-partial.json)",
     )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="redraw the PNG from the JSON already in --out (with --quick: the quick one)",
+    )
     return parser.parse_args(argv)
+
+
+def _replot(json_path: Path, png_path: Path) -> int:
+    document = json.loads(json_path.read_text(encoding="utf-8"))
+    recorder = Recorder(results=document["results"])
+    machine = document["machine"]
+    quick = document["kind"] == "quick"
+    title = _title(machine, datetime.datetime.fromisoformat(document["started_at"]), quick)
+    plot(recorder, png_path, title=title)
+    print(f"redrew {png_path} from {json_path}")
+    return 0
+
+
+def _title(machine: dict[str, Any], started: datetime.datetime, quick: bool) -> str:
+    return (
+        f"envelope vs raw AES and peers — {machine['cpu_model']}, Python {machine['python']}, "
+        f"{started:%Y-%m-%d}{' (QUICK run)' if quick else ''}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    suffix = "-quick" if args.quick else ""
+    if args.only:
+        suffix += "-partial"
+    json_path = args.out / f"latest{suffix}.json"
+    png_path = args.out / f"throughput{suffix}.png"
+    if args.replot:
+        return _replot(json_path, png_path)
     plan = Plan.quick_plan() if args.quick else Plan.full()
     machine = machine_facts()
     recorder = Recorder()
@@ -51,11 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(text, flush=True)
 
-    suffix = "-quick" if plan.quick else ""
-    if args.only:
-        suffix += "-partial"
-    json_path = args.out / f"latest{suffix}.json"
-    png_path = args.out / f"throughput{suffix}.png"
     document = {
         "schema": 1,
         "kind": "quick" if plan.quick else "full",
@@ -75,11 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "table": text,
     }
     write_json(json_path, document)
-    title = (
-        f"envelope vs raw AES and peers — {machine['cpu_model']}, Python {machine['python']}, "
-        f"{started:%Y-%m-%d}{' (QUICK run)' if plan.quick else ''}"
-    )
-    plot(recorder, png_path, title=title)
+    plot(recorder, png_path, title=_title(machine, started, plan.quick))
     print(f"\nwrote {json_path} and {png_path}")
     return 0
 

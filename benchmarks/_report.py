@@ -266,9 +266,9 @@ def plot(recorder: Recorder, path: Path, *, title: str) -> None:
             points = sorted(
                 (
                     r["size"],
-                    r["bytes_per_s"] / MB,
-                    r["bytes_per_s_min"] / MB,
-                    r["bytes_per_s_max"] / MB,
+                    r["bytes_per_s"],
+                    r["bytes_per_s_min"],
+                    r["bytes_per_s_max"],
                 )
                 for r in results
                 if r["op"] == op and r["impl"] == label
