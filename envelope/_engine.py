@@ -102,8 +102,15 @@ def frame_count(plaintext_length: int, frame_size: int) -> int:
 
 
 def body_size(plaintext_length: int, frame_size: int, layers: int) -> int:
-    """Bytes of the body that seals ``plaintext_length`` bytes."""
-    return plaintext_length + frame_count(plaintext_length, frame_size) * layers * TAG_BYTES
+    """Bytes of the body that seals ``plaintext_length`` bytes. A plaintext that needs more
+    than ``MAX_FRAMES`` frames is refused here: no reader would accept that message."""
+    frames = frame_count(plaintext_length, frame_size)
+    if frames > MAX_FRAMES:
+        raise ValueError(
+            f"{plaintext_length} bytes need {frames} frames of {frame_size} bytes; a message "
+            f"holds at most {MAX_FRAMES}: use a larger frame_size"
+        )
+    return plaintext_length + frames * layers * TAG_BYTES
 
 
 def plaintext_size(body_length: int, frame_size: int, layers: int) -> int:
@@ -182,6 +189,9 @@ class FrameCipher:
                 self._aeads[j].decrypt_into(nonce, src, aad, out)
                 src = out
         except InvalidTag:
+            # decrypt_into has already written the unverified plaintext into dst: wipe it, so
+            # no caller (or a sink still holding a view of dst) can see it.
+            dst[:] = bytes(len(dst))
             raise DecryptionError() from None
 
     def seal_all(self, plaintext: memoryview, out: memoryview) -> None:

@@ -8,6 +8,7 @@ asked to unwrap anything.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import secrets
 import threading
@@ -228,6 +229,11 @@ class Envelope:
         while True:
             got = _read_into(src, inbuf)
             final = got < size
+            if not final and index >= MAX_FRAMES - 1:
+                raise ValueError(
+                    f"the input needs more than {MAX_FRAMES} frames of {size} bytes; "
+                    "use a larger frame_size"
+                )
             sealed = outbuf[: got + cipher.overhead]
             cipher.seal_frame(index, final, inbuf[:got], sealed)
             dst.write(sealed)
@@ -287,6 +293,9 @@ class Envelope:
         Only frames whose every tag verified are written. If the input ends before the
         final frame, or anything follows it, this raises after writing the verified frames:
         treat ``dst`` as garbage then (``decrypt_file`` does that for you).
+
+        As ``io`` allows, ``dst.write`` receives a view of a buffer that is reused for the
+        next frame (and wiped if that frame fails): a sink copies what it keeps.
         """
         expected = encode_context(context)
         raw = _read_header(src)
@@ -493,14 +502,17 @@ class Envelope:
             )
         plan = []
         for index, (layer, keks) in enumerate(zip(header.layers, self._layers, strict=True)):
-            pairs = [
-                (kek, record)
-                for kek in keks
-                for record in layer.wrapped_keys
-                if kek.can_unwrap(record.key_id)
-            ]
+            # Each configured KEK tries at most one wrapped key of the layer (the first it
+            # accepts): a legitimate message has one per KEK, and a forged header listing
+            # many versions of our key must not turn one decrypt into many vault calls.
+            pairs = []
+            for kek in keks:
+                for record in layer.wrapped_keys:
+                    if kek.can_unwrap(record.key_id):
+                        pairs.append((kek, record))
+                        break
             if not pairs:
-                named = ", ".join(repr(r.key_id) for r in layer.wrapped_keys)
+                named = _quoted_ids(layer.wrapped_keys)
                 raise KeyAccessError(
                     f"layer {index}: no configured key may unwrap this message (it names {named})"
                 )
@@ -884,6 +896,14 @@ def _writable(out: bytearray | memoryview) -> memoryview:
     return view
 
 
+def _quoted_ids(records: Sequence[WrappedKeyRecord]) -> str:
+    """Key ids from an (attacker-written) header for an error message: escaped, and at
+    most three of at most 120 characters each."""
+    shown = [repr(r.key_id if len(r.key_id) <= 120 else r.key_id[:117] + "...") for r in records]
+    more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+    return ", ".join(shown[:3]) + more
+
+
 def _read_header(src: Readable) -> memoryview:
     """Read exactly one header from a stream, its length checked before it is read."""
     raw = bytearray(PREFIX_BYTES)
@@ -906,9 +926,17 @@ def _read_into(src: Readable, buf: memoryview) -> int:
         if readinto is not None:
             got = readinto(buf[filled:])
         else:
-            chunk = src.read(total - filled) or b""
-            got = len(chunk)
-            buf[filled : filled + got] = chunk
+            chunk = src.read(total - filled)
+            got = None if chunk is None else len(chunk)
+            if chunk:
+                buf[filled : filled + len(chunk)] = chunk
+        if got is None:
+            # A non-blocking source with nothing ready: that is not the end of the input,
+            # and taking it for one would seal a truncated plaintext as a complete message.
+            raise BlockingIOError(
+                errno.EAGAIN,
+                "the source has no data ready; envelope streams need a blocking source",
+            )
         if not got:
             break
         filled += got

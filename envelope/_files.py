@@ -13,9 +13,13 @@ __all__ = ["atomic_output"]
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Yield a file in ``path``'s directory; on a clean exit it is flushed, synced and
     renamed over ``path``; on an exception it is deleted and ``path`` is left untouched.
+
+    With ``overwrite=False`` the file is published with a hard link, which fails with
+    ``FileExistsError`` if ``path`` exists at that moment: no check-then-rename window in
+    which a file created by someone else could be replaced.
 
     ``mkstemp`` creates the file with mode 0600: neither a key nor a decrypted plaintext is
     ever readable by others, even for a moment.
@@ -28,7 +32,11 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
+        if overwrite:
+            os.replace(tmp_name, target)
+        else:
+            os.link(tmp_name, target)
+            os.unlink(tmp_name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)

@@ -178,16 +178,17 @@ class LocalKey:
         wrapped under the old key.
         """
         target = Path(path)
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
         document = {
             "type": _FILE_TYPE,
             "version": _FILE_VERSION,
             "key_id": self._key_id,
             "key": base64.b64encode(self._key).decode("ascii"),
         }
-        with atomic_output(target) as handle:
-            handle.write((json.dumps(document, indent=2) + "\n").encode("utf-8"))
+        try:
+            with atomic_output(target, overwrite=overwrite) as handle:
+                handle.write((json.dumps(document, indent=2) + "\n").encode("utf-8"))
+        except FileExistsError:
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LocalKey:

@@ -320,3 +320,84 @@ def test_decrypt_in_a_fresh_process(tmp_path):
         timeout=60,
     )
     assert result.stdout == b"across processes"
+
+
+class _KeepsViews:
+    """A sink that (against the io contract) keeps what it was given instead of copying."""
+
+    def __init__(self) -> None:
+        self.parts: list[memoryview] = []
+
+    def write(self, data) -> int:
+        self.parts.append(data)
+        return len(data)
+
+
+def test_a_failing_frame_leaves_no_unverified_plaintext_in_views_already_written():
+    env = Envelope([LocalKey.generate()], frame_size=SMALL_FRAME)
+    blob = env.encrypt(b"A" * SMALL_FRAME + b"B" * SMALL_FRAME + b"C" * 10)
+    header_length = inspect(blob).header_length
+    blob[header_length + SMALL_FRAME + 16 + 1] ^= 1  # frame 1 fails its tag
+    sink = _KeepsViews()
+    with pytest.raises(DecryptionError):
+        env.decrypt_stream(io.BytesIO(bytes(blob)), sink)
+    assert len(sink.parts) == 1
+    # The buffer was wiped when frame 1 failed: neither its unverified bytes nor anything
+    # else but zeros is visible through the view the sink kept.
+    assert bytes(sink.parts[0]) == bytes(SMALL_FRAME)
+
+
+def test_messages_over_max_frames_are_refused_at_encryption(monkeypatch):
+    import envelope._engine
+    import envelope._envelope
+
+    monkeypatch.setattr(envelope._engine, "MAX_FRAMES", 4)
+    monkeypatch.setattr(envelope._envelope, "MAX_FRAMES", 4)
+    env = Envelope([LocalKey.generate()], frame_size=SMALL_FRAME)
+    fits = os.urandom(3 * SMALL_FRAME + 5)  # three full frames and a final one: 4 frames
+    assert env.decrypt(env.encrypt(fits)) == fits
+    too_long = os.urandom(4 * SMALL_FRAME)  # four full frames and an empty final one: 5
+    with pytest.raises(ValueError, match="frame_size"):
+        env.encrypt(too_long)
+    with pytest.raises(ValueError, match="frame_size"):
+        env.encrypt_into(too_long, bytearray(10 * SMALL_FRAME))
+    with pytest.raises(ValueError, match="frame_size"):
+        env.encrypt_stream(io.BytesIO(too_long), io.BytesIO())
+    sealed = io.BytesIO()
+    env.encrypt_stream(io.BytesIO(fits), sealed)
+    assert env.decrypt(sealed.getvalue()) == fits
+
+
+class _NonBlocking(io.RawIOBase):
+    """Returns its first chunk, then None: 'no data ready yet', as a non-blocking pipe."""
+
+    def __init__(self, first: bytes, *, use_read: bool = False) -> None:
+        self._first = first
+        self._use_read = use_read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer):
+        if not self._first:
+            return None
+        chunk, self._first = self._first[: len(buffer)], self._first[len(buffer) :]
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+class _NonBlockingRead:
+    def __init__(self, first: bytes) -> None:
+        self._first = first
+
+    def read(self, size: int) -> bytes | None:
+        if not self._first:
+            return None
+        chunk, self._first = self._first[:size], self._first[size:]
+        return chunk
+
+
+def test_a_non_blocking_source_with_no_data_ready_is_not_the_end_of_input(env: Envelope):
+    for source in (_NonBlocking(b"x" * 3000), _NonBlockingRead(b"x" * 3000)):
+        with pytest.raises(BlockingIOError):
+            env.encrypt_stream(source, io.BytesIO())

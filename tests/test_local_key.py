@@ -144,3 +144,48 @@ def test_load_refuses_missing_and_exposed_files(tmp_path):
         LocalKey.load(path)
     with pytest.raises(KeyAccessError, match="cannot read"):
         LocalKey.load(tmp_path)
+
+
+def test_concurrent_saves_never_replace_a_key_file(tmp_path):
+    import threading
+
+    path = tmp_path / "kek.json"
+    keys = [LocalKey.generate() for _ in range(8)]
+    saved: list[str] = []
+    refused: list[str] = []
+    start = threading.Barrier(len(keys))
+
+    def save(key: LocalKey) -> None:
+        start.wait()
+        try:
+            key.save(path)
+        except FileExistsError:
+            refused.append(key.key_id)
+        else:
+            saved.append(key.key_id)
+
+    threads = [threading.Thread(target=save, args=(key,)) for key in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(saved) == 1
+    assert len(refused) == len(keys) - 1
+    assert LocalKey.load(path).key_id == saved[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["kek.json"]
+
+
+def test_a_file_created_while_saving_is_not_replaced(tmp_path):
+    from envelope._files import atomic_output
+
+    path = tmp_path / "kek.json"
+
+    def save_while_another_appears() -> None:
+        with atomic_output(path, overwrite=False) as handle:
+            handle.write(b"mine")
+            path.write_bytes(b"someone else's key")  # appears before we publish
+
+    with pytest.raises(FileExistsError):
+        save_while_another_appears()
+    assert path.read_bytes() == b"someone else's key"
+    assert [p.name for p in tmp_path.iterdir()] == ["kek.json"]

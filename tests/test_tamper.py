@@ -313,3 +313,57 @@ def test_random_byte_substitution_fails(position: int, value: int):
     with pytest.raises((DecryptionError, KeyAccessError)):
         env.decrypt(blob, context=CONTEXT)
     assert len(blob) > PREFIX_BYTES
+
+
+class _CountingKek:
+    """A KEK that accepts every version of one key name, like a versionless Key Vault id."""
+
+    def __init__(self, inner: LocalKey, name: str) -> None:
+        self._inner = inner
+        self._name = name
+        self.unwraps = 0
+
+    @property
+    def key_id(self) -> str:
+        return self._name
+
+    def can_unwrap(self, key_id: str) -> bool:
+        return key_id.startswith(self._name + "/")
+
+    def wrap_key(self, data_key: bytes) -> WrappedKey:
+        wrapped = self._inner.wrap_key(data_key)
+        return WrappedKey(self._name + "/v1", wrapped.algorithm, wrapped.ciphertext)
+
+    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
+        self.unwraps += 1
+        return self._inner.unwrap_key(wrapped._replace(key_id=self._inner.key_id))
+
+
+def test_a_forged_header_cannot_multiply_key_service_calls():
+    kek = _CountingKek(LocalKey.generate(), "https://vault.example/keys/k")
+    env = Envelope([kek], frame_size=SMALL_FRAME)
+    blob = env.encrypt(b"amplify", context=CONTEXT)
+    header, length = decode_header(blob)
+    genuine = header.layers[0].wrapped_keys[0]
+    forged_records = tuple(
+        genuine._replace(key_id=f"https://vault.example/keys/k/v{i}", wrapped=os.urandom(60))
+        for i in range(2, 9)
+    )
+    layer = header.layers[0]._replace(wrapped_keys=(*forged_records, genuine))
+    forged = encode_header(header._replace(layers=(layer,))) + bytes(blob[length:])
+    with pytest.raises(DecryptionError):
+        env.decrypt(forged, context=CONTEXT)
+    assert kek.unwraps == 1  # one attempt per configured KEK, however many records match
+
+
+def test_error_messages_echo_a_bounded_part_of_attacker_key_ids(env: Envelope):
+    blob = env.encrypt(b"x", context=CONTEXT)
+    header, length = decode_header(blob)
+    record = header.layers[1].wrapped_keys[0]
+    records = tuple(record._replace(key_id=f"{i}" + "k" * 1000) for i in range(8))
+    layers = (header.layers[0], header.layers[1]._replace(wrapped_keys=records))
+    forged = encode_header(header._replace(layers=layers)) + bytes(blob[length:])
+    with pytest.raises(KeyAccessError) as refused:
+        env.decrypt(forged, context=CONTEXT)
+    assert len(str(refused.value)) < 600
+    assert "and 5 more" in str(refused.value)
