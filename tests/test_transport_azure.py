@@ -26,6 +26,7 @@ from envelope.transport import (
     AsyncSecureTransport,
     SecureTransport,
     TLSPolicy,
+    create_ssl_context,
     secure_async_client,
     secure_client,
 )
@@ -244,6 +245,65 @@ def test_pin_mismatch_through_key_client_sends_nothing_and_is_not_retried(
         client.get_key("k1")
     assert excinfo.value.reason == "pin"
     assert server.recorded.raw == [b""]  # one handshake, no retry, not one byte
+    assert server.recorded.requests == []
+
+
+def _switch_verification_off(context: ssl.SSLContext) -> None:
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+
+def test_a_client_context_weakened_after_the_transport_was_built_sends_nothing(
+    certs: Certificates, policy: TLSPolicy
+) -> None:
+    http_challenge_cache.clear()
+    context = create_ssl_context(policy)
+    impostor = server_context(certs.other_ca, minimum=ssl.TLSVersion.TLSv1_3)
+    with (
+        serve(impostor, vault_responder) as server,
+        secure_client(policy, verify=context) as secure,
+        KeyClient(
+            server.url(""),
+            StaticCredential(),
+            transport=SecureTransport(client=secure),
+            verify_challenge_resource=False,
+        ) as client,
+    ):
+        _switch_verification_off(context)
+        with pytest.raises(envelope.InsecureTransportError) as excinfo:
+            client.get_key("k1")
+        # A transport built now, from the weakened client, is refused outright.
+        with pytest.raises(envelope.InsecureTransportError):
+            SecureTransport(client=secure)
+    assert excinfo.value.reason == "verification-disabled"
+    assert server.recorded.raw == [b""]  # one handshake, no retry, not one byte
+    assert server.recorded.requests == []
+
+
+@pytest.mark.asyncio
+async def test_an_async_client_context_weakened_after_the_transport_was_built_sends_nothing(
+    certs: Certificates, policy: TLSPolicy
+) -> None:
+    http_challenge_cache.clear()
+    context = create_ssl_context(policy)
+    impostor = server_context(certs.other_ca, minimum=ssl.TLSVersion.TLSv1_3)
+    with serve(impostor, vault_responder) as server:
+        async with (
+            secure_async_client(policy, verify=context) as secure,
+            AsyncKeyClient(
+                server.url(""),
+                AsyncStaticCredential(),
+                transport=AsyncSecureTransport(client=secure),
+                verify_challenge_resource=False,
+            ) as client,
+        ):
+            _switch_verification_off(context)
+            with pytest.raises(envelope.InsecureTransportError) as excinfo:
+                await client.get_key("k1")
+            with pytest.raises(envelope.InsecureTransportError):
+                AsyncSecureTransport(client=secure)
+    assert excinfo.value.reason == "verification-disabled"
+    assert server.recorded.raw == [b""]
     assert server.recorded.requests == []
 
 

@@ -12,10 +12,11 @@ import httpx
 import pytest
 import requests
 import urllib3
+import urllib3.connection
 
 import envelope
-from envelope.transport import forbid_plaintext
-from tests.transport_servers import serve, silent_listener
+from envelope.transport import _guard, forbid_plaintext
+from tests.transport_servers import LOOPBACK, ProxyLog, forward_proxy, serve, silent_listener
 
 
 def _http_client(url: str) -> int:
@@ -80,6 +81,184 @@ def test_each_library_is_blocked_before_connecting(library: str) -> None:
 def test_an_allowed_host_passes(library: str) -> None:
     with serve(None) as server, forbid_plaintext(allow_hosts={"127.0.0.1"}):
         assert LIBRARIES[library](server.url("/", scheme="http")) == 200
+
+
+# --- through a proxy: the target counts, not only the next hop -------------------------------
+
+SECRET = {"Authorization": "Bearer secret-token"}
+
+
+def _urllib3_via(proxy: str, url: str) -> int:
+    with urllib3.ProxyManager(proxy, retries=False, timeout=5.0) as pool:
+        return pool.request("GET", url, headers=SECRET).status
+
+
+def _requests_via(proxy: str, url: str) -> int:
+    with requests.Session() as session:
+        session.trust_env = False
+        proxies = {"http": proxy, "https": proxy}
+        return session.get(url, proxies=proxies, headers=SECRET, timeout=5).status_code
+
+
+def _urllib_via(proxy: str, url: str) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy}))
+    with opener.open(urllib.request.Request(url, headers=SECRET), timeout=5) as response:
+        return int(response.status)
+
+
+def _httpx_via(proxy: str, url: str) -> int:
+    with httpx.Client(proxy=proxy, trust_env=False, timeout=5) as client:
+        return client.get(url, headers=SECRET).status_code
+
+
+def _http_client_absolute_form_via(proxy: str, url: str) -> int:
+    parsed = urllib.parse.urlsplit(proxy)
+    connection = http.client.HTTPConnection(parsed.hostname or "", parsed.port, timeout=5)
+    try:
+        connection.request("GET", url, headers=SECRET)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def _httpx_async_via(proxy: str, url: str) -> int:
+    async def run() -> int:
+        async with httpx.AsyncClient(proxy=proxy, trust_env=False, timeout=5) as client:
+            return (await client.get(url, headers=SECRET)).status_code
+
+    return asyncio.run(run())
+
+
+VIA_PROXY: dict[str, Callable[[str, str], int]] = {
+    "urllib3": _urllib3_via,
+    "requests": _requests_via,
+    "urllib": _urllib_via,
+    "httpx": _httpx_via,  # the control: httpcore judged the URL before this fix
+    "httpx-async": _httpx_async_via,
+    "http.client": _http_client_absolute_form_via,
+}
+
+
+def _assert_proxy_saw_nothing(log: ProxyLog) -> None:
+    # Read after the proxy joined its threads and drained its accept queue: not a
+    # connection, not a request line, not a header.
+    assert log.request_lines == []
+    assert log.raw == []
+    assert log.connections == 0
+    assert log.nothing
+
+
+@pytest.mark.parametrize("library", sorted(VIA_PROXY))
+def test_plaintext_through_an_allowed_proxy_to_another_host_is_refused(library: str) -> None:
+    with (
+        forward_proxy() as (proxy, log),
+        forbid_plaintext(allow_hosts={LOOPBACK}),
+        pytest.raises(envelope.InsecureTransportError) as excinfo,
+    ):
+        VIA_PROXY[library](proxy, "http://kv.example.com/keys/k/unwrapkey")
+    assert excinfo.value.reason == "plaintext"
+    _assert_proxy_saw_nothing(log)
+
+
+@pytest.mark.parametrize("library", sorted(VIA_PROXY))
+def test_a_proxy_that_is_not_allowed_is_refused_even_for_an_allowed_target(
+    library: str,
+) -> None:
+    with (
+        forward_proxy() as (proxy, log),
+        forbid_plaintext(allow_hosts={"localhost"}),
+        pytest.raises(envelope.InsecureTransportError) as excinfo,
+    ):
+        VIA_PROXY[library](proxy, "http://localhost:9/")
+    assert excinfo.value.reason == "plaintext"
+    _assert_proxy_saw_nothing(log)
+
+
+@pytest.mark.parametrize("library", sorted(VIA_PROXY))
+def test_an_allowed_target_through_an_allowed_proxy_passes(library: str) -> None:
+    with (
+        serve(None) as origin,
+        forward_proxy() as (proxy, log),
+        forbid_plaintext(allow_hosts={LOOPBACK}),
+    ):
+        assert VIA_PROXY[library](proxy, origin.url("/via-proxy", scheme="http")) == 200
+    assert log.request_lines == [f"GET http://{LOOPBACK}:{origin.port}/via-proxy HTTP/1.1"]
+    assert [request[1] for request in origin.recorded.requests] == ["/via-proxy"]
+
+
+def _tunnel(connection: http.client.HTTPConnection, host: str, port: int) -> int:
+    try:
+        connection.set_tunnel(host, port)
+        connection.request("GET", "/through-tunnel", headers=SECRET)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("library", ["http.client", "urllib3"])
+def test_a_plaintext_tunnel_through_an_allowed_proxy_to_another_host_is_refused(
+    library: str,
+) -> None:
+    with forward_proxy() as (proxy, log):
+        port = urllib.parse.urlsplit(proxy).port
+        make: type[http.client.HTTPConnection] = http.client.HTTPConnection
+        if library == "urllib3":
+            make = urllib3.connection.HTTPConnection
+        with forbid_plaintext(allow_hosts={LOOPBACK}):
+            with pytest.raises(envelope.InsecureTransportError) as excinfo:
+                _tunnel(make(LOOPBACK, port, timeout=5), "kv.example.com", 80)
+            assert excinfo.value.reason == "plaintext"
+            # Connecting on its own (no request yet) is refused too, before the CONNECT.
+            connection = make(LOOPBACK, port, timeout=5)
+            connection.set_tunnel("kv.example.com", 80)
+            with pytest.raises(envelope.InsecureTransportError):
+                connection.connect()
+            connection.close()
+    _assert_proxy_saw_nothing(log)
+
+
+def test_a_plaintext_tunnel_to_an_allowed_host_passes() -> None:
+    with serve(None) as origin, forward_proxy() as (proxy, log):
+        port = urllib.parse.urlsplit(proxy).port
+        with forbid_plaintext(allow_hosts={LOOPBACK}):
+            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+            assert _tunnel(connection, LOOPBACK, origin.port) == 200
+    assert [line.rsplit(" ", 1)[0] for line in log.request_lines] == [
+        f"CONNECT {LOOPBACK}:{origin.port}"
+    ]
+    assert [request[1] for request in origin.recorded.requests] == ["/through-tunnel"]
+
+
+def test_an_http_url_forwarded_over_tls_is_still_plaintext_beyond_the_proxy() -> None:
+    # An https proxy forwarding an http:// URL sends it on in plaintext: refused before
+    # the TLS connection to the proxy is even opened (http.client connects lazily).
+    with silent_listener() as (port, connected):
+        connection = http.client.HTTPSConnection(LOOPBACK, port, timeout=5)
+        try:
+            with (
+                forbid_plaintext(allow_hosts={LOOPBACK}),
+                pytest.raises(envelope.InsecureTransportError) as excinfo,
+            ):
+                connection.request("GET", "http://kv.example.com/", headers=SECRET)
+        finally:
+            connection.close()
+        assert not connected()
+    assert excinfo.value.reason == "plaintext"
+
+
+def test_disable_removes_every_patch() -> None:
+    patched = [
+        (http.client.HTTPConnection, "connect"),
+        (http.client.HTTPConnection, "putrequest"),
+        (urllib3.connection.HTTPConnection, "connect"),
+    ]
+    before = [owner.__dict__[name] for owner, name in patched]
+    with forbid_plaintext():
+        during = [owner.__dict__[name] for owner, name in patched]
+        assert all(a is not b for a, b in zip(before, during, strict=True))
+        assert set(_guard._originals) >= set(patched)
+    assert [owner.__dict__[name] for owner, name in patched] == before
+    assert _guard._originals == {}
 
 
 def test_disable_restores_plaintext_and_nested_guards_all_apply() -> None:

@@ -17,9 +17,11 @@ from envelope.transport import (
     InsecureRequestError,
     TLSPolicy,
     create_ssl_context,
+    is_secure_client,
     secure_async_client,
     secure_client,
 )
+from envelope.transport._httpx import _HandshakeCheck
 from tests.transport_servers import (
     Certificates,
     Responder,
@@ -305,6 +307,107 @@ def test_a_context_as_strict_as_the_policy_is_accepted(
 ) -> None:
     with secure_client(policy, verify=create_ssl_context(policy), timeout=TIMEOUT) as client:
         assert client.get(tls13_server.url()).status_code == 200
+
+
+# --- a caller's context changed after construction ----------------------------------------
+
+
+def _switch_verification_off(context: ssl.SSLContext) -> None:
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+
+@MODES
+def test_a_context_weakened_after_construction_is_refused_before_a_request_byte(
+    certs: Certificates, policy: TLSPolicy, mode: str
+) -> None:
+    # The context passes at construction; then the caller (or a library "fixing" a
+    # certificate error) switches verification off. A server with a certificate from a
+    # CA nobody trusts must still not see the request, let alone the token.
+    context = create_ssl_context(policy)
+    headers = {"Authorization": "Bearer secret-token"}
+    with serve(server_context(certs.other_ca)) as server:
+        if mode == "sync":
+            with secure_client(policy, verify=context, timeout=TIMEOUT) as client:
+                assert is_secure_client(client)
+                _switch_verification_off(context)
+                assert not is_secure_client(client)
+                with pytest.raises(InsecureRequestError) as excinfo:
+                    client.get(server.url("/secret"), headers=headers)
+        else:
+
+            async def run() -> pytest.ExceptionInfo[InsecureRequestError]:
+                async with secure_async_client(policy, verify=context, timeout=TIMEOUT) as c:
+                    assert is_secure_client(c)
+                    _switch_verification_off(context)
+                    assert not is_secure_client(c)
+                    with pytest.raises(InsecureRequestError) as info:
+                        await c.get(server.url("/secret"), headers=headers)
+                    return info
+
+            excinfo = asyncio.run(run())
+    _assert_refused(excinfo, "verification-disabled", server)
+    assert server.recorded.raw == [b""]  # the handshake completed; then nothing came
+
+
+@MODES
+def test_a_context_weakened_after_a_verified_request_refuses_the_next_connection(
+    certs: Certificates, policy: TLSPolicy, mode: str
+) -> None:
+    context = create_ssl_context(policy)
+    good = server_context(certs.good, minimum=ssl.TLSVersion.TLSv1_3)
+    with serve(good) as trusted, serve(server_context(certs.other_ca)) as impostor:
+        if mode == "sync":
+            with secure_client(policy, verify=context, timeout=TIMEOUT) as client:
+                assert client.get(trusted.url("/first")).status_code == 200
+                _switch_verification_off(context)
+                with pytest.raises(InsecureRequestError) as excinfo:
+                    client.get(impostor.url("/second"))
+        else:
+
+            async def run() -> pytest.ExceptionInfo[InsecureRequestError]:
+                async with secure_async_client(policy, verify=context, timeout=TIMEOUT) as c:
+                    assert (await c.get(trusted.url("/first"))).status_code == 200
+                    _switch_verification_off(context)
+                    with pytest.raises(InsecureRequestError) as info:
+                        await c.get(impostor.url("/second"))
+                    return info
+
+            excinfo = asyncio.run(run())
+    _assert_refused(excinfo, "verification-disabled", impostor)
+    assert [request[1] for request in trusted.recorded.requests] == ["/first"]
+
+
+class _Stream:
+    def __init__(self, ssl_object: object) -> None:
+        self._ssl_object = ssl_object
+
+    def get_extra_info(self, info: str) -> object:
+        return self._ssl_object if info == "ssl_object" else None
+
+
+class _UnverifiedSSLObject:
+    """What an ``ssl.SSLObject`` reports when the peer certificate was not verified."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        self.server_hostname = "127.0.0.1"
+
+    def getpeercert(self, binary_form: bool = False) -> dict[str, object]:
+        return {}
+
+
+def test_the_handshake_check_fails_closed(policy: TLSPolicy) -> None:
+    context = create_ssl_context(policy)
+    check = _HandshakeCheck(policy, context)
+    # A stream that cannot show its TLS state is refused, not waved through.
+    refused = check.problem(_Stream(None))
+    assert refused is not None
+    assert refused[0] == "verification-disabled"
+    # A peer certificate that was not verified (getpeercert() == {}) is refused.
+    refused = check.problem(_Stream(_UnverifiedSSLObject(context)))
+    assert refused is not None
+    assert refused[0] == "certificate"
 
 
 @pytest.mark.parametrize("name", ["transport", "mounts"])

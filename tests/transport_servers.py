@@ -11,6 +11,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -330,3 +331,138 @@ def connect_proxy() -> Iterator[tuple[str, list[str]]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@dataclass
+class ProxyLog:
+    """What a forward proxy saw: connections accepted, the raw bytes of each, and the
+    request lines (``GET http://host/path HTTP/1.1``, ``CONNECT host:port HTTP/1.1``)."""
+
+    connections: int = 0
+    raw: list[bytes] = field(default_factory=list)
+    request_lines: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def nothing(self) -> bool:
+        with self.lock:
+            return self.connections == 0 and not self.raw and not self.request_lines
+
+
+def _relay(first: socket.socket, second: socket.socket) -> None:
+    peers = {first: second, second: first}
+    while True:
+        readable, _, _ = select.select(list(peers), [], [], HANDLER_TIMEOUT)
+        if not readable:
+            return
+        for sock in readable:
+            data = sock.recv(65536)
+            if not data:
+                return
+            peers[sock].sendall(data)
+
+
+class _ForwardHandler(socketserver.BaseRequestHandler):
+    server: _ForwardServer
+
+    def handle(self) -> None:
+        log = self.server.log
+        client = self.request
+        client.settimeout(HANDLER_TIMEOUT)
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+        finally:
+            with log.lock:
+                log.raw.append(head)
+        if b"\r\n\r\n" not in head:
+            return
+        request_line, _, rest = head.partition(b"\r\n")
+        with log.lock:
+            log.request_lines.append(request_line.decode("latin-1"))
+        method, target, version = request_line.decode("latin-1").split(" ", 2)
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            if host != LOOPBACK:
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            with socket.create_connection((host, int(port)), HANDLER_TIMEOUT) as upstream:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                _relay(client, upstream)
+            return
+        parsed = urllib.parse.urlsplit(target)
+        if parsed.hostname != LOOPBACK or parsed.port is None:
+            # Where a real proxy would go on to the internet in plaintext: answer, so a
+            # leak shows up as a success rather than as an error.
+            client.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nleaked!"
+            )
+            return
+        # Forward to a loopback origin in origin-form, one request per connection.
+        path = parsed.path or "/"
+        if parsed.query:
+            path += f"?{parsed.query}"
+        headers = [
+            line
+            for line in rest.split(b"\r\n")
+            if line and not line.lower().startswith((b"connection:", b"proxy-"))
+        ]
+        forwarded = b"\r\n".join(
+            [f"{method} {path} {version}".encode("latin-1"), *headers, b"Connection: close"]
+        )
+        with socket.create_connection((LOOPBACK, parsed.port), HANDLER_TIMEOUT) as upstream:
+            upstream.sendall(forwarded + b"\r\n\r\n")
+            while data := upstream.recv(65536):
+                client.sendall(data)
+
+
+class _ForwardServer(socketserver.ThreadingTCPServer):
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self) -> None:
+        self.log = ProxyLog()
+        super().__init__((LOOPBACK, 0), _ForwardHandler)
+
+    def verify_request(self, request, client_address) -> bool:
+        with self.log.lock:
+            self.log.connections += 1
+        return True
+
+    def handle_error(self, request, client_address) -> None:
+        """Client aborts are expected here; the tests assert on ``log``."""
+
+    def drain(self) -> None:
+        """Serve whatever is still in the accept queue, so a connection the client made
+        just before the test ended is recorded too rather than lost on close."""
+        self.socket.setblocking(False)
+        while True:
+            try:
+                request, client_address = self.socket.accept()
+            except BlockingIOError:
+                return
+            request.setblocking(True)
+            if self.verify_request(request, client_address):
+                self.process_request(request, client_address)
+
+
+@contextmanager
+def forward_proxy() -> Iterator[tuple[str, ProxyLog]]:
+    """A plaintext forward proxy on 127.0.0.1: it records everything, forwards absolute-form
+    ``http://127.0.0.1:port/...`` requests and tunnels ``CONNECT 127.0.0.1:port``, and
+    answers any other host itself (a real proxy would go there in plaintext). Yields its URL
+    and its log, complete once the block has exited."""
+    server = _ForwardServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_address[1]}", server.log
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.drain()
+        server.server_close()

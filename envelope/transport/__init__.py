@@ -7,7 +7,9 @@ Every refusal raises :class:`envelope.InsecureTransportError` with a ``reason``:
 ``plaintext``              an ``http://`` (or other non-https) URL, before any socket opens
 ``redirect``               a redirect off https, before any socket opens
 ``verification-disabled``  ``verify=False``, ``connection_verify=False`` or a client/context
-                           that does not verify certificates and host names
+                           that does not verify certificates and host names (a context is
+                           checked again on every new connection, so weakening it after
+                           the client was built refuses the next handshake)
 ``protocol``               a server (or a context passed in) below the policy's version
 ``cipher``                 a TLS 1.2 server (or a context) without ECDHE + AEAD suites
 ``certificate``            an untrusted, self-signed, expired or wrong-host certificate

@@ -9,8 +9,15 @@ What it catches: a plaintext HTTP connection or request made through
 * ``httpcore`` connection pools, sync and async (so every ``httpx`` client, secure or not,
   including http:// requests forwarded by a proxy).
 
-Each raises :class:`envelope.InsecureTransportError` with ``reason="plaintext"`` before the
-socket is opened, unless the target host is in ``allow_hosts``.
+Each raises :class:`envelope.InsecureTransportError` with ``reason="plaintext"`` before a
+request byte is written, and before the socket opens (except when urllib3 forwards through
+an https proxy: it connects to the proxy first), unless the host is in ``allow_hosts``.
+
+Through a proxy the host judged is the *target*, not only the next hop: a plaintext proxy
+must be allowed, and so must the host of an ``http://`` URL it is asked to forward
+(urllib3 ``ProxyManager``, ``requests`` with ``proxies=``, ``urllib``'s ``ProxyHandler``;
+over an https proxy too, since the proxy sends it on in plaintext) and the host of a
+``set_tunnel()`` over a plaintext connection. ``https://`` through a proxy passes.
 
 What it cannot catch, by construction:
 
@@ -21,7 +28,10 @@ What it cannot catch, by construction:
 * a library that imported a private copy of these classes or patched them itself after
   the guard was installed;
 * hosts are compared as written in the URL, without DNS: allowing ``localhost`` does not
-  allow ``127.0.0.1``, and a name that resolves to an allowed address is not allowed.
+  allow ``127.0.0.1``, and a name that resolves to an allowed address is not allowed;
+* what an allowed host does with an ordinary request: a reverse proxy or gateway there
+  that routes by ``Host`` header or path, or a ``CONNECT`` written by hand and then used
+  as a raw socket, is trusted like the allowed host itself.
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ from __future__ import annotations
 import functools
 import http.client
 import importlib
+import re
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -130,31 +142,87 @@ def _patch(owner: type, name: str, make: Callable[[Any], Any]) -> None:
     setattr(owner, name, functools.wraps(original)(make(original)))
 
 
+_ABSOLUTE_FORM = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _forwarded_target(url: str) -> tuple[str, str] | None:
+    """(scheme, host) when ``url`` is an absolute-form request target (what a client sends
+    to a forward proxy: ``GET http://host/path``); None for the usual ``/path`` form."""
+    if not _ABSOLUTE_FORM.match(url):
+        return None
+    scheme = url.split(":", 1)[0].lower()
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:
+        host = ""  # unparseable: no host can be allowed, so it is refused
+    return scheme, host
+
+
 def _install() -> None:
-    tls_client = http.client.HTTPSConnection
-
-    def http_client_connect(original: Any) -> Any:
-        def connect(self: http.client.HTTPConnection) -> None:
-            # HTTPSConnection.connect calls this one before wrapping the socket.
-            if not isinstance(self, tls_client):
-                _refuse(self.host, "http.client")
-            original(self)
-
-        return connect
-
-    _patch(http.client.HTTPConnection, "connect", http_client_connect)
-
+    tls_classes: list[type] = [http.client.HTTPSConnection]
     try:
         urllib3_connection = importlib.import_module("urllib3.connection")
     except ImportError:
         urllib3_connection = None
+    if urllib3_connection is not None:
+        tls_classes.append(urllib3_connection.HTTPSConnection)
+    tls = tuple(tls_classes)
+
+    def library_of(connection: object) -> str:
+        if urllib3_connection is not None and isinstance(
+            connection, urllib3_connection.HTTPConnection
+        ):
+            return "urllib3"
+        return "http.client"
+
+    def refuse_plain_hop(connection: Any, library: str) -> None:
+        """The next hop, and the target of a tunnel through it: both carry plaintext."""
+        _refuse(connection.host, library)
+        tunnel_host = getattr(connection, "_tunnel_host", None)
+        if tunnel_host:
+            _refuse(tunnel_host, f"{library} (a tunnel through {connection.host})")
+
+    def http_client_connect(original: Any) -> Any:
+        def connect(self: http.client.HTTPConnection) -> None:
+            # HTTPSConnection.connect calls this one before wrapping the socket.
+            if not isinstance(self, tls):
+                refuse_plain_hop(self, "http.client")
+            original(self)
+
+        return connect
+
+    def http_client_putrequest(original: Any) -> Any:
+        # Runs before any byte of a request is written, and, for http.client, before the
+        # socket is even opened. urllib3 (hence requests) goes through it via super().
+        def putrequest(
+            self: http.client.HTTPConnection,
+            method: str,
+            url: str,
+            skip_host: bool = False,
+            skip_accept_encoding: bool = False,
+        ) -> None:
+            library = library_of(self)
+            if not isinstance(self, tls):
+                refuse_plain_hop(self, library)
+            target = _forwarded_target(url) if isinstance(url, str) else None
+            if target is not None and target[0] != "https":
+                # Forwarded by a proxy: whatever the hop to the proxy, the proxy sends this
+                # request on in plaintext to the host in the URL, not to self.host.
+                _refuse(target[1], f"{library} (a proxy at {self.host})")
+            original(self, method, url, skip_host, skip_accept_encoding)
+
+        return putrequest
+
+    _patch(http.client.HTTPConnection, "connect", http_client_connect)
+    _patch(http.client.HTTPConnection, "putrequest", http_client_putrequest)
+
     if urllib3_connection is not None:
         urllib3_tls = urllib3_connection.HTTPSConnection
 
         def urllib3_connect(original: Any) -> Any:
             def connect(self: Any) -> None:
                 if not isinstance(self, urllib3_tls):
-                    _refuse(self.host, "urllib3")
+                    refuse_plain_hop(self, "urllib3")
                 original(self)
 
             return connect
@@ -167,18 +235,27 @@ def _install() -> None:
         httpcore = None
     if httpcore is not None:
 
+        def refuse_httpcore(pool: Any, request: Any) -> None:
+            if request.url.scheme not in _PLAIN_SCHEMES:
+                return
+            _refuse(request.url.host.decode("ascii"), "httpcore/httpx")
+            # An HTTPProxy/SOCKSProxy pool: the plaintext request also travels, in the
+            # clear, to the proxy itself unless that hop is TLS.
+            proxy_url = getattr(pool, "_proxy_url", None)
+            if proxy_url is not None and proxy_url.scheme != b"https":
+                proxy_host = proxy_url.host.decode("ascii")
+                _refuse(proxy_host, f"httpcore/httpx (a proxy at {proxy_host})")
+
         def pool_request(original: Any) -> Any:
             def handle_request(self: Any, request: Any) -> Any:
-                if request.url.scheme in _PLAIN_SCHEMES:
-                    _refuse(request.url.host.decode("ascii"), "httpcore/httpx")
+                refuse_httpcore(self, request)
                 return original(self, request)
 
             return handle_request
 
         def async_pool_request(original: Any) -> Any:
             async def handle_async_request(self: Any, request: Any) -> Any:
-                if request.url.scheme in _PLAIN_SCHEMES:
-                    _refuse(request.url.host.decode("ascii"), "httpcore/httpx")
+                refuse_httpcore(self, request)
                 return await original(self, request)
 
             return handle_async_request

@@ -5,11 +5,16 @@ How a refusal happens, in the order a request meets them::
     secure_client(verify=...)        verify=False / a weaker SSLContext   -> at construction
     transport, before the pool       an http:// URL, or a redirect to one  -> no socket opened
     OpenSSL handshake                protocol, suites, chain, expiry, host -> no request byte sent
-    httpcore "start_tls.complete"    SPKI pin, negotiated version/suite    -> no request byte sent
+    httpcore "start_tls.complete"    the context (again), a verified peer, -> no request byte sent
+                                     SPKI pin, negotiated version/suite
 
 The last step uses httpcore's public ``trace`` extension: the hook runs after the handshake
 and before the connection is handed to HTTP/1.1 or HTTP/2, so an impostor holding a
 publicly trusted certificate for the right name never sees a header, let alone a token.
+It also re-checks the SSL context itself: a caller's ``verify=`` context is checked at
+construction, but the caller still holds it, and switching its verification off later
+must not quietly apply to the next connection. A stream whose TLS state cannot be read
+is refused, not waved through.
 """
 
 from __future__ import annotations
@@ -129,6 +134,7 @@ class _HandshakeCheck:
     """What is checked on a fresh TLS connection before it carries a request."""
 
     def __init__(self, policy: TLSPolicy, context: ssl.SSLContext) -> None:
+        self._policy = policy
         self._context = context
         self._pins = frozenset(policy.pins)
         self._versions = frozenset(
@@ -138,12 +144,35 @@ class _HandshakeCheck:
         )
         self._suites = frozenset(cipher["name"] for cipher in context.get_ciphers())
 
+    def context_problem(self, context: ssl.SSLContext | None = None) -> tuple[str, str] | None:
+        """Whether ``context`` (default: the client's) is still as strict as the policy.
+
+        A caller's context is checked at construction, but it is a mutable object the
+        caller keeps: ``verify_mode = CERT_NONE`` set afterwards would silently apply to
+        every later handshake, so it is checked again on each new connection.
+        """
+        try:
+            check_ssl_context(self._context if context is None else context, self._policy)
+        except InsecureTransportError as exc:
+            return exc.reason, str(exc)
+        return None
+
     def problem(self, stream: Any) -> tuple[str, str] | None:
         ssl_object = stream.get_extra_info("ssl_object")
+        if ssl_object is None:
+            # A "TLS" stream that cannot show its TLS state cannot show it was verified.
+            return "verification-disabled", "the TLS stream exposes no SSL object to check"
         # Only connections made with the policy's context are ours to judge; the hop to an
         # https proxy has its own context and its own certificate.
-        if ssl_object is None or ssl_object.context is not self._context:
+        if ssl_object.context is not self._context:
             return None
+        problem = self.context_problem(ssl_object.context)
+        if problem is not None:
+            return problem
+        host = ssl_object.server_hostname
+        # getpeercert() is {} when the peer certificate was not verified (CERT_NONE).
+        if not ssl_object.getpeercert():
+            return "certificate", f"the certificate of {host} was not verified"
         version = ssl_object.version()
         if version not in self._versions:
             return "protocol", f"negotiated {version}, below the policy"
@@ -153,7 +182,6 @@ class _HandshakeCheck:
         if self._pins:
             certificate = ssl_object.getpeercert(True)
             if certificate is None or spki_pin(certificate) not in self._pins:
-                host = ssl_object.server_hostname
                 return "pin", f"the certificate of {host} matches none of the pinned keys"
         return None
 
@@ -281,7 +309,9 @@ def secure_client(policy: TLSPolicy | None = None, **httpx_kwargs: Any) -> httpx
     requests travel through a CONNECT tunnel, so TLS and the pins stay end to end), auth,
     headers. ``verify`` may only be ``True`` or an ``ssl.SSLContext`` at least as strict as
     the policy (for instance ``create_ssl_context(policy)`` with a client certificate
-    loaded). ``transport=`` and ``mounts=`` are refused: they would bypass the checks.
+    loaded); it is checked again after every handshake, so a change that weakens it later
+    refuses the connection before a request byte is sent. ``transport=`` and ``mounts=``
+    are refused: they would bypass the checks.
 
     Raises :class:`InsecureRequestError` (an :class:`envelope.InsecureTransportError`) for
     each refusal; see the module docstring of ``envelope.transport`` for the list.
@@ -315,8 +345,12 @@ def secure_async_client(policy: TLSPolicy | None = None, **httpx_kwargs: Any) ->
 
 
 def is_secure_client(client: httpx.Client | httpx.AsyncClient) -> bool:
-    """Whether ``client`` was built by :func:`secure_client` / :func:`secure_async_client`
-    and still routes every request through the policy checks."""
-    return isinstance(client._transport, (_GuardedTransport, _AsyncGuardedTransport)) and all(
-        _is_guarded(transport) for transport in client._mounts.values()
+    """Whether ``client`` was built by :func:`secure_client` / :func:`secure_async_client`,
+    still routes every request through the policy checks, and its SSL context is still as
+    strict as the policy (a context changed after construction makes this False)."""
+    transport = client._transport
+    return (
+        isinstance(transport, (_GuardedTransport, _AsyncGuardedTransport))
+        and transport._check.context_problem() is None
+        and all(_is_guarded(mounted) for mounted in client._mounts.values())
     )
