@@ -122,6 +122,18 @@ class Plan:
         return self.rounds_large if size >= 64 * MiB else self.rounds_small
 
 
+def _timing_fields(stat: Stats, size: int) -> dict[str, Any]:
+    """The timing part of a result record: the sample statistics of ``stat`` and the rates
+    they give for messages of ``size`` bytes (the slowest sample gives the lowest rate)."""
+    return {
+        **stat.as_dict(),
+        "ops_per_s": 1 / stat.median,
+        "bytes_per_s": size / stat.median,
+        "bytes_per_s_min": size / stat.maximum,
+        "bytes_per_s_max": size / stat.minimum,
+    }
+
+
 @dataclass
 class Recorder:
     """Every figure of the run, in the shape ``latest.json`` stores."""
@@ -168,11 +180,7 @@ class Recorder:
                 "size": size,
                 "impl": name,
                 **(extra or {}),
-                **stat.as_dict(),
-                "ops_per_s": 1 / stat.median,
-                "bytes_per_s": size / stat.median,
-                "bytes_per_s_min": size / stat.maximum,
-                "bytes_per_s_max": size / stat.minimum,
+                **_timing_fields(stat, size),
                 "others_cpu_share": others,
             }
             self.results.append(record)
@@ -549,11 +557,7 @@ def streaming(plan: Plan, recorder: Recorder) -> None:
                 "op": mode,
                 "size": size,
                 "impl": ENVELOPE,
-                **stats.as_dict(),
-                "ops_per_s": 1 / stats.median,
-                "bytes_per_s": size / stats.median,
-                "bytes_per_s_min": size / stats.maximum,
-                "bytes_per_s_max": size / stats.minimum,
+                **_timing_fields(stats, size),
                 "peak_rss": peak,
                 "rss_before": max(run["rss_before"] for run in samples),
                 "others_cpu_share": others,
