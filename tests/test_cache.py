@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import time
 from collections.abc import Iterator
 
@@ -26,7 +25,7 @@ from envelope import (
 )
 from envelope.testing import LocalKeyVault
 
-from .test_keyvault_support import kek
+from .test_keyvault_support import kek, round_trips_in_threads
 
 
 class Counting:
@@ -197,21 +196,7 @@ def test_eight_threads_share_both_caches():
     a, b = Counting(), Counting()
     data_keys, unwraps = DataKeyCache(max_messages=50), UnwrapCache()
     env = Envelope([a, b], data_key_cache=data_keys, unwrap_cache=unwraps)
-    errors: list[BaseException] = []
-
-    def work(n: int) -> None:
-        try:
-            for i in range(100):
-                data = f"{n}:{i}".encode()
-                assert env.decrypt(env.encrypt(data)) == data
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    _, errors = round_trips_in_threads(env, threads=8, messages=100)
     assert errors == []
     stats = data_keys.stats()
     assert stats.hits + stats.misses == 800

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -18,7 +17,7 @@ from envelope import DecryptionError, Envelope, KeyAccessError, LocalKey, Wrappe
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
 
-from .test_keyvault_support import admin, kek
+from .test_keyvault_support import admin, kek, round_trips_in_threads
 
 
 @pytest.fixture(scope="module")
@@ -408,21 +407,7 @@ def test_eight_threads_share_kvks(vault):
     vault.create_key(oct_name, "oct-HSM")
     with kek(vault, rsa_name) as inner, kek(vault, oct_name) as outer:
         env = Envelope([inner, outer])
-        errors: list[BaseException] = []
-
-        def work(n: int) -> None:
-            try:
-                for i in range(5):
-                    data = f"{n}-{i}".encode()
-                    assert env.decrypt(env.encrypt(data)) == data
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        threads, errors = round_trips_in_threads(env, threads=8, messages=5)
         assert not any(t.is_alive() for t in threads)
         assert errors == []
         assert vault.operation_counts()["unwrapKey"] == 80

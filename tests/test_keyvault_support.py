@@ -1,12 +1,15 @@
 """Helpers (no tests) for the Key Vault, cache and asyncio tests: KEKs over LocalKeyVault
-with small backoffs and short timeouts, so that failure paths stay fast."""
+with small backoffs and short timeouts, so that failure paths stay fast, and round trips
+from many threads at once."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from azure.keyvault.keys import KeyClient
 
+from envelope import Envelope
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
 
@@ -38,3 +41,27 @@ def admin(vault: LocalKeyVault) -> KeyClient:
         connection_verify=vault.ca_file,
         retry_backoff_factor=0.01,
     )
+
+
+def round_trips_in_threads(
+    env: Envelope, *, threads: int, messages: int
+) -> tuple[list[threading.Thread], list[BaseException]]:
+    """Each of ``threads`` threads encrypts and decrypts ``messages`` distinct messages
+    through ``env``, checking each round trip. Returns the threads (joined, 30 s each) and
+    whatever they raised."""
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(messages):
+                data = f"{n}:{i}".encode()
+                assert env.decrypt(env.encrypt(data)) == data
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    return workers, errors
