@@ -274,6 +274,21 @@ def issue_certificates() -> Certificates:
     )
 
 
+def _relay(first: socket.socket, second: socket.socket) -> None:
+    """Copy bytes both ways until either side closes or both are idle for
+    ``HANDLER_TIMEOUT``."""
+    peers = {first: second, second: first}
+    while True:
+        readable, _, _ = select.select(list(peers), [], [], HANDLER_TIMEOUT)
+        if not readable:
+            return
+        for sock in readable:
+            data = sock.recv(65536)
+            if not data:
+                return
+            peers[sock].sendall(data)
+
+
 class _TunnelHandler(socketserver.BaseRequestHandler):
     server: _TunnelServer
 
@@ -296,16 +311,7 @@ class _TunnelHandler(socketserver.BaseRequestHandler):
             return
         with socket.create_connection((host, int(port)), timeout=HANDLER_TIMEOUT) as upstream:
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            peers = {client: upstream, upstream: client}
-            while True:
-                readable, _, _ = select.select(list(peers), [], [], HANDLER_TIMEOUT)
-                if not readable:
-                    return
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    peers[sock].sendall(data)
+            _relay(client, upstream)
 
 
 class _TunnelServer(socketserver.ThreadingTCPServer):
@@ -347,19 +353,6 @@ class ProxyLog:
     def nothing(self) -> bool:
         with self.lock:
             return self.connections == 0 and not self.raw and not self.request_lines
-
-
-def _relay(first: socket.socket, second: socket.socket) -> None:
-    peers = {first: second, second: first}
-    while True:
-        readable, _, _ = select.select(list(peers), [], [], HANDLER_TIMEOUT)
-        if not readable:
-            return
-        for sock in readable:
-            data = sock.recv(65536)
-            if not data:
-                return
-            peers[sock].sendall(data)
 
 
 class _ForwardHandler(socketserver.BaseRequestHandler):
