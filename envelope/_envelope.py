@@ -34,7 +34,6 @@ from ._format import (
     DEFAULT_FRAME_SIZE,
     MAX_FRAME_SIZE,
     MAX_FRAMES,
-    MAX_KEY_ID_BYTES,
     MAX_LAYERS,
     MAX_WRAPPED_KEY_BYTES,
     MAX_WRAPPED_KEYS,
@@ -52,6 +51,7 @@ from ._format import (
     encode_context,
     encode_header,
     header_length_from_prefix,
+    max_header_size,
 )
 from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
 
@@ -187,11 +187,7 @@ class Envelope:
     ) -> int:
         """An upper bound on the size of a message: how large a buffer
         :meth:`encrypt_into` needs."""
-        encoded = encode_context(context)
-        header = PREFIX_BYTES + 2 + 1
-        header += sum(4 + len(k.encode()) + len(v.encode()) for k, v in encoded)
-        for layer in self._layers:
-            header += 34 + len(layer) * (5 + MAX_KEY_ID_BYTES + MAX_WRAPPED_KEY_BYTES)
+        header = max_header_size(encode_context(context), [len(layer) for layer in self._layers])
         return header + body_size(plaintext_length, *self._shape())
 
     def encrypt_into(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import NamedTuple, TypeVar, cast
 
@@ -46,6 +46,7 @@ __all__ = [
     "decode_header",
     "encode_context",
     "encode_header",
+    "max_header_size",
     "header_length_from_prefix",
 ]
 
@@ -253,6 +254,15 @@ def encode_header(header: Header) -> bytes:
         MAGIC, header.version, header.suite, length, header.frame_size, header.salt
     )
     return prefix + rest
+
+
+def max_header_size(context: Context, keys_per_layer: Sequence[int]) -> int:
+    """The largest header a message with this context and these numbers of wrapped keys per
+    layer can have: every key id and wrapped key at its maximum length."""
+    size = PREFIX_BYTES + 2 + 1  # fixed prefix, context entry count, layer count
+    size += sum(4 + len(k.encode()) + len(v.encode()) for k, v in context)
+    per_key = _WRAP_HEAD.size + MAX_KEY_ID_BYTES + 2 + MAX_WRAPPED_KEY_BYTES
+    return size + sum(_LAYER_HEAD.size + count * per_key for count in keys_per_layer)
 
 
 def authenticated_header_bytes(header: Header) -> bytes:
