@@ -13,7 +13,7 @@ The message format is specified in ``docs/FORMAT.md``.
 """
 
 from ._cache import CacheStats, DataKeyCache, UnwrapCache
-from ._envelope import Envelope, LayerInfo, MessageInfo, inspect
+from ._envelope import Envelope
 from ._errors import (
     DecryptionError,
     EnvelopeError,
@@ -21,6 +21,7 @@ from ._errors import (
     InsecureTransportError,
     KeyAccessError,
 )
+from ._inspect import LayerInfo, MessageInfo, inspect
 from ._keys import KeyEncryptionKey, LocalKey, WrappedKey
 
 __version__ = "0.1.0"

@@ -15,9 +15,11 @@ This module knows nothing of keys, formats or Azure: values are opaque to it.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -38,9 +40,11 @@ DEFAULT_UNWRAP_ENTRIES = 1024
 class CacheStats:
     """A snapshot of a cache's counters.
 
-    ``hits`` and ``misses`` count lookups; ``kek_calls`` counts the KEK operations (wraps
-    for a :class:`DataKeyCache`, unwraps for an :class:`UnwrapCache`) made because of a
-    miss; ``evictions`` counts entries dropped at a limit; ``entries`` is the current size.
+    ``hits`` and ``misses`` count lookups (a caller that waited for another's fill and
+    then found its value counts a hit); ``kek_calls`` counts the KEK operations of the
+    fills misses caused (for a :class:`DataKeyCache` a wrap under every KEK of the
+    envelope, for an :class:`UnwrapCache` one unwrap), failed fills included; ``evictions``
+    counts entries dropped at a limit; ``entries`` is the current size.
     """
 
     hits: int
@@ -53,18 +57,20 @@ class CacheStats:
 class _Entry(Generic[_V]):
     __slots__ = ("bytes", "created", "messages", "owner", "value")
 
-    def __init__(self, value: _V, created: float, owner: object) -> None:
+    def __init__(self, value: _V, created: float, owner: object, nbytes: int) -> None:
         self.value = value
         self.created = created
-        self.messages = 0
-        self.bytes = 0
+        # A new entry has just served the message whose miss filled it.
+        self.messages = 1
+        self.bytes = nbytes
         # Keeps the object whose id() is part of the cache key alive, so the id is not reused
         # by another object while the entry exists.
         self.owner = owner
 
 
 class _BoundedCache(Generic[_V]):
-    """An LRU map with per-entry age, message and byte limits, and counters; one lock."""
+    """An LRU map with per-entry age, message and byte limits, counters, and single-flight
+    fills; one lock guards all of it."""
 
     def __init__(
         self, *, max_age: float, max_messages: int, max_bytes: int | None, max_entries: int
@@ -81,9 +87,14 @@ class _BoundedCache(Generic[_V]):
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._max_entries = max_entries
-        self._entries: OrderedDict[Any, _Entry[_V]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Entry[_V]] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = self._misses = self._kek_calls = self._evictions = 0
+        # Fills in progress: threads wait on an event, asyncio tasks on a future of their
+        # own loop (a future cannot be awaited from another loop).
+        self._fills: dict[Hashable, threading.Event] = {}
+        self._async_fills: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Future[None]]
+        self._async_fills = {}
 
     @property
     def max_age(self) -> float:
@@ -112,46 +123,111 @@ class _BoundedCache(Generic[_V]):
         with self._lock:
             return len(self._entries)
 
-    def _take(self, key: Any, nbytes: int, *, count_miss: bool = True) -> _V | None:
-        """The value under ``key`` if it may serve one more message of ``nbytes``; counts
-        the use. An entry at a limit is dropped rather than served. ``count_miss=False`` is
-        for a first look before waiting on another caller's fill, so one miss counts once."""
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                if (
-                    now - entry.created >= self._max_age
-                    or entry.messages >= self._max_messages
-                    or (self._max_bytes is not None and entry.bytes + nbytes > self._max_bytes)
-                ):
-                    del self._entries[key]
-                    self._evictions += 1
-                else:
-                    entry.messages += 1
-                    entry.bytes += nbytes
-                    self._entries.move_to_end(key)
-                    self._hits += 1
-                    return entry.value
-            if count_miss:
-                self._misses += 1
+    def get_or_fill(
+        self,
+        key: Hashable,
+        fill: Callable[[], _V | None],
+        *,
+        nbytes: int = 0,
+        owner: object = None,
+        kek_calls: int = 1,
+    ) -> _V | None:
+        """The value under ``key`` charged with one message of ``nbytes``, or else the one
+        ``fill()`` makes, remembered unless it is None.
+
+        Single flight: while one thread fills a key, the others asking for it wait and then
+        look again, so a cold key costs one fill however many callers want it. If the fill
+        raises or returns None, nothing is remembered and each waiter tries a fill of its
+        own in turn. ``fill`` makes ``kek_calls`` KEK operations, counted when it runs,
+        whether it succeeds or not; ``owner`` is kept alive with the entry.
+        """
+        while True:
+            with self._lock:
+                value = self._lookup(key, nbytes)
+                if value is not None:
+                    return value
+                flight = self._fills.get(key)
+                if flight is None:
+                    flight = self._fills[key] = threading.Event()
+                    self._misses += 1
+                    break
+            flight.wait()
+        value = None
+        try:
+            value = fill()
+        finally:
+            with self._lock:
+                self._landed(key, value, owner, nbytes, kek_calls)
+                del self._fills[key]
+            flight.set()
+        return value
+
+    async def get_or_fill_async(
+        self,
+        key: Hashable,
+        fill: Callable[[], Awaitable[_V | None]],
+        *,
+        nbytes: int = 0,
+        owner: object = None,
+        kek_calls: int = 1,
+    ) -> _V | None:
+        """The asyncio twin of :meth:`get_or_fill`: tasks of one event loop share a fill."""
+        loop = asyncio.get_running_loop()
+        slot = (loop, key)
+        while True:
+            with self._lock:
+                value = self._lookup(key, nbytes)
+                if value is not None:
+                    return value
+                flight = self._async_fills.get(slot)
+                if flight is None:
+                    flight = self._async_fills[slot] = loop.create_future()
+                    self._misses += 1
+                    break
+            # Shielded: a waiter that is cancelled must not cancel the others' signal.
+            await asyncio.shield(flight)
+        value = None
+        try:
+            value = await fill()
+        finally:
+            with self._lock:
+                self._landed(key, value, owner, nbytes, kek_calls)
+                del self._async_fills[slot]
+            flight.set_result(None)
+        return value
+
+    def _lookup(self, key: Hashable, nbytes: int) -> _V | None:
+        """Under the lock: the value if its entry may serve one more message of ``nbytes``,
+        counted as a hit. An entry at a limit is dropped rather than served."""
+        entry = self._entries.get(key)
+        if entry is None:
             return None
+        if (
+            time.monotonic() - entry.created >= self._max_age
+            or entry.messages >= self._max_messages
+            or (self._max_bytes is not None and entry.bytes + nbytes > self._max_bytes)
+        ):
+            del self._entries[key]
+            self._evictions += 1
+            return None
+        entry.messages += 1
+        entry.bytes += nbytes
+        self._entries.move_to_end(key)
+        self._hits += 1
+        return entry.value
 
-    def _put(self, key: Any, value: _V, owner: object, nbytes: int) -> None:
-        """Store a value that has just served its first message of ``nbytes``."""
-        entry = _Entry(value, time.monotonic(), owner)
-        entry.messages = 1
-        entry.bytes = nbytes
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
-                self._evictions += 1
-
-    def _count_kek_calls(self, calls: int) -> None:
-        with self._lock:
-            self._kek_calls += calls
+    def _landed(
+        self, key: Hashable, value: _V | None, owner: object, nbytes: int, kek_calls: int
+    ) -> None:
+        """Under the lock: book a finished fill, and remember its value if it has one."""
+        self._kek_calls += kek_calls
+        if value is None:
+            return
+        self._entries[key] = _Entry(value, time.monotonic(), owner, nbytes)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+            self._evictions += 1
 
 
 class DataKeyCache(_BoundedCache[Any]):
@@ -175,7 +251,9 @@ class DataKeyCache(_BoundedCache[Any]):
 
     Streams and files always use fresh data keys: their length is unknown up front and
     they are large enough that one KEK call does not matter. Thread-safe; share one cache
-    between envelopes freely (entries are per envelope). ``stats()`` returns the counters.
+    between envelopes freely (entries are per envelope). When an entry is missing or
+    expired, one caller wraps new data keys while the others wait for them
+    (:meth:`get_or_fill`). ``stats()`` returns the counters.
     """
 
     def __init__(
@@ -217,7 +295,9 @@ class UnwrapCache(_BoundedCache[bytes]):
     ``max_age`` (default 60 s) bounds how long a disabled or deleted KEK keeps opening
     messages served from the cache; ``max_messages`` (default 100,000) bounds the uses of
     one entry; ``max_entries`` (default 1,024) the number of data keys held in memory.
-    Thread-safe; ``stats()`` returns the counters.
+    Thread-safe. Concurrent decryptions that need the same wrapped key unwrap it once: one
+    caller asks the KEK, the others wait for its answer (:meth:`get_or_fill`).
+    ``stats()`` returns the counters.
     """
 
     def __init__(

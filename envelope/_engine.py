@@ -20,15 +20,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV, AESOCB3
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from . import _limits
 from ._errors import DecryptionError
-from ._format import (
-    MAX_FRAMES,
-    TAG_BYTES,
-    Aead,
-    Header,
-    Suite,
-    authenticated_header_bytes,
-)
+from ._format import TAG_BYTES, Aead, Header, Suite, authenticated_header_bytes
 
 __all__ = [
     "FrameCipher",
@@ -37,7 +31,7 @@ __all__ = [
     "derive_layer_key",
     "frame_count",
     "header_digest",
-    "layer_info",
+    "hkdf_info",
     "new_aead",
     "plaintext_size",
 ]
@@ -69,7 +63,7 @@ _CONSTRUCTORS: dict[Aead, Callable[[bytes], _AeadPrimitive]] = {
 
 
 @functools.lru_cache(maxsize=64)
-def layer_info(suite: Suite, layer: int, algorithm: Aead) -> bytes:
+def hkdf_info(suite: Suite, layer: int, algorithm: Aead) -> bytes:
     """The constant part of a layer's HKDF info (FORMAT.md section 5); the salt follows."""
     if suite is not Suite.HKDF_SHA256:
         raise ValueError(f"unsupported suite {suite!r}")
@@ -78,7 +72,7 @@ def layer_info(suite: Suite, layer: int, algorithm: Aead) -> bytes:
 
 def derive_layer_key(data_key: bytes, info: bytes, salt: bytes) -> tuple[bytes, bytes]:
     """Return ``(message_key, commitment)`` for one layer of one message, where ``info``
-    comes from :func:`layer_info`."""
+    comes from :func:`hkdf_info`."""
     okm = HKDFExpand(_SHA256, 64, info + salt).derive(data_key)
     return okm[:32], okm[32:]
 
@@ -105,10 +99,10 @@ def body_size(plaintext_length: int, frame_size: int, layers: int) -> int:
     """Bytes of the body that seals ``plaintext_length`` bytes. A plaintext that needs more
     than ``MAX_FRAMES`` frames is refused here: no reader would accept that message."""
     frames = frame_count(plaintext_length, frame_size)
-    if frames > MAX_FRAMES:
+    if frames > _limits.MAX_FRAMES:
         raise ValueError(
             f"{plaintext_length} bytes need {frames} frames of {frame_size} bytes; a message "
-            f"holds at most {MAX_FRAMES}: use a larger frame_size"
+            f"holds at most {_limits.MAX_FRAMES}: use a larger frame_size"
         )
     return plaintext_length + frames * layers * TAG_BYTES
 
@@ -118,7 +112,7 @@ def plaintext_size(body_length: int, frame_size: int, layers: int) -> int:
     of the encryptor (no final frame, too many frames) is a :class:`DecryptionError`."""
     overhead = layers * TAG_BYTES
     full, rest = divmod(body_length, frame_size + overhead)
-    if rest < overhead or full + 1 > MAX_FRAMES:
+    if rest < overhead or full + 1 > _limits.MAX_FRAMES:
         raise DecryptionError()
     return body_length - (full + 1) * overhead
 

@@ -53,12 +53,24 @@ class KeyAccessError(EnvelopeError):
 
     ``code`` carries the key service's error code when there is one (for example Key
     Vault's ``"Forbidden"`` or ``"KeyNotFound"``); ``key_id`` names the key when known.
+
+    When every KEK of a layer failed, one ``KeyAccessError`` stands for all of them:
+    ``errors`` holds each KEK's own error, in the order they were tried, and ``code`` is the
+    last one's. For a single failure ``errors`` is empty.
     """
 
-    def __init__(self, message: str, *, code: str | None = None, key_id: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        key_id: str | None = None,
+        errors: tuple[KeyAccessError, ...] = (),
+    ):
         super().__init__(message)
         self.code = code
         self.key_id = key_id
+        self.errors = errors
 
 
 class InsecureTransportError(EnvelopeError):

@@ -14,23 +14,23 @@ from enum import IntEnum
 from typing import NamedTuple, TypeVar, cast
 
 from ._errors import FormatError
+from ._limits import (
+    MAX_CONTEXT_BYTES,
+    MAX_CONTEXT_ENTRIES,
+    MAX_CONTEXT_KEY_BYTES,
+    MAX_CONTEXT_VALUE_BYTES,
+    MAX_FRAME_SIZE,
+    MAX_HEADER_BYTES,
+    MAX_KEY_ID_BYTES,
+    MAX_LAYERS,
+    MAX_WRAPPED_KEY_BYTES,
+    MAX_WRAPPED_KEYS,
+    MIN_FRAME_SIZE,
+    MIN_HEADER_BYTES,
+)
 
 __all__ = [
-    "DEFAULT_FRAME_SIZE",
     "MAGIC",
-    "MAX_CONTEXT_BYTES",
-    "MAX_CONTEXT_ENTRIES",
-    "MAX_CONTEXT_KEY_BYTES",
-    "MAX_CONTEXT_VALUE_BYTES",
-    "MAX_FRAMES",
-    "MAX_FRAME_SIZE",
-    "MAX_HEADER_BYTES",
-    "MAX_KEY_ID_BYTES",
-    "MAX_LAYERS",
-    "MAX_WRAPPED_KEYS",
-    "MAX_WRAPPED_KEY_BYTES",
-    "MIN_FRAME_SIZE",
-    "MIN_HEADER_BYTES",
     "PREFIX_BYTES",
     "SALT_BYTES",
     "TAG_BYTES",
@@ -46,8 +46,8 @@ __all__ = [
     "decode_header",
     "encode_context",
     "encode_header",
-    "max_header_size",
     "header_length_from_prefix",
+    "max_header_size",
 ]
 
 MAGIC = b"\x89ENV"
@@ -55,21 +55,6 @@ VERSION = 1
 SALT_BYTES = 32
 COMMITMENT_BYTES = 32
 TAG_BYTES = 16
-
-MIN_HEADER_BYTES = 90
-MAX_HEADER_BYTES = 128 * 1024
-MIN_FRAME_SIZE = 1024
-MAX_FRAME_SIZE = 16 * 1024 * 1024
-DEFAULT_FRAME_SIZE = 64 * 1024
-MAX_LAYERS = 4
-MAX_WRAPPED_KEYS = 8
-MAX_KEY_ID_BYTES = 1024
-MAX_WRAPPED_KEY_BYTES = 1024
-MAX_CONTEXT_ENTRIES = 64
-MAX_CONTEXT_KEY_BYTES = 256
-MAX_CONTEXT_VALUE_BYTES = 4096
-MAX_CONTEXT_BYTES = 8192
-MAX_FRAMES = 2**32
 
 #: magic, version, suite, header_length, frame_size, salt: the fixed part of every header.
 _PREFIX = struct.Struct(">4sBBII32s")
@@ -147,11 +132,15 @@ Context = tuple[tuple[str, str], ...]
 
 
 class WrappedKeyRecord(NamedTuple):
-    """One wrapped data key as it stands in a header."""
+    """One wrapped data key as it stands in a header (FORMAT.md section 2.2).
 
-    wrap_algorithm: WrapAlgorithm
+    The fields are named as in the public ``envelope.WrappedKey``; only ``algorithm`` is the
+    wire id here where ``WrappedKey`` has its name.
+    """
+
     key_id: str
-    wrapped: bytes
+    algorithm: WrapAlgorithm
+    ciphertext: bytes
 
 
 class LayerHeader(NamedTuple):
@@ -234,15 +223,15 @@ def encode_header(header: Header) -> bytes:
             key_id = record.key_id.encode("utf-8")
             if not 1 <= len(key_id) <= MAX_KEY_ID_BYTES:
                 raise ValueError(f"a key id is 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes")
-            if not 1 <= len(record.wrapped) <= MAX_WRAPPED_KEY_BYTES:
+            if not 1 <= len(record.ciphertext) <= MAX_WRAPPED_KEY_BYTES:
                 raise ValueError(f"a wrapped key is 1 to {MAX_WRAPPED_KEY_BYTES} bytes")
-            if record.wrap_algorithm not in _NAMES[WrapAlgorithm]:
-                raise ValueError(f"unknown wrap algorithm {record.wrap_algorithm!r}")
+            if record.algorithm not in _NAMES[WrapAlgorithm]:
+                raise ValueError(f"unknown wrap algorithm {record.algorithm!r}")
             body += [
-                _WRAP_HEAD.pack(record.wrap_algorithm, len(key_id)),
+                _WRAP_HEAD.pack(record.algorithm, len(key_id)),
                 key_id,
-                _U16.pack(len(record.wrapped)),
-                record.wrapped,
+                _U16.pack(len(record.ciphertext)),
+                record.ciphertext,
             ]
     rest = b"".join(body)
     length = PREFIX_BYTES + len(rest)
@@ -413,7 +402,7 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
                 raise FormatError("wrapped key length out of range")
             if pos + wrapped_length > end:
                 raise _short()
-            records.append(WrappedKeyRecord(wrap, key_id, raw[pos : pos + wrapped_length]))
+            records.append(WrappedKeyRecord(key_id, wrap, raw[pos : pos + wrapped_length]))
             pos += wrapped_length
         layers.append(LayerHeader(algorithm, commitment, tuple(records)))
 

@@ -21,13 +21,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._errors import DecryptionError, KeyAccessError
 from ._files import atomic_output
+from ._limits import MAX_KEY_ID_BYTES
 
 __all__ = ["KeyEncryptionKey", "LocalKey", "WrappedKey"]
 
-#: Upper bound on a key id, in UTF-8 bytes; the format enforces the same number.
-MAX_KEY_ID_BYTES = 1024
-#: Upper bound on one wrapped data key (an RSA-8192 wrap is 1024 bytes).
-MAX_WRAPPED_KEY_BYTES = 2048
 #: Data keys are AES-256 keys.
 DATA_KEY_BYTES = 32
 

@@ -348,11 +348,9 @@ def test_a_failing_frame_leaves_no_unverified_plaintext_in_views_already_written
 
 
 def test_messages_over_max_frames_are_refused_at_encryption(monkeypatch):
-    import envelope._engine
-    import envelope._envelope
+    import envelope._limits
 
-    monkeypatch.setattr(envelope._engine, "MAX_FRAMES", 4)
-    monkeypatch.setattr(envelope._envelope, "MAX_FRAMES", 4)
+    monkeypatch.setattr(envelope._limits, "MAX_FRAMES", 4)
     env = Envelope([LocalKey.generate()], frame_size=SMALL_FRAME)
     fits = os.urandom(3 * SMALL_FRAME + 5)  # three full frames and a final one: 4 frames
     assert env.decrypt(env.encrypt(fits)) == fits

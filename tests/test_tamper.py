@@ -20,15 +20,15 @@ from envelope import (
     WrappedKey,
     inspect,
 )
-from envelope._engine import derive_layer_key, header_digest, layer_info, new_aead
+from envelope._engine import derive_layer_key, header_digest, hkdf_info, new_aead
 from envelope._format import (
-    MAX_HEADER_BYTES,
     PREFIX_BYTES,
     Header,
     LayerHeader,
     decode_header,
     encode_header,
 )
+from envelope._limits import MAX_HEADER_BYTES
 from tests.conftest import SMALL_FRAME
 
 CONTEXT = {"tenant": "contoso"}
@@ -59,7 +59,7 @@ def _key_id_ranges(blob: bytes | bytearray) -> list[range]:
         for record in layer.wrapped_keys:
             pos += 1 + 2
             ranges.append(range(pos, pos + len(record.key_id.encode())))
-            pos += len(record.key_id.encode()) + 2 + len(record.wrapped)
+            pos += len(record.key_id.encode()) + 2 + len(record.ciphertext)
     return ranges
 
 
@@ -164,10 +164,10 @@ def test_stripping_the_outer_layer_fails(inner_key: LocalKey, outer_key: LocalKe
 
     # Peel the outer layer with its (leaked) data key.
     outer_dek = outer_key.unwrap_key(
-        WrappedKey(outer_key.key_id, "A256GCM", header.layers[1].wrapped_keys[0].wrapped)
+        WrappedKey(outer_key.key_id, "A256GCM", header.layers[1].wrapped_keys[0].ciphertext)
     )
     outer_message_key, _ = derive_layer_key(
-        outer_dek, layer_info(header.suite, 1, header.layers[1].algorithm), header.salt
+        outer_dek, hkdf_info(header.suite, 1, header.layers[1].algorithm), header.salt
     )
     outer = new_aead(header.layers[1].algorithm, outer_message_key)
     digest = header_digest(header)
@@ -346,7 +346,7 @@ def test_a_forged_header_cannot_multiply_key_service_calls():
     header, length = decode_header(blob)
     genuine = header.layers[0].wrapped_keys[0]
     forged_records = tuple(
-        genuine._replace(key_id=f"https://vault.example/keys/k/v{i}", wrapped=os.urandom(60))
+        genuine._replace(key_id=f"https://vault.example/keys/k/v{i}", ciphertext=os.urandom(60))
         for i in range(2, 9)
     )
     layer = header.layers[0]._replace(wrapped_keys=(*forged_records, genuine))

@@ -9,7 +9,9 @@ and retry pipeline, over the project's TLS-only transport):
 * ``POST /keys/{name}/{version}/unwrapkey``: every unwrap.
 
 ``CryptographyClient`` is deliberately not used: for ``oct`` keys its local provider wraps
-with a *random* key the service never sees (KEYVAULT-NOTES §3), silent data loss. RSA keys
+with a *random* key the service never sees, silent data loss. The service never returns an
+``oct`` key's ``k``, and the SDK's local symmetric key, built from a JWK without ``k``, is
+``os.urandom`` bytes; it wraps locally whenever ``key_ops`` lists ``wrapKey``. RSA keys
 are wrapped here with the public key from a fresh bundle (RSA-OAEP-256), after checking that
 the bundle says the key is enabled and inside its nbf/exp window.
 """
@@ -31,7 +33,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .._errors import DecryptionError, KeyAccessError
-from .._keys import DATA_KEY_BYTES, MAX_WRAPPED_KEY_BYTES, WrappedKey
+from .._keys import DATA_KEY_BYTES, WrappedKey
+from .._limits import MAX_WRAPPED_KEY_BYTES
 from ..transport import (
     AsyncSecureTransport,
     SecureTransport,

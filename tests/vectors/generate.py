@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from envelope import Envelope, LocalKey
-from envelope._format import MAX_HEADER_BYTES, decode_header
+from envelope._format import decode_header
+from envelope._limits import MAX_HEADER_BYTES
 
 PATH = Path(__file__).with_name("v1.json")
 

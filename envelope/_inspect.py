@@ -1,0 +1,74 @@
+"""``inspect``: what a message's header says, read without any key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from ._buffers import Buffer, contiguous
+from ._engine import plaintext_size
+from ._errors import DecryptionError
+from ._format import decode_header
+from ._streams import Readable, read_header_bytes
+
+__all__ = ["LayerInfo", "MessageInfo", "inspect"]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a header says about one layer (unauthenticated until decrypted)."""
+
+    algorithm: str
+    key_ids: tuple[str, ...]
+    wrap_algorithms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """What a header says, read without any key. Nothing here is authenticated until the
+    message is decrypted: treat it as the sender's claim."""
+
+    version: int
+    suite: int
+    frame_size: int
+    context: Mapping[str, str]
+    layers: tuple[LayerInfo, ...]
+    header_length: int
+    plaintext_length: int | None
+
+
+def inspect(message: Buffer | Readable) -> MessageInfo:
+    """Read a message's header without keys. ``message`` is the message's bytes or a
+    binary file positioned at its start (only the header is read from a file).
+
+    ``plaintext_length`` is known for bytes whose body length is consistent, else None.
+    """
+    plaintext_length: int | None = None
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        view = contiguous(message)
+        header, header_length = decode_header(view)
+        try:
+            plaintext_length = plaintext_size(
+                len(view) - header_length, header.frame_size, len(header.layers)
+            )
+        except DecryptionError:
+            plaintext_length = None
+    else:
+        header, header_length = decode_header(read_header_bytes(message))
+    return MessageInfo(
+        version=header.version,
+        suite=int(header.suite),
+        frame_size=header.frame_size,
+        context=MappingProxyType(dict(header.context)),
+        layers=tuple(
+            LayerInfo(
+                algorithm=layer.algorithm.label,
+                key_ids=tuple(r.key_id for r in layer.wrapped_keys),
+                wrap_algorithms=tuple(r.algorithm.label for r in layer.wrapped_keys),
+            )
+            for layer in header.layers
+        ),
+        header_length=header_length,
+        plaintext_length=plaintext_length,
+    )

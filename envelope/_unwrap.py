@@ -1,0 +1,220 @@
+"""Unwrapping a message's data keys.
+
+1. **The plan**, made from the (attacker-written) header without any I/O: each layer's
+   wrapped keys are paired with the configured KEKs that accept their key ids, at most one
+   per KEK. A header naming no key of ours is refused here, before any key service is
+   contacted.
+2. **Per layer, fall-through**: the KEKs of the plan are tried in turn until one yields a
+   data key that matches the layer's commitment; through the
+   :class:`~envelope.UnwrapCache` when there is one, which asks each KEK once for many
+   concurrent callers and remembers only data keys that matched.
+3. **Errors**: an integrity failure of any candidate wins over access errors (a tampered
+   header must not be reported as an unreachable key service); when every KEK failed to
+   answer, one :class:`~envelope.KeyAccessError` keeps each one's error.
+
+The sync and asyncio paths sit side by side, in the same order; what does no I/O lives once,
+in :class:`_LayerAttempt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ._cache import UnwrapCache
+from ._datakeys import Layers, gather_all, to_wrapped_key
+from ._engine import commitments_match, derive_layer_key, hkdf_info
+from ._errors import DecryptionError, EnvelopeError, KeyAccessError
+from ._format import Header, WrappedKeyRecord
+from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
+
+__all__ = ["LayerKeys", "Unwrapper"]
+
+#: The (KEK, wrapped key) pairs to try for one layer, in order.
+Candidates = tuple[tuple[KeyEncryptionKey, WrappedKeyRecord], ...]
+
+
+class LayerKeys(NamedTuple):
+    """A layer's data key, verified against its commitment, and its message key."""
+
+    data_key: bytes
+    message_key: bytes
+
+
+class Unwrapper:
+    """Recovers the data keys of messages for one envelope's layers."""
+
+    __slots__ = ("_cache", "_layers")
+
+    def __init__(self, layers: Layers, cache: UnwrapCache | None) -> None:
+        self._layers = layers
+        self._cache = cache
+
+    def plan(self, header: Header) -> list[Candidates]:
+        """Each layer's candidates. Pure: no KEK is used, so a header naming a key this
+        envelope was not configured with never causes a connection."""
+        if len(header.layers) != len(self._layers):
+            raise KeyAccessError(
+                f"message has {len(header.layers)} layer(s); this envelope is configured "
+                f"for {len(self._layers)}"
+            )
+        plan = []
+        for index, (layer, keks) in enumerate(zip(header.layers, self._layers, strict=True)):
+            # Each configured KEK tries at most one wrapped key of the layer (the first it
+            # accepts): a legitimate message has one per KEK, and a forged header listing
+            # many versions of our key must not turn one decrypt into many vault calls.
+            candidates = []
+            for kek in keks:
+                for record in layer.wrapped_keys:
+                    if kek.can_unwrap(record.key_id):
+                        candidates.append((kek, record))
+                        break
+            if not candidates:
+                named = _quoted_ids(layer.wrapped_keys)
+                raise KeyAccessError(
+                    f"layer {index}: no configured key may unwrap this message (it names {named})"
+                )
+            plan.append(tuple(candidates))
+        return plan
+
+    def unwrap(self, header: Header) -> list[LayerKeys]:
+        """Every layer's keys, the layers one after the other."""
+        plan = self.plan(header)
+        return [self._unwrap_layer(index, header, pairs) for index, pairs in enumerate(plan)]
+
+    async def unwrap_async(self, header: Header) -> list[LayerKeys]:
+        """The asyncio twin of :meth:`unwrap`: the layers are unwrapped concurrently."""
+        plan = self.plan(header)
+        return await gather_all(
+            [self._unwrap_layer_async(index, header, pairs) for index, pairs in enumerate(plan)]
+        )
+
+    def _unwrap_layer(self, index: int, header: Header, candidates: Candidates) -> LayerKeys:
+        attempt = _LayerAttempt(index, header)
+        for kek, record in candidates:
+            try:
+                data_key = self._data_key(attempt, kek, record)
+            except (KeyAccessError, DecryptionError) as exc:
+                attempt.failed(exc)
+                continue
+            found = attempt.keys(data_key)
+            if found is not None:
+                return found
+        raise attempt.error()
+
+    async def _unwrap_layer_async(
+        self, index: int, header: Header, candidates: Candidates
+    ) -> LayerKeys:
+        attempt = _LayerAttempt(index, header)
+        for kek, record in candidates:
+            try:
+                data_key = await self._data_key_async(attempt, kek, record)
+            except (KeyAccessError, DecryptionError) as exc:
+                attempt.failed(exc)
+                continue
+            found = attempt.keys(data_key)
+            if found is not None:
+                return found
+        raise attempt.error()
+
+    def _data_key(
+        self, attempt: _LayerAttempt, kek: KeyEncryptionKey, record: WrappedKeyRecord
+    ) -> bytes | None:
+        """What ``kek`` unwraps ``record`` to, or None for a data key the cache refused."""
+        wrapped = to_wrapped_key(record)
+        if self._cache is None:
+            return kek.unwrap_key(wrapped)
+        return self._cache.get_or_fill(
+            _cache_key(kek, record),
+            lambda: attempt.committed(kek.unwrap_key(wrapped)),
+            owner=kek,
+        )
+
+    async def _data_key_async(
+        self, attempt: _LayerAttempt, kek: KeyEncryptionKey, record: WrappedKeyRecord
+    ) -> bytes | None:
+        wrapped = to_wrapped_key(record)
+        if self._cache is None:
+            return await _unwrap_async(kek, wrapped)
+
+        async def fill() -> bytes | None:
+            return attempt.committed(await _unwrap_async(kek, wrapped))
+
+        return await self._cache.get_or_fill_async(_cache_key(kek, record), fill, owner=kek)
+
+
+class _LayerAttempt:
+    """The bookkeeping of unwrapping one layer: the commitment check, and why each
+    candidate KEK failed."""
+
+    __slots__ = ("_access", "_index", "_info", "_integrity", "_layer", "_salt")
+
+    def __init__(self, index: int, header: Header) -> None:
+        self._index = index
+        self._layer = header.layers[index]
+        self._info = hkdf_info(header.suite, index, self._layer.algorithm)
+        self._salt = header.salt
+        self._access: list[KeyAccessError] = []
+        self._integrity = False
+
+    def keys(self, data_key: bytes | None) -> LayerKeys | None:
+        """The layer's keys if ``data_key`` matches its commitment; otherwise the failure
+        is noted as an integrity failure and None returned."""
+        if data_key is not None:
+            message_key = self._message_key(data_key)
+            if message_key is not None:
+                return LayerKeys(data_key, message_key)
+        self._integrity = True
+        return None
+
+    def committed(self, data_key: bytes) -> bytes | None:
+        """``data_key`` if it matches the commitment, else None: only a data key that
+        matched is ever remembered, so a forged header never enters a cache."""
+        return bytes(data_key) if self._message_key(data_key) is not None else None
+
+    def failed(self, error: KeyAccessError | DecryptionError) -> None:
+        if isinstance(error, KeyAccessError):
+            self._access.append(error)
+        else:
+            self._integrity = True
+
+    def error(self) -> EnvelopeError:
+        """The exception for the caller once every candidate failed."""
+        if self._integrity or not self._access:
+            return DecryptionError()
+        if len(self._access) == 1:
+            return self._access[0]
+        reasons = "; ".join(str(e) for e in self._access)
+        combined = KeyAccessError(
+            f"layer {self._index}: none of {len(self._access)} keys could unwrap: {reasons}",
+            code=self._access[-1].code,
+            errors=tuple(self._access),
+        )
+        combined.__cause__ = self._access[-1]
+        return combined
+
+    def _message_key(self, data_key: bytes) -> bytes | None:
+        if len(data_key) != DATA_KEY_BYTES:
+            return None
+        message_key, commitment = derive_layer_key(data_key, self._info, self._salt)
+        return message_key if commitments_match(self._layer.commitment, commitment) else None
+
+
+async def _unwrap_async(kek: KeyEncryptionKey, wrapped: WrappedKey) -> bytes:
+    # A KEK without an async twin (a LocalKey-like object) does not block: call it directly.
+    unwrap = getattr(kek, "unwrap_key_async", None)
+    return await unwrap(wrapped) if unwrap is not None else kek.unwrap_key(wrapped)
+
+
+def _cache_key(kek: KeyEncryptionKey, record: WrappedKeyRecord) -> tuple[object, ...]:
+    # The KEK object is part of the key: another envelope whose KEK merely reports the same
+    # key id must not be handed this data key. The entry holds the KEK, so its id stays put.
+    return (id(kek), record.key_id, record.algorithm, record.ciphertext)
+
+
+def _quoted_ids(records: Sequence[WrappedKeyRecord]) -> str:
+    """Key ids from an (attacker-written) header for an error message: escaped, and at
+    most three of at most 120 characters each."""
+    shown = [repr(r.key_id if len(r.key_id) <= 120 else r.key_id[:117] + "...") for r in records]
+    more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+    return ", ".join(shown[:3]) + more
