@@ -26,10 +26,9 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import AsyncHttpTransport, HttpTransport
 from azure.core.rest import HttpRequest
-from azure.core.rest._http_response_impl import HttpResponseImpl
-from azure.core.rest._http_response_impl_async import AsyncHttpResponseImpl
 from azure.core.utils import CaseInsensitiveDict
 
+from .._compat import AsyncHttpResponseImpl, HttpResponseImpl, mark_azure_response_closed
 from .._errors import InsecureTransportError
 from ._httpx import is_secure_client, secure_async_client, secure_client
 from ._policy import TLSPolicy
@@ -201,8 +200,8 @@ class _AsyncSecureTransportResponse(AsyncHttpResponseImpl):
     async def close(self) -> None:
         # The base class awaits internal_response.close(), which httpx reserves for sync.
         if not self.is_closed:
-            self._is_closed = True
-            await self._internal_response.aclose()
+            mark_azure_response_closed(self)
+            await self.internal_response.aclose()
 
 
 def _checked_client(client: httpx.Client | httpx.AsyncClient, policy: TLSPolicy | None) -> None:

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
+from .._compat import http_connection_tunnel_host, httpcore_pool_proxy_url
 from .._errors import InsecureTransportError
 
 __all__ = ["PlaintextGuard", "forbid_plaintext"]
@@ -178,7 +179,7 @@ def _install() -> None:
     def refuse_plain_hop(connection: Any, library: str) -> None:
         """The next hop, and the target of a tunnel through it: both carry plaintext."""
         _refuse(connection.host, library)
-        tunnel_host = getattr(connection, "_tunnel_host", None)
+        tunnel_host = http_connection_tunnel_host(connection)
         if tunnel_host:
             _refuse(tunnel_host, f"{library} (a tunnel through {connection.host})")
 
@@ -241,7 +242,7 @@ def _install() -> None:
             _refuse(request.url.host.decode("ascii"), "httpcore/httpx")
             # An HTTPProxy/SOCKSProxy pool: the plaintext request also travels, in the
             # clear, to the proxy itself unless that hop is TLS.
-            proxy_url = getattr(pool, "_proxy_url", None)
+            proxy_url = httpcore_pool_proxy_url(pool)
             if proxy_url is not None and proxy_url.scheme != b"https":
                 proxy_host = proxy_url.host.decode("ascii")
                 _refuse(proxy_host, f"httpcore/httpx (a proxy at {proxy_host})")

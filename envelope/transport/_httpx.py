@@ -26,6 +26,11 @@ from typing import Any
 
 import httpx
 
+from .._compat import (
+    httpx_client_mounted_transports,
+    httpx_client_transport,
+    wrap_httpx_client_transports,
+)
 from .._errors import InsecureTransportError
 from ._policy import TLSPolicy, check_ssl_context, create_ssl_context, spki_pin
 
@@ -71,8 +76,10 @@ class InsecureRequestError(InsecureTransportError, httpx.TransportError):
     """
 
     def __init__(self, message: str, *, reason: str, request: httpx.Request | None = None) -> None:
+        # Through the MRO this also runs httpx's RequestError.__init__, which sets no request.
         InsecureTransportError.__init__(self, message, reason=reason)
-        self._request = request
+        if request is not None:
+            self.request = request
 
 
 def _find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
@@ -322,11 +329,7 @@ def secure_client(policy: TLSPolicy | None = None, **httpx_kwargs: Any) -> httpx
     check = _HandshakeCheck(policy, context)
     # httpx builds the default and the proxy transports from the same arguments; wrapping
     # what it built keeps all of that (limits, http2, proxies from the environment) intact.
-    client._transport = _GuardedTransport(client._transport, check)
-    client._mounts = {
-        pattern: None if transport is None else _GuardedTransport(transport, check)
-        for pattern, transport in client._mounts.items()
-    }
+    wrap_httpx_client_transports(client, lambda inner: _GuardedTransport(inner, check))
     return client
 
 
@@ -336,11 +339,7 @@ def secure_async_client(policy: TLSPolicy | None = None, **httpx_kwargs: Any) ->
     context = _resolve_context(policy, httpx_kwargs)
     client = httpx.AsyncClient(verify=context, **httpx_kwargs)
     check = _HandshakeCheck(policy, context)
-    client._transport = _AsyncGuardedTransport(client._transport, check)
-    client._mounts = {
-        pattern: None if transport is None else _AsyncGuardedTransport(transport, check)
-        for pattern, transport in client._mounts.items()
-    }
+    wrap_httpx_client_transports(client, lambda inner: _AsyncGuardedTransport(inner, check))
     return client
 
 
@@ -348,9 +347,9 @@ def is_secure_client(client: httpx.Client | httpx.AsyncClient) -> bool:
     """Whether ``client`` was built by :func:`secure_client` / :func:`secure_async_client`,
     still routes every request through the policy checks, and its SSL context is still as
     strict as the policy (a context changed after construction makes this False)."""
-    transport = client._transport
+    transport = httpx_client_transport(client)
     return (
         isinstance(transport, (_GuardedTransport, _AsyncGuardedTransport))
         and transport._check.context_problem() is None
-        and all(_is_guarded(mounted) for mounted in client._mounts.values())
+        and all(_is_guarded(mounted) for mounted in httpx_client_mounted_transports(client))
     )
