@@ -109,21 +109,28 @@ async def _wrap_async(kek: KeyEncryptionKey, data_key: bytes) -> WrappedKeyRecor
 def to_record(kek: KeyEncryptionKey | None, wrapped: WrappedKey) -> WrappedKeyRecord:
     """What ``kek`` returned, checked, as the header holds it. ``kek`` is None only for
     test vectors, whose wrapped keys are made in advance."""
-    name = "a KEK" if kek is None else repr(kek.key_id)
     key_id = wrapped.key_id
     if not isinstance(key_id, str) or not 0 < len(key_id.encode("utf-8")) <= MAX_KEY_ID_BYTES:
-        raise ValueError(f"{name} returned a key id that is not 1 to {MAX_KEY_ID_BYTES} bytes")
+        raise ValueError(
+            f"{_name(kek)} returned a key id that is not 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes"
+        )
     if kek is not None and not kek.can_unwrap(key_id):
-        raise ValueError(f"{name} returned a wrapped key for {key_id!r}, an id it does not accept")
+        raise ValueError(
+            f"{_name(kek)} returned a wrapped key for {key_id!r}, an id it does not accept"
+        )
     ciphertext = wrapped.ciphertext
     if not 0 < len(ciphertext) <= MAX_WRAPPED_KEY_BYTES:
         raise ValueError(
-            f"{name} returned a wrapped key of {len(ciphertext)} bytes; a message holds 1 to "
-            f"{MAX_WRAPPED_KEY_BYTES}"
+            f"{_name(kek)} returned a wrapped key of {len(ciphertext)} bytes; a message "
+            f"holds 1 to {MAX_WRAPPED_KEY_BYTES}"
         )
     if type(ciphertext) is not bytes:  # a KEK may hand back a bytearray it still owns
         ciphertext = bytes(ciphertext)
     return WrappedKeyRecord(key_id, WrapAlgorithm.from_label(wrapped.algorithm), ciphertext)
+
+
+def _name(kek: KeyEncryptionKey | None) -> str:
+    return "a KEK" if kek is None else repr(kek.key_id)
 
 
 def to_wrapped_key(record: WrappedKeyRecord) -> WrappedKey:

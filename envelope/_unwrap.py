@@ -121,24 +121,22 @@ class Unwrapper:
         self, attempt: _LayerAttempt, kek: KeyEncryptionKey, record: WrappedKeyRecord
     ) -> bytes | None:
         """What ``kek`` unwraps ``record`` to, or None for a data key the cache refused."""
-        wrapped = to_wrapped_key(record)
         if self._cache is None:
-            return kek.unwrap_key(wrapped)
+            return kek.unwrap_key(to_wrapped_key(record))
         return self._cache.get_or_fill(
             _cache_key(kek, record),
-            lambda: attempt.committed(kek.unwrap_key(wrapped)),
+            lambda: attempt.committed(kek.unwrap_key(to_wrapped_key(record))),
             owner=kek,
         )
 
     async def _data_key_async(
         self, attempt: _LayerAttempt, kek: KeyEncryptionKey, record: WrappedKeyRecord
     ) -> bytes | None:
-        wrapped = to_wrapped_key(record)
         if self._cache is None:
-            return await _unwrap_async(kek, wrapped)
+            return await _unwrap_async(kek, to_wrapped_key(record))
 
         async def fill() -> bytes | None:
-            return attempt.committed(await _unwrap_async(kek, wrapped))
+            return attempt.committed(await _unwrap_async(kek, to_wrapped_key(record)))
 
         return await self._cache.get_or_fill_async(_cache_key(kek, record), fill, owner=kek)
 
