@@ -29,7 +29,7 @@ from envelope._format import (
     decode_header,
     encode_header,
 )
-from tests.conftest import SMALL_FRAME
+from tests.core.conftest import SMALL_FRAME
 
 CONTEXT = {"tenant": "contoso"}
 OVERHEAD = 2 * 16
