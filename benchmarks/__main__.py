@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._cases import CASES, run_suite
 from ._machine import machine_facts
+from ._plan import Plan
+from ._recorder import Recorder
 from ._report import busy_note, plot, render, write_json
-from ._suite import CASES, Plan, Recorder, run_suite
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -40,7 +40,7 @@ _AAD_BYTES = 32 + 8 + 1
 
 
 class Unavailable(Exception):
-    """A contender that cannot run here (a peer not installed, an API not there yet)."""
+    """A contender that cannot run here (a peer not installed, a platform feature missing)."""
 
 
 Operation = Callable[[], object]

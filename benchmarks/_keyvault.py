@@ -1,83 +1,24 @@
-"""The Key Vault case and the data-key cache, through whatever the library offers.
-
-The Key Vault key-encryption key (``envelope.keyvault.KeyVaultKey``) and the caches are
-being built alongside this suite. Both are looked up at run time; until they exist the
-cases that need them are reported as skipped, with the reason.
-"""
+"""The Key Vault case: envelope over KeyVaultKey layers in a LocalKeyVault that adds latency
+to every operation, measured with the data-key and unwrap caches off, then on."""
 
 from __future__ import annotations
 
-import importlib
-import inspect as pyinspect
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from envelope import Envelope, KeyEncryptionKey
+from envelope import DataKeyCache, Envelope, KeyEncryptionKey, UnwrapCache
+from envelope.keyvault import KeyVaultKey
 
 from ._contenders import CONTEXT, Unavailable
 
-__all__ = ["cached_envelope_options", "keyvault_case"]
-
-_CACHE_MODULES = ("envelope", "envelope._cache", "envelope.cache", "envelope.keyvault")
+__all__ = ["cache_options", "keyvault_case"]
 
 
-def _find_class(names: tuple[str, ...]) -> Any | None:
-    for module_name in _CACHE_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for name in names:
-            found = getattr(module, name, None)
-            if found is not None:
-                return found
-    return None
-
-
-def cached_envelope_options() -> Callable[[], dict[str, Any]]:
-    """A factory of the ``Envelope(...)`` keyword arguments that turn the data-key cache
-    (and the unwrap cache, when there is one) on, each call making new caches.
-
-    Raises :class:`Unavailable` when the library has no cache yet."""
-    parameters = pyinspect.signature(Envelope.__init__).parameters
-    data_key_cache = _find_class(("DataKeyCache",))
-    unwrap_cache = _find_class(("UnwrapCache", "UnwrappedKeyCache", "DecryptCache"))
-    if data_key_cache is None:
-        raise Unavailable(
-            "envelope has no DataKeyCache yet (looked in "
-            + ", ".join(_CACHE_MODULES)
-            + "; the Key Vault issue adds it)"
-        )
-    cache_parameters = [name for name in parameters if "cache" in name]
-    data_key_parameter = next(
-        (n for n in cache_parameters if "data" in n or n in {"cache", "key_cache"}), None
-    )
-    unwrap_parameter = next((n for n in cache_parameters if "unwrap" in n), None)
-    if data_key_parameter is None:
-        raise Unavailable(
-            f"Envelope() takes no cache argument yet (parameters: {', '.join(parameters)})"
-        )
-
-    def options() -> dict[str, Any]:
-        chosen: dict[str, Any] = {data_key_parameter: data_key_cache()}
-        if unwrap_parameter is not None and unwrap_cache is not None:
-            chosen[unwrap_parameter] = unwrap_cache()
-        return chosen
-
-    return options
-
-
-def _keyvault_key_class() -> Any:
-    try:
-        module = importlib.import_module("envelope.keyvault")
-    except ImportError as exc:
-        raise Unavailable(f"envelope.keyvault does not exist yet ({exc})") from exc
-    key_class = getattr(module, "KeyVaultKey", None)
-    if key_class is None:
-        raise Unavailable("envelope.keyvault has no KeyVaultKey yet")
-    return key_class
+def cache_options() -> dict[str, Any]:
+    """The ``Envelope(...)`` keyword arguments that turn both caches on, with new caches."""
+    return {"data_key_cache": DataKeyCache(), "unwrap_cache": UnwrapCache()}
 
 
 def _calls(counts: dict[str, int]) -> int:
@@ -87,7 +28,7 @@ def _calls(counts: dict[str, int]) -> int:
 
 def _run_arm(
     vault: Any,
-    keys: list[KeyEncryptionKey],
+    keys: Sequence[KeyEncryptionKey],
     options: Callable[[], dict[str, Any]],
     messages: int,
     budget_s: float,
@@ -139,8 +80,6 @@ def keyvault_case(
 ) -> dict[str, Any]:
     """Two RSA-2048 layers in a ``LocalKeyVault`` with ``latency_s`` added to every Key
     Vault operation: 1 KiB messages encrypted then decrypted, caches off, then on."""
-    key_class = _keyvault_key_class()
-    options = cached_envelope_options()
     try:
         from envelope.testing import LocalKeyVault
     except ImportError as exc:
@@ -148,7 +87,7 @@ def keyvault_case(
 
     with LocalKeyVault() as vault:
         kids = [vault.create_key(f"benchmark-layer-{i}", "RSA", 2048) for i in range(2)]
-        keys = [key_class(kid, vault.credential, tls_policy=vault.tls_policy) for kid in kids]
+        keys = [KeyVaultKey(kid, vault.credential, tls_policy=vault.tls_policy) for kid in kids]
         try:
             # Warm up outside the measurement: a token, the key bundles, the TLS sessions.
             warm = Envelope(keys)
@@ -156,7 +95,7 @@ def keyvault_case(
             fault = vault.inject_fault(latency=latency_s)
             try:
                 uncached = _run_arm(vault, keys, dict, uncached_messages, budget_s)
-                cached = _run_arm(vault, keys, options, cached_messages, budget_s * 20)
+                cached = _run_arm(vault, keys, cache_options, cached_messages, budget_s * 20)
             finally:
                 fault.remove()
         finally:

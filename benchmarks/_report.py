@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._suite import CEILING, LABELS, OPS, Recorder
+from ._cases import CEILING, LABELS, OPS
+from ._recorder import Recorder
 
 __all__ = ["busy_note", "plot", "render", "write_json"]
 

@@ -20,7 +20,7 @@ from envelope import (
     LocalKey,
     inspect,
 )
-from tests.conftest import SMALL_FRAME
+from tests.core.conftest import SMALL_FRAME
 
 SIZES = [0, 1, SMALL_FRAME - 1, SMALL_FRAME, SMALL_FRAME + 1, 3 * SMALL_FRAME, 5000]
 CONTEXT = {"tenant": "contoso", "purpose": "backup"}

@@ -22,12 +22,11 @@ from envelope.transport import (
     secure_client,
 )
 from envelope.transport._httpx import _HandshakeCheck
-from tests.transport_servers import (
+from tests.transport.servers import (
     Certificates,
     Responder,
     RunningServer,
     connect_proxy,
-    issue_certificates,
     self_signed_pem,
     serve,
     server_context,
@@ -35,16 +34,6 @@ from tests.transport_servers import (
 )
 
 TIMEOUT = httpx.Timeout(5.0)
-
-
-@pytest.fixture(scope="module")
-def certs() -> Certificates:
-    return issue_certificates()
-
-
-@pytest.fixture
-def policy(certs: Certificates) -> TLSPolicy:
-    return TLSPolicy(ca_data=certs.ca_pem)
 
 
 @pytest.fixture

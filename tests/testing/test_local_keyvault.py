@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -38,19 +37,9 @@ from azure.keyvault.keys.crypto import (
 
 import envelope.testing
 from envelope.testing import LocalKeyVault
+from tests.conftest import TIMEOUTS, StaticToken, key_client
 
 API = "api-version=7.6"
-TIMEOUTS = {"connection_timeout": 5, "read_timeout": 10}
-
-
-class StaticToken:
-    """A credential that presents one fixed token: for tokens the vault must refuse."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def get_token(self, *scopes, **kwargs) -> AccessToken:
-        return AccessToken(self.token, int(time.time()) + 3600)
 
 
 def code_of(error: HttpResponseError) -> str:
@@ -76,18 +65,6 @@ def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def key_client(vault: LocalKeyVault, credential=None, **kwargs) -> KeyClient:
-    kwargs.setdefault("retry_backoff_factor", 0.01)
-    return KeyClient(
-        vault.url,
-        credential or vault.credential,
-        verify_challenge_resource=False,
-        connection_verify=vault.ca_file,
-        **TIMEOUTS,
-        **kwargs,
-    )
-
-
 def crypto_client(vault: LocalKeyVault, key_id: str, credential=None) -> CryptographyClient:
     return CryptographyClient(
         key_id,
@@ -103,22 +80,6 @@ def remote(client: KeyClient, method: str, path: str, body: dict[str, Any] | Non
     """A request through the client's own auth and retry pipeline; forces remote crypto."""
     request = HttpRequest(method, f"{path}?{API}", json=body)
     return client.send_request(request)
-
-
-@pytest.fixture(scope="module")
-def vault():
-    with LocalKeyVault() as local:
-        yield local
-
-
-@pytest.fixture(autouse=True)
-def fresh(vault):
-    # The SDK's challenge cache is process-global and keyed by host:port.
-    http_challenge_cache.clear()
-    vault.clear_faults()
-    vault.reset_counts()
-    yield
-    vault.clear_faults()
 
 
 def test_public_surface():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import http.server
 import json
 import ssl
@@ -30,10 +32,10 @@ from envelope.transport import (
     secure_async_client,
     secure_client,
 )
-from tests.transport_servers import (
+from tests.conftest import StaticToken
+from tests.transport.servers import (
     Certificates,
     RunningServer,
-    issue_certificates,
     serve,
     server_context,
     silent_listener,
@@ -90,9 +92,7 @@ def vault_responder(
     return 404, json_type, json.dumps(error).encode()
 
 
-class StaticCredential:
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(TOKEN, int(time.time()) + 3600)
+StaticCredential = functools.partial(StaticToken, TOKEN)
 
 
 class AsyncStaticCredential:
@@ -109,14 +109,11 @@ class AsyncStaticCredential:
         """Nothing to release."""
 
 
-@pytest.fixture(scope="module")
-def certs() -> Certificates:
-    return issue_certificates()
-
-
 @pytest.fixture
-def policy(certs: Certificates) -> TLSPolicy:
-    return TLSPolicy(ca_data=certs.ca_pem, minimum_version=ssl.TLSVersion.TLSv1_3)
+def policy(policy: TLSPolicy) -> TLSPolicy:
+    # The shared policy (tests/transport/conftest.py), held to the TLS 1.3 that every server
+    # of this module speaks.
+    return dataclasses.replace(policy, minimum_version=ssl.TLSVersion.TLSv1_3)
 
 
 @pytest.fixture

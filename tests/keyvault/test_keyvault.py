@@ -7,33 +7,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
-from azure.keyvault.keys._shared import http_challenge_cache
 
 import envelope.keyvault
 from envelope import DecryptionError, Envelope, KeyAccessError, LocalKey, WrappedKey, inspect
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
-
-from .test_keyvault_support import admin, kek, round_trips_in_threads
-
-
-@pytest.fixture(scope="module")
-def vault() -> Iterator[LocalKeyVault]:
-    with LocalKeyVault() as local:
-        yield local
-
-
-@pytest.fixture(autouse=True)
-def fresh(vault: LocalKeyVault) -> Iterator[None]:
-    http_challenge_cache.clear()
-    vault.clear_faults()
-    vault.reset_counts()
-    yield
-    vault.clear_faults()
-
+from tests.conftest import kek, round_trips_in_threads
+from tests.conftest import key_client as admin
 
 _names = iter(range(10**6))
 

@@ -11,14 +11,12 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.transport import AsyncioRequestsTransport
 from azure.keyvault.keys import KeyType
-from azure.keyvault.keys._shared import http_challenge_cache
 from azure.keyvault.keys.aio import KeyClient
 from azure.keyvault.keys.crypto import EncryptionAlgorithm, KeyWrapAlgorithm
 from azure.keyvault.keys.crypto.aio import CryptographyClient
 
 from envelope.testing import LocalKeyVault
-
-TIMEOUTS = {"connection_timeout": 5, "read_timeout": 10}
+from tests.conftest import TIMEOUTS
 
 
 def transport(vault: LocalKeyVault) -> Any:
@@ -47,13 +45,6 @@ def crypto_client(vault: LocalKeyVault, key_id: str, credential: Any) -> Cryptog
         retry_backoff_factor=0.01,
         **TIMEOUTS,
     )
-
-
-@pytest.fixture
-def vault():
-    http_challenge_cache.clear()
-    with LocalKeyVault() as local:
-        yield local
 
 
 @pytest.mark.asyncio

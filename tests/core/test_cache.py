@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
-from azure.keyvault.keys._shared import http_challenge_cache
 
 import envelope
 from envelope import (
@@ -24,8 +22,7 @@ from envelope import (
     inspect,
 )
 from envelope.testing import LocalKeyVault
-
-from .test_keyvault_support import kek, round_trips_in_threads
+from tests.conftest import kek, round_trips_in_threads
 
 
 class Counting:
@@ -204,18 +201,9 @@ def test_eight_threads_share_both_caches():
     assert unwraps.stats().hits + unwraps.stats().misses == 1600
 
 
-@pytest.fixture(scope="module")
-def vault() -> Iterator[LocalKeyVault]:
-    with LocalKeyVault() as local:
-        yield local
-
-
 @pytest.fixture
-def clean(vault: LocalKeyVault) -> Iterator[LocalKeyVault]:
-    http_challenge_cache.clear()
-    vault.reset_counts()
-    yield vault
-    vault.clear_faults()
+def clean(vault: LocalKeyVault, fresh: None) -> LocalKeyVault:
+    return vault
 
 
 def test_key_vault_calls_per_message_with_caches(clean):

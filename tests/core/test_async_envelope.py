@@ -5,32 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 from azure.core.pipeline.transport import AsyncioRequestsTransport
-from azure.keyvault.keys._shared import http_challenge_cache
 
 from envelope import DataKeyCache, Envelope, KeyAccessError, LocalKey, UnwrapCache
 from envelope.testing import LocalKeyVault
+from tests.conftest import kek
 
-from .test_keyvault_support import kek
-
-
-@pytest.fixture(scope="module")
-def vault() -> Iterator[LocalKeyVault]:
-    with LocalKeyVault() as local:
-        local.create_key("async-rsa", "RSA")
-        local.create_key("async-oct", "oct-HSM")
-        yield local
+pytestmark = pytest.mark.usefixtures("fresh")
 
 
-@pytest.fixture(autouse=True)
-def fresh(vault: LocalKeyVault) -> Iterator[None]:
-    http_challenge_cache.clear()
-    vault.reset_counts()
-    yield
-    vault.clear_faults()
+@pytest.fixture(scope="module", autouse=True)
+def async_keys(vault: LocalKeyVault) -> None:
+    vault.create_key("async-rsa", "RSA")
+    vault.create_key("async-oct", "oct-HSM")
 
 
 @pytest.mark.asyncio

@@ -166,14 +166,26 @@ def serve(
     """Run an HTTP(S) server on 127.0.0.1 in a thread; join it and its workers on exit."""
     recorded = Recorded()
     server = _Server(context, responder, recorded)
+    with _running(server):
+        yield RunningServer(LOOPBACK, server.server_address[1], recorded)
+
+
+@contextmanager
+def _running(
+    server: socketserver.BaseServer, drain: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Serve in a thread; on exit stop, then ``drain`` what is still queued, then close,
+    which joins the workers."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        yield RunningServer(LOOPBACK, server.server_address[1], recorded)
+        yield
     finally:
         server.shutdown()
-        server.server_close()
         thread.join(timeout=10)
+        if drain is not None:
+            drain()
+        server.server_close()
 
 
 @contextmanager
@@ -329,14 +341,8 @@ def connect_proxy() -> Iterator[tuple[str, list[str]]]:
     """A CONNECT-only HTTP proxy that tunnels to 127.0.0.1; yields its URL and the CONNECT
     request lines it saw."""
     server = _TunnelServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with _running(server):
         yield f"http://{LOOPBACK}:{server.server_address[1]}", server.connects
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @dataclass
@@ -450,12 +456,5 @@ def forward_proxy() -> Iterator[tuple[str, ProxyLog]]:
     answers any other host itself (a real proxy would go there in plaintext). Yields its URL
     and its log, complete once the block has exited."""
     server = _ForwardServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with _running(server, server.drain):
         yield f"http://{LOOPBACK}:{server.server_address[1]}", server.log
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.drain()
-        server.server_close()

@@ -29,7 +29,7 @@ from envelope._format import (
     encode_header,
 )
 from envelope._limits import MAX_HEADER_BYTES
-from tests.conftest import SMALL_FRAME
+from tests.core.conftest import SMALL_FRAME
 
 CONTEXT = {"tenant": "contoso"}
 OVERHEAD = 2 * 16

@@ -16,7 +16,7 @@ import urllib3.connection
 
 import envelope
 from envelope.transport import _guard, forbid_plaintext
-from tests.transport_servers import LOOPBACK, ProxyLog, forward_proxy, serve, silent_listener
+from tests.transport.servers import LOOPBACK, ProxyLog, forward_proxy, serve, silent_listener
 
 
 def _http_client(url: str) -> int:

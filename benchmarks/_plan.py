@@ -1,0 +1,75 @@
+"""The plan of a run: which message sizes each case measures, how many rounds and messages,
+for the full run or for ``--quick``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["GiB", "KiB", "MiB", "Plan"]
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: the full run, or ``--quick`` for smoke tests."""
+
+    quick: bool
+    sizes: tuple[int, ...]
+    rounds_small: int
+    rounds_large: int
+    min_sample_s: float
+    layer_sizes: tuple[int, ...]
+    frame_sizes: tuple[int, ...]
+    frame_message: int
+    wall_sizes: tuple[int, ...]
+    stream_size: int
+    stream_repeats: int
+    kv_cached: int
+    kv_uncached: int
+    kv_budget_s: float
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(
+            quick=False,
+            sizes=(KiB, 64 * KiB, MiB, 64 * MiB, 256 * MiB),
+            rounds_small=9,
+            rounds_large=5,
+            min_sample_s=0.05,
+            layer_sizes=(KiB, 64 * MiB),
+            frame_sizes=(16 * KiB, 32 * KiB, 64 * KiB, 128 * KiB, 256 * KiB, MiB),
+            frame_message=64 * MiB,
+            wall_sizes=(64 * MiB, 256 * MiB),
+            stream_size=GiB,
+            stream_repeats=3,
+            kv_cached=10_000,
+            kv_uncached=100,
+            kv_budget_s=15.0,
+        )
+
+    @classmethod
+    def quick_plan(cls) -> Plan:
+        return cls(
+            quick=True,
+            sizes=(KiB, 64 * KiB, MiB),
+            rounds_small=3,
+            rounds_large=3,
+            min_sample_s=0.005,
+            layer_sizes=(KiB,),
+            frame_sizes=(16 * KiB, 64 * KiB, 256 * KiB),
+            frame_message=MiB,
+            wall_sizes=(MiB,),
+            stream_size=16 * MiB,
+            stream_repeats=1,
+            kv_cached=100,
+            kv_uncached=5,
+            kv_budget_s=3.0,
+        )
+
+    def rounds(self, size: int) -> int:
+        if size >= 256 * MiB:
+            return 3  # the slowest peer takes seconds per 256 MiB call
+        return self.rounds_large if size >= 64 * MiB else self.rounds_small

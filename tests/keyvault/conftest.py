@@ -1,0 +1,11 @@
+"""Fixtures of the KeyVaultKey tests: the module's LocalKeyVault (``vault``, tests/conftest.py)
+is put back to a clean state before every test, which counts its operations or injects faults."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fresh_vault(fresh: None) -> None:
+    pass
