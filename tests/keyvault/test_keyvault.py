@@ -381,6 +381,35 @@ def test_all_keks_of_a_layer_failing_reports_every_reason(vault):
         with pytest.raises(KeyAccessError, match="none of 2 keys") as caught:
             env.decrypt(blob)
         assert caught.value.code == "Forbidden"
+        # Each KEK's own error is kept, in the order they were tried.
+        assert [e.code for e in caught.value.errors] == ["Forbidden", "Forbidden"]
+        assert [e.key_id for e in caught.value.errors] == [a.key_id, b.key_id]
+
+
+def test_every_cause_is_kept_when_a_layers_keks_fail_differently(vault):
+    name = unique("rsa")
+    vault.create_key(name)
+    dead = LocalKeyVault()
+    try:
+        dead_name = unique("rsa")
+        dead.create_key(dead_name)
+        with kek(vault, name) as disabled, kek(dead, dead_name) as unreachable:
+            env = Envelope([[disabled, unreachable], LocalKey.generate()])
+            blob = env.encrypt(b"x")
+            vault.update_key(name, enabled=False)
+            dead.close()
+            with pytest.raises(KeyAccessError) as caught:
+                env.decrypt(blob)
+            first, second = caught.value.errors
+            assert first.code == "Forbidden"
+            assert first.key_id == disabled.key_id
+            assert second.key_id == unreachable.key_id
+            assert second.code != "Forbidden"
+            assert caught.value.code == second.code
+            assert str(first) in str(caught.value)
+            assert str(second) in str(caught.value)
+    finally:
+        dead.close()
 
 
 def test_eight_threads_share_kvks(vault):

@@ -1,0 +1,247 @@
+# mypy: allow-untyped-defs, allow-incomplete-defs
+"""The caches own their single flight: however many threads or asyncio tasks miss the same
+entry at once, one of them fills it and the others wait for its value. A failed fill is
+never remembered; each waiter then tries its own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+
+from envelope import (
+    DataKeyCache,
+    DecryptionError,
+    Envelope,
+    KeyAccessError,
+    LocalKey,
+    UnwrapCache,
+    WrappedKey,
+)
+
+T = TypeVar("T")
+
+THREADS = 200
+TASKS = 500
+SALT_OFFSET = 14  # FORMAT.md section 2
+
+
+class SlowCounting:
+    """A LocalKey whose wraps and unwraps take a while and are counted (thread-safe), so
+    concurrent callers really overlap; sync and asyncio."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self._key = LocalKey.generate()
+        self.delay = delay
+        self._lock = threading.Lock()
+        self.wraps = 0
+        self.unwraps = 0
+
+    @property
+    def key_id(self) -> str:
+        return self._key.key_id
+
+    def can_unwrap(self, key_id: str) -> bool:
+        return self._key.can_unwrap(key_id)
+
+    def wrap_key(self, data_key: bytes) -> WrappedKey:
+        with self._lock:
+            self.wraps += 1
+        time.sleep(self.delay)
+        return self._key.wrap_key(data_key)
+
+    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
+        with self._lock:
+            self.unwraps += 1
+        time.sleep(self.delay)
+        return self._key.unwrap_key(wrapped)
+
+    async def wrap_key_async(self, data_key: bytes) -> WrappedKey:
+        self.wraps += 1
+        await asyncio.sleep(self.delay)
+        return self._key.wrap_key(data_key)
+
+    async def unwrap_key_async(self, wrapped: WrappedKey) -> bytes:
+        self.unwraps += 1
+        await asyncio.sleep(self.delay)
+        return self._key.unwrap_key(wrapped)
+
+
+def run_threads(count: int, work: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:
+    """Run ``work(n)`` in ``count`` threads released together; results and errors."""
+    barrier = threading.Barrier(count)
+    results: list[T] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def body(n: int) -> None:
+        barrier.wait()
+        try:
+            value = work(n)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+        else:
+            with lock:
+                results.append(value)
+
+    threads = [threading.Thread(target=body, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    return results, errors
+
+
+def test_one_fill_serves_hundreds_of_threads():
+    cache = UnwrapCache()
+    fills = []
+
+    def fill() -> bytes:
+        fills.append(1)
+        time.sleep(0.05)
+        return b"k" * 32
+
+    results, errors = run_threads(THREADS, lambda n: cache.get_or_fill("key", fill))
+    assert errors == []
+    assert results == [b"k" * 32] * THREADS
+    assert len(fills) == 1
+    stats = cache.stats()
+    assert (stats.misses, stats.hits, stats.kek_calls, stats.entries) == (1, THREADS - 1, 1, 1)
+
+
+def test_a_failed_fill_reaches_its_caller_only_and_the_waiters_fill_again():
+    cache = UnwrapCache()
+    calls = []
+
+    def fill() -> bytes:
+        calls.append(1)
+        time.sleep(0.05)
+        if len(calls) == 1:
+            raise KeyAccessError("vault down", code="ServiceUnavailable")
+        return b"v" * 32
+
+    results, errors = run_threads(50, lambda n: cache.get_or_fill("key", fill))
+    assert len(errors) == 1
+    assert isinstance(errors[0], KeyAccessError)
+    assert results == [b"v" * 32] * 49
+    assert len(calls) == 2  # the failure was not remembered; one waiter filled again
+    assert cache.stats().kek_calls == 2
+
+
+def test_a_fill_that_returns_none_is_not_remembered():
+    cache = UnwrapCache()
+    calls = []
+
+    def refused() -> bytes | None:
+        calls.append(1)
+        return None
+
+    assert cache.get_or_fill("key", refused) is None
+    assert cache.get_or_fill("key", refused) is None
+    assert len(calls) == 2
+    assert len(cache) == 0
+
+
+@pytest.mark.asyncio
+async def test_one_fill_serves_hundreds_of_tasks_and_a_cancelled_waiter_harms_no_one():
+    cache = UnwrapCache()
+    fills = []
+    release = asyncio.Event()
+
+    async def fill() -> bytes:
+        fills.append(1)
+        await release.wait()
+        return b"a" * 32
+
+    tasks = [asyncio.create_task(cache.get_or_fill_async("key", fill)) for _ in range(TASKS)]
+    await asyncio.sleep(0.05)
+    tasks[-1].cancel()  # a waiter gives up
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[-1], asyncio.CancelledError)
+    assert results[:-1] == [b"a" * 32] * (TASKS - 1)
+    assert len(fills) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_filler_lets_a_waiter_fill():
+    cache = UnwrapCache()
+    fills = []
+
+    async def fill() -> bytes:
+        fills.append(1)
+        await asyncio.sleep(0.2 if len(fills) == 1 else 0)
+        return b"b" * 32
+
+    leader = asyncio.create_task(cache.get_or_fill_async("key", fill))
+    await asyncio.sleep(0.01)
+    waiters = [asyncio.create_task(cache.get_or_fill_async("key", fill)) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    leader.cancel()
+    assert await asyncio.gather(*waiters) == [b"b" * 32] * 20
+    assert len(fills) == 2
+
+
+def test_concurrent_decryptions_unwrap_each_wrapped_key_once():
+    inner, outer = SlowCounting(), SlowCounting()
+    writer = Envelope([inner, outer])
+    blob = writer.encrypt(b"shared")
+    inner.unwraps = outer.unwraps = 0
+    cache = UnwrapCache()
+    reader = Envelope([inner, outer], unwrap_cache=cache)
+    results, errors = run_threads(THREADS, lambda n: bytes(reader.decrypt(blob)))
+    assert errors == []
+    assert results == [b"shared"] * THREADS
+    assert (inner.unwraps, outer.unwraps) == (1, 1)
+    stats = cache.stats()
+    assert stats.misses == 2
+    assert stats.hits == 2 * THREADS - 2
+
+
+def test_a_cold_data_key_cache_wraps_once_for_hundreds_of_threads():
+    inner, outer = SlowCounting(), SlowCounting()
+    env = Envelope([inner, outer], data_key_cache=DataKeyCache())
+    results, errors = run_threads(THREADS, lambda n: (n, env.encrypt(f"m{n}".encode())))
+    assert errors == []
+    assert (inner.wraps, outer.wraps) == (1, 1)
+    inner.delay = outer.delay = 0.0
+    for n, blob in results:
+        assert env.decrypt(blob) == f"m{n}".encode()
+
+
+@pytest.mark.asyncio
+async def test_concurrent_async_round_trips_wrap_and_unwrap_once():
+    inner, outer = SlowCounting(), SlowCounting()
+    env = Envelope([inner, outer], data_key_cache=DataKeyCache(), unwrap_cache=UnwrapCache())
+
+    async def one(n: int) -> bytes:
+        return bytes(await env.decrypt_async(await env.encrypt_async(f"t{n}".encode())))
+
+    results = await asyncio.gather(*(one(n) for n in range(TASKS)))
+    assert results == [f"t{n}".encode() for n in range(TASKS)]
+    assert (inner.wraps, outer.wraps) == (1, 1)
+    assert (inner.unwraps, outer.unwraps) == (1, 1)
+
+
+def test_a_forged_header_waiting_on_a_genuine_fill_still_fails_its_own_commitment():
+    """A waiter is handed the data key another caller's message unwrapped to; it must still
+    check it against its own header's commitment."""
+    inner, outer = SlowCounting(), SlowCounting()
+    env = Envelope([inner, outer], unwrap_cache=UnwrapCache())
+    genuine = env.encrypt(b"genuine")
+    forged = bytearray(genuine)
+    forged[SALT_OFFSET] ^= 1  # same wrapped keys, but the commitments no longer match
+
+    def work(n: int) -> bytes:
+        return bytes(env.decrypt(genuine if n % 2 else forged))
+
+    results, errors = run_threads(40, work)
+    assert results == [b"genuine"] * 20
+    assert len(errors) == 20
+    assert all(isinstance(e, DecryptionError) for e in errors)
