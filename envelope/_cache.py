@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 __all__ = ["CacheStats", "DataKeyCache", "UnwrapCache"]
 
 _V = TypeVar("_V")
+_F = TypeVar("_F")
 
 #: Defaults, stated in the README ("Caches"). A cached key is dropped at whichever limit it
 #: reaches first.
@@ -90,11 +91,8 @@ class _BoundedCache(Generic[_V]):
         self._entries: OrderedDict[Hashable, _Entry[_V]] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = self._misses = self._kek_calls = self._evictions = 0
-        # Fills in progress: threads wait on an event, asyncio tasks on a future of their
-        # own loop (a future cannot be awaited from another loop).
-        self._fills: dict[Hashable, threading.Event] = {}
-        self._async_fills: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Future[None]]
-        self._async_fills = {}
+        # Fills in progress: threads wait on an event, asyncio tasks on a future.
+        self._flights: dict[Hashable, Any] = {}
 
     @property
     def max_age(self) -> float:
@@ -141,24 +139,19 @@ class _BoundedCache(Generic[_V]):
         own in turn. ``fill`` makes ``kek_calls`` KEK operations, counted when it runs,
         whether it succeeds or not; ``owner`` is kept alive with the entry.
         """
+        slot = (None, key)
         while True:
-            with self._lock:
-                value = self._lookup(key, nbytes)
-                if value is not None:
-                    return value
-                flight = self._fills.get(key)
-                if flight is None:
-                    flight = self._fills[key] = threading.Event()
-                    self._misses += 1
-                    break
+            value, flight, leading = self._claim(slot, key, nbytes, threading.Event)
+            if flight is None:
+                return value
+            if leading:
+                break
             flight.wait()
         value = None
         try:
             value = fill()
         finally:
-            with self._lock:
-                self._landed(key, value, owner, nbytes, kek_calls)
-                del self._fills[key]
+            self._land(slot, key, value, owner, nbytes, kek_calls)
             flight.set()
         return value
 
@@ -173,28 +166,60 @@ class _BoundedCache(Generic[_V]):
     ) -> _V | None:
         """The asyncio twin of :meth:`get_or_fill`: tasks of one event loop share a fill."""
         loop = asyncio.get_running_loop()
+        # A future can only be awaited on its own loop: each loop has its own flights.
         slot = (loop, key)
         while True:
-            with self._lock:
-                value = self._lookup(key, nbytes)
-                if value is not None:
-                    return value
-                flight = self._async_fills.get(slot)
-                if flight is None:
-                    flight = self._async_fills[slot] = loop.create_future()
-                    self._misses += 1
-                    break
+            value, flight, leading = self._claim(slot, key, nbytes, loop.create_future)
+            if flight is None:
+                return value
+            if leading:
+                break
             # Shielded: a waiter that is cancelled must not cancel the others' signal.
             await asyncio.shield(flight)
         value = None
         try:
             value = await fill()
         finally:
-            with self._lock:
-                self._landed(key, value, owner, nbytes, kek_calls)
-                del self._async_fills[slot]
+            self._land(slot, key, value, owner, nbytes, kek_calls)
             flight.set_result(None)
         return value
+
+    def _claim(
+        self, slot: Hashable, key: Hashable, nbytes: int, new_flight: Callable[[], _F]
+    ) -> tuple[_V | None, _F | None, bool]:
+        """``(value, None, False)`` for a hit; ``(None, flight, False)`` to wait for the fill
+        in flight under ``slot``; ``(None, flight, True)`` when this caller fills (a miss)."""
+        with self._lock:
+            value = self._lookup(key, nbytes)
+            if value is not None:
+                return value, None, False
+            flight: _F | None = self._flights.get(slot)
+            if flight is not None:
+                return None, flight, False
+            flight = self._flights[slot] = new_flight()
+            self._misses += 1
+            return None, flight, True
+
+    def _land(
+        self,
+        slot: Hashable,
+        key: Hashable,
+        value: _V | None,
+        owner: object,
+        nbytes: int,
+        kek_calls: int,
+    ) -> None:
+        """Book a finished fill, remember its value if it has one, end its flight."""
+        with self._lock:
+            del self._flights[slot]
+            self._kek_calls += kek_calls
+            if value is None:
+                return
+            self._entries[key] = _Entry(value, time.monotonic(), owner, nbytes)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+                self._evictions += 1
 
     def _lookup(self, key: Hashable, nbytes: int) -> _V | None:
         """Under the lock: the value if its entry may serve one more message of ``nbytes``,
@@ -215,19 +240,6 @@ class _BoundedCache(Generic[_V]):
         self._entries.move_to_end(key)
         self._hits += 1
         return entry.value
-
-    def _landed(
-        self, key: Hashable, value: _V | None, owner: object, nbytes: int, kek_calls: int
-    ) -> None:
-        """Under the lock: book a finished fill, and remember its value if it has one."""
-        self._kek_calls += kek_calls
-        if value is None:
-            return
-        self._entries[key] = _Entry(value, time.monotonic(), owner, nbytes)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-            self._evictions += 1
 
 
 class DataKeyCache(_BoundedCache[Any]):

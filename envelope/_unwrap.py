@@ -19,6 +19,7 @@ in :class:`_LayerAttempt`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import TracebackType
 from typing import NamedTuple
 
 from ._cache import UnwrapCache
@@ -92,14 +93,9 @@ class Unwrapper:
     def _unwrap_layer(self, index: int, header: Header, candidates: Candidates) -> LayerKeys:
         attempt = _LayerAttempt(index, header)
         for kek, record in candidates:
-            try:
-                data_key = self._data_key(attempt, kek, record)
-            except (KeyAccessError, DecryptionError) as exc:
-                attempt.failed(exc)
-                continue
-            found = attempt.keys(data_key)
-            if found is not None:
-                return found
+            with attempt:
+                if found := attempt.keys(self._data_key(attempt, kek, record)):
+                    return found
         raise attempt.error()
 
     async def _unwrap_layer_async(
@@ -107,14 +103,9 @@ class Unwrapper:
     ) -> LayerKeys:
         attempt = _LayerAttempt(index, header)
         for kek, record in candidates:
-            try:
-                data_key = await self._data_key_async(attempt, kek, record)
-            except (KeyAccessError, DecryptionError) as exc:
-                attempt.failed(exc)
-                continue
-            found = attempt.keys(data_key)
-            if found is not None:
-                return found
+            with attempt:
+                if found := attempt.keys(await self._data_key_async(attempt, kek, record)):
+                    return found
         raise attempt.error()
 
     def _data_key(
@@ -143,7 +134,8 @@ class Unwrapper:
 
 class _LayerAttempt:
     """The bookkeeping of unwrapping one layer: the commitment check, and why each
-    candidate KEK failed."""
+    candidate KEK failed (each candidate is tried inside ``with attempt:``, which notes a
+    ``KeyAccessError`` or ``DecryptionError`` and lets the loop go on)."""
 
     __slots__ = ("_access", "_index", "_info", "_integrity", "_layer", "_salt")
 
@@ -170,11 +162,23 @@ class _LayerAttempt:
         matched is ever remembered, so a forged header never enters a cache."""
         return bytes(data_key) if self._message_key(data_key) is not None else None
 
-    def failed(self, error: KeyAccessError | DecryptionError) -> None:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        """Around one candidate: why it failed is noted, and the next candidate is tried."""
         if isinstance(error, KeyAccessError):
             self._access.append(error)
-        else:
+            return True
+        if isinstance(error, DecryptionError):
             self._integrity = True
+            return True
+        return False
 
     def error(self) -> EnvelopeError:
         """The exception for the caller once every candidate failed."""

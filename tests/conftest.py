@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from azure.core.credentials import AccessToken
@@ -18,6 +18,8 @@ from azure.keyvault.keys._shared import http_challenge_cache
 from envelope import Envelope
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
+
+T = TypeVar("T")
 
 TIMEOUTS = {"connection_timeout": 5, "read_timeout": 10}
 
@@ -81,25 +83,41 @@ def kek(vault: LocalKeyVault, key_id: str, credential: Any = None, **options: An
     )
 
 
-def round_trips_in_threads(
-    env: Envelope, *, threads: int, messages: int
-) -> tuple[list[threading.Thread], list[BaseException]]:
-    """Each of ``threads`` threads encrypts and decrypts ``messages`` distinct messages
-    through ``env``, checking each round trip. Returns the threads (joined, 30 s each) and
-    whatever they raised."""
+def run_threads(count: int, work: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:
+    """Run ``work(n)`` for n in range(count), each in its own thread, all released at once;
+    returns what they returned and what they raised. Every thread must end within 60 s."""
+    barrier = threading.Barrier(count)
+    results: list[T] = []
     errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def body(n: int) -> None:
+        barrier.wait()
+        try:
+            value = work(n)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+        else:
+            with lock:
+                results.append(value)
+
+    threads = [threading.Thread(target=body, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    return results, errors
+
+
+def round_trips_in_threads(env: Envelope, *, threads: int, messages: int) -> list[BaseException]:
+    """Each of ``threads`` threads encrypts and decrypts ``messages`` distinct messages
+    through ``env``, checking each round trip. Returns whatever they raised."""
 
     def work(n: int) -> None:
-        try:
-            for i in range(messages):
-                data = f"{n}:{i}".encode()
-                assert env.decrypt(env.encrypt(data)) == data
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(messages):
+            data = f"{n}:{i}".encode()
+            assert env.decrypt(env.encrypt(data)) == data
 
-    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(30)
-    return workers, errors
+    return run_threads(threads, work)[1]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 import pytest
 
-from envelope import Envelope, LocalKey
+from envelope import Envelope, LocalKey, WrappedKey
 
 SMALL_FRAME = 1024
 
@@ -23,3 +27,46 @@ def outer_key() -> LocalKey:
 def env(inner_key: LocalKey, outer_key: LocalKey) -> Envelope:
     """The default two-layer envelope with small frames, so messages have many frames."""
     return Envelope([inner_key, outer_key], frame_size=SMALL_FRAME)
+
+
+class Counting:
+    """A LocalKey that counts its wraps and unwraps (thread-safe), and spends ``delay``
+    seconds on each so that concurrent callers really overlap; sync and asyncio."""
+
+    def __init__(self, key_id: str | None = None, *, delay: float = 0.0) -> None:
+        self._key = LocalKey.generate(key_id)
+        self._lock = threading.Lock()
+        self.delay = delay
+        self.wraps = 0
+        self.unwraps = 0
+
+    @property
+    def key_id(self) -> str:
+        return self._key.key_id
+
+    def can_unwrap(self, key_id: str) -> bool:
+        return self._key.can_unwrap(key_id)
+
+    def wrap_key(self, data_key: bytes) -> WrappedKey:
+        self._count("wraps")
+        time.sleep(self.delay)
+        return self._key.wrap_key(data_key)
+
+    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
+        self._count("unwraps")
+        time.sleep(self.delay)
+        return self._key.unwrap_key(wrapped)
+
+    async def wrap_key_async(self, data_key: bytes) -> WrappedKey:
+        self._count("wraps")
+        await asyncio.sleep(self.delay)
+        return self._key.wrap_key(data_key)
+
+    async def unwrap_key_async(self, wrapped: WrappedKey) -> bytes:
+        self._count("unwraps")
+        await asyncio.sleep(self.delay)
+        return self._key.unwrap_key(wrapped)
+
+    def _count(self, counter: str) -> None:
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + 1)

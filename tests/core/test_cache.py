@@ -18,35 +18,11 @@ from envelope import (
     KeyAccessError,
     LocalKey,
     UnwrapCache,
-    WrappedKey,
     inspect,
 )
 from envelope.testing import LocalKeyVault
 from tests.conftest import kek, round_trips_in_threads
-
-
-class Counting:
-    """A LocalKey that counts its wrap and unwrap calls."""
-
-    def __init__(self, key_id: str | None = None) -> None:
-        self._key = LocalKey.generate(key_id)
-        self.wraps = 0
-        self.unwraps = 0
-
-    @property
-    def key_id(self) -> str:
-        return self._key.key_id
-
-    def can_unwrap(self, key_id: str) -> bool:
-        return self._key.can_unwrap(key_id)
-
-    def wrap_key(self, data_key: bytes) -> WrappedKey:
-        self.wraps += 1
-        return self._key.wrap_key(data_key)
-
-    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
-        self.unwraps += 1
-        return self._key.unwrap_key(wrapped)
+from tests.core.conftest import Counting
 
 
 def test_cache_names_are_public():
@@ -193,8 +169,7 @@ def test_eight_threads_share_both_caches():
     a, b = Counting(), Counting()
     data_keys, unwraps = DataKeyCache(max_messages=50), UnwrapCache()
     env = Envelope([a, b], data_key_cache=data_keys, unwrap_cache=unwraps)
-    _, errors = round_trips_in_threads(env, threads=8, messages=100)
-    assert errors == []
+    assert round_trips_in_threads(env, threads=8, messages=100) == []
     stats = data_keys.stats()
     assert stats.hits + stats.misses == 800
     assert 16 <= a.wraps <= 16 + 8  # 800 / 50 rotations, plus racing misses

@@ -40,7 +40,8 @@ def test_every_cited_document_is_in_the_repository():
     documents = {path.resolve() for path in files if path.suffix == ".md"}
     missing = []
     for path in files:
-        if path.suffix in {".png", ".json"}:
+        # Binary and data files cite nothing; this file cites stale names on purpose.
+        if path.suffix in {".png", ".json"} or path == Path(__file__).resolve():
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         for match in MARKDOWN.finditer(text):

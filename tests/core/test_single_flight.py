@@ -6,9 +6,7 @@ never remembered; each waiter then tries its own."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
@@ -18,84 +16,17 @@ from envelope import (
     DecryptionError,
     Envelope,
     KeyAccessError,
-    LocalKey,
     UnwrapCache,
-    WrappedKey,
 )
+from tests.conftest import run_threads
+from tests.core.conftest import Counting
 
 T = TypeVar("T")
 
 THREADS = 200
 TASKS = 500
 SALT_OFFSET = 14  # FORMAT.md section 2
-
-
-class SlowCounting:
-    """A LocalKey whose wraps and unwraps take a while and are counted (thread-safe), so
-    concurrent callers really overlap; sync and asyncio."""
-
-    def __init__(self, delay: float = 0.05) -> None:
-        self._key = LocalKey.generate()
-        self.delay = delay
-        self._lock = threading.Lock()
-        self.wraps = 0
-        self.unwraps = 0
-
-    @property
-    def key_id(self) -> str:
-        return self._key.key_id
-
-    def can_unwrap(self, key_id: str) -> bool:
-        return self._key.can_unwrap(key_id)
-
-    def wrap_key(self, data_key: bytes) -> WrappedKey:
-        with self._lock:
-            self.wraps += 1
-        time.sleep(self.delay)
-        return self._key.wrap_key(data_key)
-
-    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
-        with self._lock:
-            self.unwraps += 1
-        time.sleep(self.delay)
-        return self._key.unwrap_key(wrapped)
-
-    async def wrap_key_async(self, data_key: bytes) -> WrappedKey:
-        self.wraps += 1
-        await asyncio.sleep(self.delay)
-        return self._key.wrap_key(data_key)
-
-    async def unwrap_key_async(self, wrapped: WrappedKey) -> bytes:
-        self.unwraps += 1
-        await asyncio.sleep(self.delay)
-        return self._key.unwrap_key(wrapped)
-
-
-def run_threads(count: int, work: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:
-    """Run ``work(n)`` in ``count`` threads released together; results and errors."""
-    barrier = threading.Barrier(count)
-    results: list[T] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def body(n: int) -> None:
-        barrier.wait()
-        try:
-            value = work(n)
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-        else:
-            with lock:
-                results.append(value)
-
-    threads = [threading.Thread(target=body, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
-    return results, errors
+DELAY = 0.05  # long enough for every caller to arrive while the first one is at its KEK
 
 
 def test_one_fill_serves_hundreds_of_threads():
@@ -189,7 +120,7 @@ async def test_a_cancelled_filler_lets_a_waiter_fill():
 
 
 def test_concurrent_decryptions_unwrap_each_wrapped_key_once():
-    inner, outer = SlowCounting(), SlowCounting()
+    inner, outer = Counting(delay=DELAY), Counting(delay=DELAY)
     writer = Envelope([inner, outer])
     blob = writer.encrypt(b"shared")
     inner.unwraps = outer.unwraps = 0
@@ -205,7 +136,7 @@ def test_concurrent_decryptions_unwrap_each_wrapped_key_once():
 
 
 def test_a_cold_data_key_cache_wraps_once_for_hundreds_of_threads():
-    inner, outer = SlowCounting(), SlowCounting()
+    inner, outer = Counting(delay=DELAY), Counting(delay=DELAY)
     env = Envelope([inner, outer], data_key_cache=DataKeyCache())
     results, errors = run_threads(THREADS, lambda n: (n, env.encrypt(f"m{n}".encode())))
     assert errors == []
@@ -217,7 +148,7 @@ def test_a_cold_data_key_cache_wraps_once_for_hundreds_of_threads():
 
 @pytest.mark.asyncio
 async def test_concurrent_async_round_trips_wrap_and_unwrap_once():
-    inner, outer = SlowCounting(), SlowCounting()
+    inner, outer = Counting(delay=DELAY), Counting(delay=DELAY)
     env = Envelope([inner, outer], data_key_cache=DataKeyCache(), unwrap_cache=UnwrapCache())
 
     async def one(n: int) -> bytes:
@@ -232,7 +163,7 @@ async def test_concurrent_async_round_trips_wrap_and_unwrap_once():
 def test_a_forged_header_waiting_on_a_genuine_fill_still_fails_its_own_commitment():
     """A waiter is handed the data key another caller's message unwrapped to; it must still
     check it against its own header's commitment."""
-    inner, outer = SlowCounting(), SlowCounting()
+    inner, outer = Counting(delay=DELAY), Counting(delay=DELAY)
     env = Envelope([inner, outer], unwrap_cache=UnwrapCache())
     genuine = env.encrypt(b"genuine")
     forged = bytearray(genuine)
