@@ -22,10 +22,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from . import _limits
 from ._errors import DecryptionError
-from ._format import TAG_BYTES, Aead, Header, Suite, authenticated_header_bytes
+from ._format import TAG_BYTES, Aead, Suite
 
 __all__ = [
     "FrameCipher",
+    "aead_constructor",
     "body_size",
     "commitments_match",
     "derive_layer_key",
@@ -81,9 +82,15 @@ def new_aead(algorithm: Aead, key: bytes) -> _AeadPrimitive:
     return _CONSTRUCTORS[algorithm](key)
 
 
-def header_digest(header: Header) -> bytes:
-    """What every frame's associated data starts with (FORMAT.md section 4)."""
-    return hashlib.sha256(authenticated_header_bytes(header)).digest()
+def aead_constructor(algorithm: Aead) -> Callable[[bytes], _AeadPrimitive]:
+    """What :func:`new_aead` calls for ``algorithm``: for a writer that makes many."""
+    return _CONSTRUCTORS[algorithm]
+
+
+def header_digest(authenticated: bytes) -> bytes:
+    """What every frame's associated data starts with (FORMAT.md section 4): the digest of
+    the header's authenticated bytes (``_format.authenticated_header_bytes``)."""
+    return hashlib.sha256(authenticated).digest()
 
 
 def commitments_match(expected: bytes, actual: bytes) -> bool:

@@ -27,12 +27,12 @@ from ._config import LayerSpec, check_frame_size, check_optional, layer_algorith
 from ._datakeys import DataKey, DataKeys, to_record
 from ._engine import FrameCipher, body_size, plaintext_size
 from ._files import atomic_output
-from ._format import Context, Header, decode_header, encode_context, encode_header, max_header_size
+from ._format import Context, Header, decode_header, encode_context, max_header_size
 from ._keys import KeyEncryptionKey, WrappedKey
 from ._limits import DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE
 from ._message import (
+    MessageWriter,
     body_cipher,
-    new_header,
     open_body,
     opened,
     parse_header,
@@ -75,6 +75,7 @@ class Envelope:
         self._layers = layer_keks(layers)
         self._algorithms = layer_algorithms(algorithms, len(self._layers))
         self._frame_size = check_frame_size(frame_size)
+        self._writer = MessageWriter(self._algorithms, self._frame_size)
         self._data_keys = DataKeys(
             self._layers, check_optional(data_key_cache, DataKeyCache, "data_key_cache")
         )
@@ -278,10 +279,7 @@ class Envelope:
     ) -> tuple[bytes, FrameCipher]:
         """The encoded header of a new message and the cipher for its body.
         ``largest_frame`` is a one-shot message's plaintext length, a stream's frame size."""
-        header, message_keys = new_header(
-            self._algorithms, self._frame_size, context, data_keys, salt
-        )
-        return encode_header(header), body_cipher(header, message_keys, largest_frame)
+        return self._writer.begin(context, data_keys, largest_frame, salt)
 
     def _encrypt_with(
         self,
@@ -294,7 +292,8 @@ class Envelope:
         """Deterministic encryption for test vectors: fixed salt and pre-wrapped keys."""
         plaintext = contiguous(data)
         keys = [
-            DataKey(key, tuple(to_record(None, w) for w in wrapped)) for key, wrapped in data_keys
+            DataKey.of(key, tuple(to_record(None, w) for w in wrapped))
+            for key, wrapped in data_keys
         ]
         encoded = encode_context(context)
         header, cipher = self._new_message(encoded, keys, len(plaintext), salt)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
+from ._datakeys import DataKey
 from ._engine import (
     FrameCipher,
+    aead_constructor,
     body_size,
     derive_layer_key,
     header_digest,
@@ -26,17 +28,18 @@ from ._format import (
     Aead,
     Context,
     Header,
-    LayerHeader,
+    HeaderWriter,
     Suite,
     WrappedKeyRecord,
+    authenticated_header_bytes,
     decode_header,
     encode_header,
 )
 
 __all__ = [
     "SUITE",
+    "MessageWriter",
     "body_cipher",
-    "new_header",
     "open_body",
     "opened",
     "parse_header",
@@ -48,27 +51,42 @@ __all__ = [
 SUITE = Suite.HKDF_SHA256
 
 
-def new_header(
-    algorithms: Sequence[Aead],
-    frame_size: int,
-    context: Context,
-    data_keys: Sequence[tuple[bytes, tuple[WrappedKeyRecord, ...]]],
-    salt: bytes | None = None,
-) -> tuple[Header, list[bytes]]:
-    """The header of a new message and each layer's message key. ``data_keys`` holds each
-    layer's data key and its wrapped copies; ``salt`` is fresh unless a test vector fixes it."""
-    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    layers = []
-    message_keys = []
-    for index, (algorithm, (data_key, wrapped)) in enumerate(
-        zip(algorithms, data_keys, strict=True)
-    ):
-        message_key, commitment = derive_layer_key(
-            data_key, hkdf_info(SUITE, index, algorithm), salt
+class MessageWriter:
+    """Begins the new messages of one envelope. What they all share is prepared once: each
+    layer's HKDF info and AEAD, the frame size and the header's fixed fields."""
+
+    __slots__ = ("_frame_size", "_header", "_layers")
+
+    def __init__(self, algorithms: Sequence[Aead], frame_size: int) -> None:
+        self._frame_size = frame_size
+        self._header = HeaderWriter(SUITE, frame_size, algorithms)
+        self._layers = tuple(
+            (hkdf_info(SUITE, index, algorithm), aead_constructor(algorithm))
+            for index, algorithm in enumerate(algorithms)
         )
-        message_keys.append(message_key)
-        layers.append(LayerHeader(algorithm, commitment, wrapped))
-    return Header(SUITE, frame_size, salt, context, tuple(layers)), message_keys
+
+    def begin(
+        self,
+        context: Context,
+        data_keys: Sequence[DataKey],
+        largest_frame: int,
+        salt: bytes | None = None,
+    ) -> tuple[bytes, FrameCipher]:
+        """The header of a new message and the cipher for its body. ``largest_frame`` is a
+        one-shot message's plaintext length, a stream's frame size; ``salt`` is fresh
+        unless a test vector fixes it."""
+        salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+        aeads = []
+        commitments = []
+        for (info, construct), data_key in zip(self._layers, data_keys, strict=True):
+            message_key, commitment = derive_layer_key(data_key.key, info, salt)
+            aeads.append(construct(message_key))
+            commitments.append(commitment)
+        header, authenticated = self._header.write(
+            salt, context, commitments, [data_key.encoded for data_key in data_keys]
+        )
+        digest = header_digest(authenticated)
+        return header, FrameCipher(aeads, digest, self._frame_size, largest_frame=largest_frame)
 
 
 def body_cipher(header: Header, message_keys: Sequence[bytes], largest_frame: int) -> FrameCipher:
@@ -78,7 +96,8 @@ def body_cipher(header: Header, message_keys: Sequence[bytes], largest_frame: in
         new_aead(layer.algorithm, key)
         for layer, key in zip(header.layers, message_keys, strict=True)
     ]
-    return FrameCipher(aeads, header_digest(header), header.frame_size, largest_frame=largest_frame)
+    digest = header_digest(authenticated_header_bytes(header))
+    return FrameCipher(aeads, digest, header.frame_size, largest_frame=largest_frame)
 
 
 def parse_header(view: memoryview, expected: Context) -> tuple[Header, int]:

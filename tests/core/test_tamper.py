@@ -25,6 +25,7 @@ from envelope._format import (
     PREFIX_BYTES,
     Header,
     LayerHeader,
+    authenticated_header_bytes,
     decode_header,
     encode_header,
 )
@@ -170,7 +171,7 @@ def test_stripping_the_outer_layer_fails(inner_key: LocalKey, outer_key: LocalKe
         outer_dek, hkdf_info(header.suite, 1, header.layers[1].algorithm), header.salt
     )
     outer = new_aead(header.layers[1].algorithm, outer_message_key)
-    digest = header_digest(header)
+    digest = header_digest(authenticated_header_bytes(header))
     body = bytes(blob[header_length:])
     peeled = b""
     for index, start in enumerate(range(0, len(body), FULL)):
