@@ -1,5 +1,8 @@
 """The layered cipher: key derivation, key commitment and frame sealing (FORMAT.md 4-5).
 
+Both suites of section 5 live here: suite 1 derives with HKDF-SHA-256 from ``cryptography``,
+suite 2 with keyed BLAKE2b from ``hashlib`` (CPython's BLAKE2 reference code).
+
 Frames are sealed through every layer into preallocated buffers with ``encrypt_into`` /
 ``decrypt_into``: layer 0 reads the caller's plaintext, intermediate layers go through two
 small scratch buffers that stay in cache, and the last layer writes straight into the
@@ -32,7 +35,7 @@ __all__ = [
     "derive_layer_key",
     "frame_count",
     "header_digest",
-    "hkdf_info",
+    "kdf_info",
     "new_aead",
     "plaintext_size",
 ]
@@ -64,18 +67,33 @@ _CONSTRUCTORS: dict[Aead, Callable[[bytes], _AeadPrimitive]] = {
 
 
 @functools.lru_cache(maxsize=64)
-def hkdf_info(suite: Suite, layer: int, algorithm: Aead) -> bytes:
-    """The constant part of a layer's HKDF info (FORMAT.md section 5); the salt follows."""
-    if suite is not Suite.HKDF_SHA256:
-        raise ValueError(f"unsupported suite {suite!r}")
+def kdf_info(suite: Suite, layer: int, algorithm: Aead) -> bytes:
+    """The constant part of a layer's ``info_j`` (FORMAT.md section 5); the salt follows."""
     return _INFO_PREFIX + bytes((suite, layer, algorithm))
 
 
-def derive_layer_key(data_key: bytes, info: bytes, salt: bytes) -> tuple[bytes, bytes]:
+def derive_layer_key(
+    suite: Suite, data_key: bytes, info: bytes, salt: bytes
+) -> tuple[bytes, bytes]:
     """Return ``(message_key, commitment)`` for one layer of one message, where ``info``
-    comes from :func:`hkdf_info`."""
-    okm = HKDFExpand(_SHA256, 64, info + salt).derive(data_key)
+    comes from :func:`kdf_info`."""
+    okm = _KDFS[suite](data_key, info + salt)
     return okm[:32], okm[32:]
+
+
+def _hkdf_sha256(data_key: bytes, info: bytes) -> bytes:
+    return HKDFExpand(_SHA256, 64, info).derive(data_key)
+
+
+def _keyed_blake2b(data_key: bytes, info: bytes) -> bytes:
+    # RFC 7693 keyed mode: no salt, no personalization (FORMAT.md section 5.2).
+    return hashlib.blake2b(info, key=data_key, digest_size=64).digest()
+
+
+_KDFS: dict[Suite, Callable[[bytes, bytes], bytes]] = {
+    Suite.HKDF_SHA256: _hkdf_sha256,
+    Suite.BLAKE2B: _keyed_blake2b,
+}
 
 
 def new_aead(algorithm: Aead, key: bytes) -> _AeadPrimitive:

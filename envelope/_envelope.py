@@ -27,10 +27,11 @@ from ._config import LayerSpec, check_frame_size, check_optional, layer_algorith
 from ._datakeys import DataKey, DataKeys, to_record
 from ._engine import FrameCipher, body_size, plaintext_size
 from ._files import atomic_output
-from ._format import Context, Header, decode_header, encode_context, max_header_size
+from ._format import Context, Header, Suite, decode_header, encode_context, max_header_size
 from ._keys import KeyEncryptionKey, WrappedKey
 from ._limits import DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE
 from ._message import (
+    SUITE,
     MessageWriter,
     body_cipher,
     open_body,
@@ -288,15 +289,17 @@ class Envelope:
         *,
         salt: bytes,
         data_keys: Sequence[tuple[bytes, Sequence[WrappedKey]]],
+        suite: Suite = SUITE,
     ) -> bytearray:
-        """Deterministic encryption for test vectors: fixed salt and pre-wrapped keys."""
+        """Deterministic encryption for test vectors: fixed salt, pre-wrapped keys and a
+        chosen suite."""
         plaintext = contiguous(data)
         keys = [
             DataKey.of(key, tuple(to_record(None, w) for w in wrapped))
             for key, wrapped in data_keys
         ]
-        encoded = encode_context(context)
-        header, cipher = self._new_message(encoded, keys, len(plaintext), salt)
+        writer = MessageWriter(self._algorithms, self._frame_size, suite)
+        header, cipher = writer.begin(encode_context(context), keys, len(plaintext), salt)
         return sealed(header, cipher, plaintext)
 
 

@@ -71,9 +71,10 @@ _AUTHENTICATED_FIXED = struct.Struct(">BBI")
 
 
 class Suite(IntEnum):
-    """Key derivation and commitment suites."""
+    """Key derivation and commitment suites (FORMAT.md section 5)."""
 
     HKDF_SHA256 = 1
+    BLAKE2B = 2
 
 
 _L = TypeVar("_L", bound="_Labelled")

@@ -18,7 +18,7 @@ from ._engine import (
     body_size,
     derive_layer_key,
     header_digest,
-    hkdf_info,
+    kdf_info,
     new_aead,
     plaintext_size,
 )
@@ -47,21 +47,23 @@ __all__ = [
     "sealed",
 ]
 
-#: The suite new messages use.
-SUITE = Suite.HKDF_SHA256
+#: The suite new messages use (FORMAT.md section 5: suite 2 derives keys at a quarter of
+#: suite 1's cost; readers accept both).
+SUITE = Suite.BLAKE2B
 
 
 class MessageWriter:
     """Begins the new messages of one envelope. What they all share is prepared once: each
     layer's HKDF info and AEAD, the frame size and the header's fixed fields."""
 
-    __slots__ = ("_frame_size", "_header", "_layers")
+    __slots__ = ("_frame_size", "_header", "_layers", "_suite")
 
-    def __init__(self, algorithms: Sequence[Aead], frame_size: int) -> None:
+    def __init__(self, algorithms: Sequence[Aead], frame_size: int, suite: Suite = SUITE) -> None:
+        self._suite = suite
         self._frame_size = frame_size
-        self._header = HeaderWriter(SUITE, frame_size, algorithms)
+        self._header = HeaderWriter(suite, frame_size, algorithms)
         self._layers = tuple(
-            (hkdf_info(SUITE, index, algorithm), aead_constructor(algorithm))
+            (kdf_info(suite, index, algorithm), aead_constructor(algorithm))
             for index, algorithm in enumerate(algorithms)
         )
 
@@ -79,7 +81,7 @@ class MessageWriter:
         aeads = []
         commitments = []
         for (info, construct), data_key in zip(self._layers, data_keys, strict=True):
-            message_key, commitment = derive_layer_key(data_key.key, info, salt)
+            message_key, commitment = derive_layer_key(self._suite, data_key.key, info, salt)
             aeads.append(construct(message_key))
             commitments.append(commitment)
         header, authenticated = self._header.write(

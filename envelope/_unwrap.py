@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from ._cache import UnwrapCache
 from ._datakeys import Layers, gather_all, to_wrapped_key
-from ._engine import commitments_match, derive_layer_key, hkdf_info
+from ._engine import commitments_match, derive_layer_key, kdf_info
 from ._errors import DecryptionError, EnvelopeError, KeyAccessError
 from ._format import Header, WrappedKeyRecord
 from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
@@ -137,12 +137,13 @@ class _LayerAttempt:
     candidate KEK failed (each candidate is tried inside ``with attempt:``, which notes a
     ``KeyAccessError`` or ``DecryptionError`` and lets the loop go on)."""
 
-    __slots__ = ("_access", "_index", "_info", "_integrity", "_layer", "_salt")
+    __slots__ = ("_access", "_index", "_info", "_integrity", "_layer", "_salt", "_suite")
 
     def __init__(self, index: int, header: Header) -> None:
         self._index = index
         self._layer = header.layers[index]
-        self._info = hkdf_info(header.suite, index, self._layer.algorithm)
+        self._suite = header.suite
+        self._info = kdf_info(header.suite, index, self._layer.algorithm)
         self._salt = header.salt
         self._access: list[KeyAccessError] = []
         self._integrity = False
@@ -198,7 +199,7 @@ class _LayerAttempt:
     def _message_key(self, data_key: bytes) -> bytes | None:
         if len(data_key) != DATA_KEY_BYTES:
             return None
-        message_key, commitment = derive_layer_key(data_key, self._info, self._salt)
+        message_key, commitment = derive_layer_key(self._suite, data_key, self._info, self._salt)
         return message_key if commitments_match(self._layer.commitment, commitment) else None
 
 
