@@ -22,6 +22,7 @@ from envelope import (
     Envelope,
     EnvelopeError,
     FormatError,
+    InsecureTransportError,
     KeyAccessError,
     LocalKey,
     WrappedKey,
@@ -29,41 +30,32 @@ from envelope import (
 )
 from envelope import _limits as limits
 from envelope._format import decode_header, encode_header
-from tests.core.conftest import SMALL_FRAME
+from tests.core.conftest import SMALL_FRAME, Counting
 
 CONTEXT = {"tenant": "contoso"}
 OVERHEAD = 2 * 16
 DATA = b"m" * (2 * SMALL_FRAME + 100)  # two full frames and a short final one
 
 
-class Scripted:
+class Scripted(Counting):
     """A local KEK whose unwrap does what the test says, and counts its calls (sync and
     asyncio): ``ok``; ``deny``, a key service refusal; ``corrupt``, a wrapped key that does
-    not authenticate; ``other``, a 32-byte key that is not the data key; ``short``, 16 bytes.
+    not authenticate; ``other``, a 32-byte key that is not the data key; ``short``, 16 bytes;
+    ``insecure``, a connection the TLS policy refused.
     """
 
-    def __init__(self, behaviour: str = "ok", key_id: str | None = None) -> None:
-        self._key = LocalKey.generate(key_id)
+    def __init__(self, behaviour: str = "ok") -> None:
+        super().__init__()
         self.behaviour = behaviour
-        self.unwraps = 0
-
-    @property
-    def key_id(self) -> str:
-        return self._key.key_id
-
-    def can_unwrap(self, key_id: str) -> bool:
-        return self._key.can_unwrap(key_id)
-
-    def wrap_key(self, data_key: bytes) -> WrappedKey:
-        return self._key.wrap_key(data_key)
 
     def unwrap_key(self, wrapped: WrappedKey) -> bytes:
-        self.unwraps += 1
+        data_key = super().unwrap_key(wrapped)
         if self.behaviour == "deny":
             raise KeyAccessError(f"{self.key_id}: denied", code="Forbidden", key_id=self.key_id)
         if self.behaviour == "corrupt":
             raise DecryptionError()
-        data_key = self._key.unwrap_key(wrapped)
+        if self.behaviour == "insecure":
+            raise InsecureTransportError("refused by the TLS policy", reason="certificate")
         if self.behaviour == "other":
             return os.urandom(32)
         return data_key[:16] if self.behaviour == "short" else data_key
@@ -310,6 +302,17 @@ def test_the_lowest_numbered_failing_layer_is_reported(inner: str, outer: str, e
     assert kind(failure(env, blob)) == expected
 
 
+def test_a_connection_the_tls_policy_refused_ends_the_decryption_at_once():
+    a, b = Scripted(), Scripted()
+    env = Envelope([[a, b]], frame_size=SMALL_FRAME)
+    blob = bytes(env.encrypt(DATA, context=CONTEXT))
+    a.behaviour = "insecure"
+    for decrypt in _paths(env, blob, CONTEXT):
+        with pytest.raises(InsecureTransportError):
+            decrypt()
+    assert (a.unwraps, b.unwraps) == (4, 0)
+
+
 def test_candidates_follow_the_readers_order_of_keks_not_the_headers():
     """(That each KEK tries only the first wrapped key it accepts, in header order, is
     test_tamper's test_a_forged_header_cannot_multiply_key_service_calls.)"""
@@ -403,3 +406,24 @@ def test_more_than_max_frames_is_a_decryption_failure(monkeypatch, env: Envelope
     blob = bytes(env.encrypt(b"y" * (4 * SMALL_FRAME + 5), context=CONTEXT))  # 5 frames
     monkeypatch.setattr(limits, "MAX_FRAMES", 4)
     assert kind(failure(env, blob)) == "decryption"
+
+
+@pytest.mark.parametrize(
+    "expected",
+    [
+        {"": "v"},
+        {"k" * 257: "v"},
+        {"\ud800": "v"},
+        {"k": "\udc80"},
+        {f"k{i}": "" for i in range(65)},
+    ],
+    ids=["empty key", "long key", "surrogate key", "surrogate value", "65 entries"],
+)
+def test_an_expected_context_the_format_cannot_encode_is_the_callers_mistake(expected):
+    """Refused before the message is read: even garbage gets the caller's error first."""
+    env = Envelope([LocalKey.generate()], frame_size=SMALL_FRAME)
+    for blob in (bytes(env.encrypt(b"x")), b"not a message"):
+        for decrypt in _paths(env, blob, expected):
+            with pytest.raises(ValueError, match="context") as caught:
+                decrypt()
+            assert not isinstance(caught.value, UnicodeError)
