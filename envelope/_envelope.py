@@ -31,7 +31,6 @@ from ._format import Context, Header, Suite, decode_header, encode_context, max_
 from ._keys import KeyEncryptionKey, WrappedKey
 from ._limits import DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE
 from ._message import (
-    SUITE,
     MessageWriter,
     body_cipher,
     open_body,
@@ -289,7 +288,7 @@ class Envelope:
         *,
         salt: bytes,
         data_keys: Sequence[tuple[bytes, Sequence[WrappedKey]]],
-        suite: Suite = SUITE,
+        suite: Suite | None = None,
     ) -> bytearray:
         """Deterministic encryption for test vectors: fixed salt, pre-wrapped keys and a
         chosen suite."""

@@ -58,7 +58,11 @@ class MessageWriter:
 
     __slots__ = ("_frame_size", "_header", "_layers", "_suite")
 
-    def __init__(self, algorithms: Sequence[Aead], frame_size: int, suite: Suite = SUITE) -> None:
+    def __init__(
+        self, algorithms: Sequence[Aead], frame_size: int, suite: Suite | None = None
+    ) -> None:
+        # SUITE is read here, not bound as a default, so a test can write either suite.
+        suite = SUITE if suite is None else suite
         self._suite = suite
         self._frame_size = frame_size
         self._header = HeaderWriter(suite, frame_size, algorithms)

@@ -2,7 +2,7 @@
 envelope's: it opens what the library writes, for every layer count, algorithm, size and
 context, and every `success` vector. It pins what a reader would otherwise have to guess: what
 the header digest hashes (the context with its entry count), that a tag follows its
-ciphertext, how a local key wraps (section 9), the HKDF info of each layer."""
+ciphertext, how a local key wraps (section 9), the key derivation of each suite."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV, AESOCB3
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from envelope import Envelope, LocalKey
+from envelope._format import Suite
 from tests.vectors import generate
 
 TAG = 16
@@ -77,7 +78,8 @@ def spec_decrypt(message: bytes, local_keys: dict[bytes, bytes], context: dict[s
     r = _Bytes(message)
     assert r.take(4) == b"\x89ENV"
     version, suite = r.u8(), r.u8()
-    assert (version, suite) == (1, 1)
+    assert version == 1
+    assert suite in (1, 2), "section 2: an unknown suite"
     header_length, frame_size, salt = r.u32(), r.u32(), r.take(32)
     context_start = r.pos
     for _ in range(r.u16()):
@@ -110,7 +112,7 @@ def spec_decrypt(message: bytes, local_keys: dict[bytes, bytes], context: dict[s
     message_keys = []
     for j, (algorithm, commitment, wrapped) in enumerate(layers):
         info = b"envelope/v1 layer\x00" + bytes([suite, j, algorithm]) + salt
-        message_keys.append((algorithm, _layer_key(wrapped, local_keys, info, commitment)))
+        message_keys.append((algorithm, _layer_key(wrapped, local_keys, suite, info, commitment)))
 
     body = message[header_length:]
     overhead = TAG * layer_count
@@ -130,6 +132,7 @@ def spec_decrypt(message: bytes, local_keys: dict[bytes, bytes], context: dict[s
 def _layer_key(
     wrapped: list[tuple[int, bytes, bytes]],
     local_keys: dict[bytes, bytes],
+    suite: int,
     info: bytes,
     commitment: bytes,
 ) -> bytes:
@@ -147,10 +150,27 @@ def _layer_key(
             data_key = _gcm_open(key, blob[:12], blob[12:], b"envelope/local-key/v1\x00" + key_id)
         except InvalidTag:
             continue  # case (a): the next candidate
-        okm = HKDFExpand(hashes.SHA256(), 64, info).derive(data_key)
+        okm = _derive(suite, data_key, info)
         if hmac.compare_digest(okm[32:], commitment):
             return okm[:32]
     raise AssertionError("step 4: no candidate of the layer matches its commitment")
+
+
+def _derive(suite: int, data_key: bytes, info: bytes) -> bytes:
+    """Section 5.1 or 5.2: 64 bytes, the message key then the commitment."""
+    if suite == 1:
+        return HKDFExpand(hashes.SHA256(), 64, info).derive(data_key)
+    # RFC 7693 keyed BLAKE2b: key length 32, digest length 64, nothing else.
+    return hashlib.blake2b(info, key=data_key, digest_size=64).digest()
+
+
+@pytest.fixture(params=[1, 2], ids=["suite 1", "suite 2"])
+def suite(request, monkeypatch) -> int:
+    """New messages of each suite (the library writes suite 2 unless told otherwise)."""
+    import envelope._message
+
+    monkeypatch.setattr(envelope._message, "SUITE", Suite(request.param))
+    return int(request.param)
 
 
 def _keys_of(*keys: LocalKey) -> dict[bytes, bytes]:
@@ -164,29 +184,28 @@ SIZES = [0, 1, F - 1, F, F + 1, 2 * F + 17]
 
 @pytest.mark.parametrize("layers", [1, 2, 3, 4])
 @pytest.mark.parametrize("context", CONTEXTS, ids=["no context", "context"])
-def test_the_spec_reader_opens_every_layer_count_size_and_context(layers: int, context):
+def test_the_spec_reader_opens_every_layer_count_size_and_context(layers: int, context, suite: int):
     keys = [LocalKey.generate() for _ in range(layers)]
     env = Envelope(keys, frame_size=F)
     for size in SIZES:
         data = os.urandom(size)
-        assert (
-            spec_decrypt(bytes(env.encrypt(data, context=context)), _keys_of(*keys), context)
-            == data
-        )
+        blob = bytes(env.encrypt(data, context=context))
+        assert blob[5] == suite
+        assert spec_decrypt(blob, _keys_of(*keys), context) == data
 
 
 @pytest.mark.parametrize(
     "algorithms",
     [("AES-256-GCM-SIV", "AES-256-OCB3"), ("AES-256-OCB3", "AES-256-GCM"), ("AES-256-GCM-SIV",)],
 )
-def test_the_spec_reader_opens_every_algorithm_in_every_position(algorithms):
+def test_the_spec_reader_opens_every_algorithm_in_every_position(algorithms, suite: int):
     keys = [LocalKey.generate() for _ in algorithms]
     env = Envelope(keys, algorithms=algorithms, frame_size=F)
     data = os.urandom(3 * F + 5)
     assert spec_decrypt(bytes(env.encrypt(data)), _keys_of(*keys), {}) == data
 
 
-def test_the_spec_reader_opens_a_layer_with_the_second_of_its_keks():
+def test_the_spec_reader_opens_a_layer_with_the_second_of_its_keks(suite: int):
     primary, backup, outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
     blob = bytes(Envelope([[primary, backup], outer], frame_size=F).encrypt(b"spare"))
     assert spec_decrypt(blob, _keys_of(backup, outer), {}) == b"spare"

@@ -15,6 +15,7 @@ from typing import Any
 from envelope import Envelope, LocalKey
 from envelope._format import (
     Header,
+    Suite,
     WrapAlgorithm,
     WrappedKeyRecord,
     decode_header,
@@ -41,6 +42,7 @@ def _seal(
     frame_size: int = 1024,
     algorithms: list[str] | None = None,
     tag: str = "",
+    suite: Suite = Suite.HKDF_SHA256,
 ) -> bytearray:
     env = Envelope(
         [[KEYS[k] for k in layer] for layer in layers],
@@ -54,7 +56,9 @@ def _seal(
             KEYS[k]._wrap_with_nonce(dek, _bytes(f"nonce {tag} {index} {k}", 12)) for k in layer
         ]
         data_keys.append((dek, wrapped))
-    return env._encrypt_with(plaintext, context, salt=_bytes(f"salt {tag}"), data_keys=data_keys)
+    return env._encrypt_with(
+        plaintext, context, salt=_bytes(f"salt {tag}"), data_keys=data_keys, suite=suite
+    )
 
 
 def _vector(
@@ -185,6 +189,7 @@ def build() -> dict[str, Any]:
     variant("wrong context", "decryption failure", bytes(base), "", context={"tenant": "x"})
     variant("missing context", "decryption failure", bytes(base), "", context={})
     vectors += _checks_and_their_order(base, ctx, text)
+    vectors += _suite_2(ctx, text)
     return {
         "format": "envelope message format version 1 (docs/FORMAT.md)",
         "generator": "python -m tests.vectors.generate",
@@ -375,6 +380,68 @@ def _checks_and_their_order(
                 comment=comment,
             )
         )
+    return vectors
+
+
+def _suite_2(ctx: dict[str, str], text: bytes) -> list[dict[str, Any]]:
+    """Messages of suite 2 (FORMAT.md section 5.2, keyed BLAKE2b), which new messages use:
+    successes, and the defects whose detection depends on the key derivation."""
+    two = [["a"], ["b"]]
+    blake = Suite.BLAKE2B
+    base = _seal(two, text, context=ctx, tag="suite 2", suite=blake)
+    _, length = decode_header(base)
+
+    def flipped(offset: int) -> bytes:
+        blob = bytearray(base)
+        blob[offset] ^= 0x01
+        return bytes(blob)
+
+    three = [["a"], ["b"], ["c"]]
+    vectors = [
+        _vector(
+            "suite 2: three frames with context", "success", two, base, plaintext=text, context=ctx
+        ),
+        _vector(
+            "suite 2: empty plaintext",
+            "success",
+            two,
+            _seal(two, b"", tag="suite 2 empty", suite=blake),
+            plaintext=b"",
+        ),
+        _vector(
+            "suite 2: three layers GCM, OCB3, GCM-SIV",
+            "success",
+            three,
+            _seal(three, text[:1500], tag="suite 2 three", suite=blake),
+            plaintext=text[:1500],
+        ),
+    ]
+    defects = [
+        (
+            "suite 2: relabelled as suite 1",
+            "decryption failure",
+            bytes(base[:5]) + b"\x01" + bytes(base[6:]),
+            "the suite byte changed 2 -> 1: every commitment fails",
+        ),
+        (
+            "suite 2: unknown suite 3",
+            "format error",
+            bytes(base[:5]) + b"\x03" + bytes(base[6:]),
+            "",
+        ),
+        (
+            "suite 2: commitment flipped",
+            "decryption failure",
+            flipped(_commitment_offset(base)),
+            "first byte of layer 0 commitment",
+        ),
+        ("suite 2: salt flipped", "decryption failure", flipped(20), ""),
+        ("suite 2: body byte flipped", "decryption failure", flipped(length + 5), ""),
+    ]
+    vectors += [
+        _vector(name, expect, two, message, context=ctx, comment=comment)
+        for name, expect, message, comment in defects
+    ]
     return vectors
 
 
