@@ -38,6 +38,7 @@ __all__ = [
     "kdf_info",
     "new_aead",
     "plaintext_size",
+    "suite_available",
 ]
 
 _SHA256 = hashes.SHA256()
@@ -79,6 +80,40 @@ def derive_layer_key(
     comes from :func:`kdf_info`."""
     okm = _KDFS[suite](data_key, info + salt)
     return okm[:32], okm[32:]
+
+
+def suite_available(suite: Suite) -> bool:
+    """Whether this Python can derive keys for ``suite``. Suite 2 needs keyed BLAKE2b, which
+    some builds lack (FIPS builds, builds without CPython's own BLAKE2); it is probed once per
+    ``hashlib.blake2b`` implementation, against the known answer of FORMAT.md section 5.2."""
+    if suite is not Suite.BLAKE2B:
+        return True
+    global _blake2b_probe  # noqa: PLW0603 - a memo of a fact about this process
+    implementation = getattr(hashlib, "blake2b", None)
+    if _blake2b_probe is None or _blake2b_probe[0] is not implementation:
+        _blake2b_probe = (implementation, _keyed_blake2b_matches_the_spec())
+    return _blake2b_probe[1]
+
+
+def _keyed_blake2b_matches_the_spec() -> bool:
+    try:
+        okm = _keyed_blake2b(_BLAKE2B_KNOWN_KEY, _BLAKE2B_KNOWN_INFO)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return okm == _BLAKE2B_KNOWN_OKM
+
+
+_blake2b_probe: tuple[object, bool] | None = None
+#: FORMAT.md section 5.2's known answer: DEK 00..1f, layer 0, AES-256-GCM, salt 40..5f (the
+#: bytes libsodium's crypto_generichash and OpenSSL's BLAKE2BMAC give as well).
+_BLAKE2B_KNOWN_KEY = bytes(range(32))
+_BLAKE2B_KNOWN_INFO = (
+    _INFO_PREFIX + bytes((Suite.BLAKE2B, 0, Aead.AES_256_GCM)) + bytes(range(0x40, 0x60))
+)
+_BLAKE2B_KNOWN_OKM = bytes.fromhex(
+    "49c83e3fd7343297158b1d4605729fca19af8953692331aec36d40211fe7a97d"
+    "498224a7f85978efb240700b703d20f42d6061215ab1abaaf7f0ba0b4a353e5f"
+)
 
 
 def _hkdf_sha256(data_key: bytes, info: bytes) -> bytes:

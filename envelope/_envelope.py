@@ -27,7 +27,7 @@ from ._config import LayerSpec, check_frame_size, check_optional, layer_algorith
 from ._datakeys import DataKey, DataKeys, to_record
 from ._engine import FrameCipher, body_size, plaintext_size
 from ._files import atomic_output
-from ._format import Context, Header, Suite, decode_header, encode_context, max_header_size
+from ._format import Header, Suite, decode_header, encode_context, max_header_size
 from ._keys import KeyEncryptionKey, WrappedKey
 from ._limits import DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE
 from ._message import (
@@ -113,7 +113,7 @@ class Envelope:
         """
         plaintext = contiguous(data)
         data_keys = self._data_keys.for_message(len(plaintext))
-        header, cipher = self._new_message(encode_context(context), data_keys, len(plaintext))
+        header, cipher = self._writer.begin(encode_context(context), data_keys, len(plaintext))
         return sealed(header, cipher, plaintext)
 
     async def encrypt_async(
@@ -125,7 +125,7 @@ class Envelope:
         plaintext = contiguous(data)
         encoded = encode_context(context)
         data_keys = await self._data_keys.for_message_async(len(plaintext))
-        header, cipher = self._new_message(encoded, data_keys, len(plaintext))
+        header, cipher = self._writer.begin(encoded, data_keys, len(plaintext))
         return sealed(header, cipher, plaintext)
 
     def max_encrypted_size(
@@ -148,7 +148,7 @@ class Envelope:
         plaintext = contiguous(data)
         target = writable(out)
         data_keys = self._data_keys.for_message(len(plaintext))
-        header, cipher = self._new_message(encode_context(context), data_keys, len(plaintext))
+        header, cipher = self._writer.begin(encode_context(context), data_keys, len(plaintext))
         total = len(header) + body_size(len(plaintext), self._frame_size, len(self._layers))
         if len(target) < total:
             raise ValueError(f"out holds {len(target)} bytes; this message needs {total}")
@@ -163,7 +163,7 @@ class Envelope:
         memory. Returns the number of bytes written."""
         # Streams never use the data-key cache: their length is unknown up front.
         encoded = encode_context(context)
-        header, cipher = self._new_message(encoded, self._data_keys.fresh(), self._frame_size)
+        header, cipher = self._writer.begin(encoded, self._data_keys.fresh(), self._frame_size)
         dst.write(header)
         return len(header) + encrypt_frames(cipher, src, dst)
 
@@ -269,17 +269,6 @@ class Envelope:
         return out
 
     # -- internals ----------------------------------------------------------------------
-
-    def _new_message(
-        self,
-        context: Context,
-        data_keys: Sequence[DataKey],
-        largest_frame: int,
-        salt: bytes | None = None,
-    ) -> tuple[bytes, FrameCipher]:
-        """The encoded header of a new message and the cipher for its body.
-        ``largest_frame`` is a one-shot message's plaintext length, a stream's frame size."""
-        return self._writer.begin(context, data_keys, largest_frame, salt)
 
     def _encrypt_with(
         self,

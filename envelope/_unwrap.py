@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 from ._cache import UnwrapCache
 from ._datakeys import Layers, gather_all, to_wrapped_key
-from ._engine import commitments_match, derive_layer_key, kdf_info
-from ._errors import DecryptionError, EnvelopeError, KeyAccessError
+from ._engine import commitments_match, derive_layer_key, kdf_info, suite_available
+from ._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
 from ._format import Header, WrappedKeyRecord
 from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
 
@@ -54,6 +54,12 @@ class Unwrapper:
     def plan(self, header: Header) -> list[Candidates]:
         """Each layer's candidates. Pure: no KEK is used, so a header naming a key this
         envelope was not configured with never causes a connection."""
+        if not suite_available(header.suite):
+            raise FormatError(
+                f"this message uses suite {int(header.suite)} (keyed BLAKE2b, FORMAT.md section "
+                "5.2), which this Python cannot compute (a FIPS build, or one without "
+                "CPython's BLAKE2); decrypt it where keyed BLAKE2b is available"
+            )
         if len(header.layers) != len(self._layers):
             raise KeyAccessError(
                 f"message has {len(header.layers)} layer(s); this envelope is configured "

@@ -11,8 +11,10 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -25,6 +27,7 @@ from envelope import (
     Envelope,
     EnvelopeError,
     FormatError,
+    KeyEncryptionKey,
     LocalKey,
     UnwrapCache,
     inspect,
@@ -208,10 +211,15 @@ def test_every_suite_2_vector_commits_as_rfc7693_says():
             continue
         header, _ = decode_header(message)
         for j, layer in enumerate(header.layers):
-            record = layer.wrapped_keys[0]
-            dek = _dek(LocalKey(keys[record.key_id], key_id=record.key_id), record)
-            okm = rfc7693_blake2b(_info(2, j, layer.algorithm, header.salt), dek)
-            assert okm[32:] == layer.commitment, (vector["name"], j)
+            # As a reader does: one of the layer's wrapped keys opens to the committed DEK.
+            commitments = [
+                rfc7693_blake2b(
+                    _info(2, j, layer.algorithm, header.salt),
+                    _dek(LocalKey(keys[record.key_id], key_id=record.key_id), record),
+                )[32:]
+                for record in layer.wrapped_keys
+            ]
+            assert layer.commitment in commitments, (vector["name"], j)
             checked += 1
     assert checked >= 7
 
@@ -219,7 +227,7 @@ def test_every_suite_2_vector_commits_as_rfc7693_says():
 # -- relabelling ----------------------------------------------------------------------------
 
 
-def _writer(suite: Suite, layers: list[LocalKey], **options: object) -> Envelope:
+def _writer(suite: Suite, layers: Sequence[KeyEncryptionKey], **options: object) -> Envelope:
     """An envelope whose new messages use ``suite`` (its writer reads SUITE when built)."""
     default = envelope._message.SUITE
     envelope._message.SUITE = suite
@@ -511,3 +519,43 @@ def test_without_keyed_blake2b_an_envelope_still_encrypts_or_says_why(no_keyed_b
     except EnvelopeError:
         return
     assert env.decrypt(message) == b"data"
+
+
+@pytest.fixture
+def counted_suite_2_message() -> tuple[Counting, Counting, bytes]:
+    """Two counting KEKs and a suite 2 message (written before keyed BLAKE2b goes away)."""
+    inner, outer = Counting(), Counting()
+    return inner, outer, bytes(_writer(Suite.BLAKE2B, [inner, outer]).encrypt(b"two"))
+
+
+def test_a_suite_2_message_is_refused_before_any_key_service_is_asked(
+    counted_suite_2_message, no_keyed_blake2b
+):
+    """Where keyed BLAKE2b is missing, a suite 2 message is a format error that says why,
+    and no KEK is asked to unwrap anything (FORMAT.md section 5)."""
+    inner, outer, message = counted_suite_2_message
+    assert message[5] == Suite.BLAKE2B
+    with pytest.raises(FormatError, match="keyed BLAKE2b"):
+        Envelope([inner, outer], frame_size=F).decrypt(message)
+    assert (inner.unwraps, outer.unwraps) == (0, 0)
+    # ... and new messages are written with suite 1, which still opens.
+    env = Envelope([inner, outer], frame_size=F)
+    written = env.encrypt(b"one")
+    assert written[5] == Suite.HKDF_SHA256
+    assert env.decrypt(written) == b"one"
+
+
+def test_the_spec_known_answer_is_what_the_library_derives():
+    """The known answer printed in FORMAT.md section 5.2, read from the document."""
+    spec = (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text("utf-8")
+    section = spec.split("### 5.2 Suite 2", 1)[1].split("### 5.3", 1)[0]
+    found = re.search(r"okm_j = ([0-9a-f]{64})\s+([0-9a-f]{64})", section)
+    assert found is not None, "FORMAT.md 5.2 has no known answer"
+    expected = bytes.fromhex(found.group(1) + found.group(2))
+    message_key, commitment = derive_layer_key(
+        Suite.BLAKE2B,
+        bytes(range(32)),
+        kdf_info(Suite.BLAKE2B, 0, Aead.AES_256_GCM),
+        bytes(range(0x40, 0x60)),
+    )
+    assert message_key + commitment == expected

@@ -189,7 +189,7 @@ def build() -> dict[str, Any]:
     variant("wrong context", "decryption failure", bytes(base), "", context={"tenant": "x"})
     variant("missing context", "decryption failure", bytes(base), "", context={})
     vectors += _checks_and_their_order(base, ctx, text)
-    vectors += _suite_2(ctx, text)
+    vectors += _suite_2(base, ctx, text)
     return {
         "format": "envelope message format version 1 (docs/FORMAT.md)",
         "generator": "python -m tests.vectors.generate",
@@ -383,52 +383,101 @@ def _checks_and_their_order(
     return vectors
 
 
-def _suite_2(ctx: dict[str, str], text: bytes) -> list[dict[str, Any]]:
+def _suite_2(suite_1: bytearray, ctx: dict[str, str], text: bytes) -> list[dict[str, Any]]:
     """Messages of suite 2 (FORMAT.md section 5.2, keyed BLAKE2b), which new messages use:
-    successes, and the defects whose detection depends on the key derivation."""
+    successes, and the defects whose detection depends on the key derivation. ``suite_1`` is
+    the suite 1 message the other vectors vary."""
     two = [["a"], ["b"]]
     blake = Suite.BLAKE2B
     base = _seal(two, text, context=ctx, tag="suite 2", suite=blake)
-    _, length = decode_header(base)
+    header, length = decode_header(base)
+    body = bytes(base[length:])
+    inner, outer = header.layers
 
     def flipped(offset: int) -> bytes:
         blob = bytearray(base)
         blob[offset] ^= 0x01
         return bytes(blob)
 
+    def suite_byte(message: bytes | bytearray, value: int) -> bytes:
+        return bytes(message[:5]) + bytes((value,)) + bytes(message[6:])
+
     three = [["a"], ["b"], ["c"]]
-    vectors = [
-        _vector(
-            "suite 2: three frames with context", "success", two, base, plaintext=text, context=ctx
-        ),
-        _vector(
-            "suite 2: empty plaintext",
-            "success",
-            two,
-            _seal(two, b"", tag="suite 2 empty", suite=blake),
-            plaintext=b"",
-        ),
-        _vector(
-            "suite 2: three layers GCM, OCB3, GCM-SIV",
-            "success",
+    four = [["a"], ["b"], ["c"], ["e"]]
+    spare_layers = [["a", "d"], ["b"]]
+    spare_message = _seal(spare_layers, b"redundant", tag="suite 2 two-keks", suite=blake)
+    spare, spare_length = decode_header(spare_message)
+    first, second = spare.layers[0].wrapped_keys
+    other = KEYS["a"]._wrap_with_nonce(_bytes("suite 2 another dek"), _bytes("n s2", 12))
+    successes: list[tuple[str, list[list[str]], bytes | bytearray, bytes, dict[str, str], int]] = [
+        ("three frames with context", two, base, text, ctx, 1024),
+        ("empty plaintext", two, _seal(two, b"", tag="suite 2 empty", suite=blake), b"", {}, 1024),
+        (
+            "three layers GCM, OCB3, GCM-SIV",
             three,
             _seal(three, text[:1500], tag="suite 2 three", suite=blake),
-            plaintext=text[:1500],
+            text[:1500],
+            {},
+            1024,
+        ),
+        (
+            "four layers, 4 KiB frames",
+            four,
+            _seal(four, text, frame_size=4096, tag="suite 2 four", suite=blake),
+            text,
+            {},
+            4096,
+        ),
+        (
+            "first KEK unwraps to another data key, the second KEK opens the layer",
+            spare_layers,
+            _with_inner_records(
+                spare,
+                (first._replace(ciphertext=other.ciphertext), second),
+                bytes(spare_message[spare_length:]),
+            ),
+            b"redundant",
+            {},
+            1024,
         ),
     ]
+    vectors = [
+        _vector(
+            f"suite 2: {name}",
+            "success",
+            layers,
+            message,
+            plaintext=plaintext,
+            context=context,
+            frame_size=frame_size,
+        )
+        for name, layers, message, plaintext, context, frame_size in successes
+    ]
+    algorithms_swapped = _rewritten(
+        header._replace(
+            layers=(
+                inner._replace(algorithm=outer.algorithm),
+                outer._replace(algorithm=inner.algorithm),
+            )
+        ),
+        body,
+    )
     defects = [
         (
             "suite 2: relabelled as suite 1",
             "decryption failure",
-            bytes(base[:5]) + b"\x01" + bytes(base[6:]),
+            suite_byte(base, 1),
             "the suite byte changed 2 -> 1: every commitment fails",
         ),
         (
-            "suite 2: unknown suite 3",
-            "format error",
-            bytes(base[:5]) + b"\x03" + bytes(base[6:]),
-            "",
+            "suite 1 message relabelled as suite 2",
+            "decryption failure",
+            suite_byte(suite_1, 2),
+            "the suite byte changed 1 -> 2: every commitment fails",
         ),
+        ("suite 2: unknown suite 3", "format error", suite_byte(base, 3), ""),
+        ("suite 2: suite 0", "format error", suite_byte(base, 0), ""),
+        ("suite 2: suite 255", "format error", suite_byte(base, 255), ""),
         (
             "suite 2: commitment flipped",
             "decryption failure",
@@ -436,6 +485,13 @@ def _suite_2(ctx: dict[str, str], text: bytes) -> list[dict[str, Any]]:
             "first byte of layer 0 commitment",
         ),
         ("suite 2: salt flipped", "decryption failure", flipped(20), ""),
+        ("suite 2: frame size changed", "decryption failure", flipped(12), "1024 -> 1280"),
+        (
+            "suite 2: layer algorithms swapped",
+            "decryption failure",
+            algorithms_swapped,
+            "commitments and key ids in place: the commitment fails",
+        ),
         ("suite 2: body byte flipped", "decryption failure", flipped(length + 5), ""),
     ]
     vectors += [
