@@ -187,9 +187,10 @@ class Envelope:
         when no configured KEK can unwrap a layer.
         """
         view = contiguous(blob)
-        header, header_length = parse_header(view, encode_context(context))
+        header, header_length, authenticated = parse_header(view, encode_context(context))
+        keys = self._unwrapper.unwrap(header)
         body = view[header_length:]
-        return opened(_cipher(header, self._unwrapper.unwrap(header), len(body)), body)
+        return opened(_cipher(header, authenticated, keys, len(body)), body)
 
     async def decrypt_async(
         self, blob: Buffer, context: Mapping[str, str] | None = None
@@ -197,10 +198,10 @@ class Envelope:
         """The asyncio twin of :meth:`decrypt`: the header is checked against the
         configured KEKs before any KEK is awaited; the layers are unwrapped concurrently."""
         view = contiguous(blob)
-        header, header_length = parse_header(view, encode_context(context))
+        header, header_length, authenticated = parse_header(view, encode_context(context))
         keys = await self._unwrapper.unwrap_async(header)
         body = view[header_length:]
-        return opened(_cipher(header, keys, len(body)), body)
+        return opened(_cipher(header, authenticated, keys, len(body)), body)
 
     def decrypt_into(
         self, blob: Buffer, out: bytearray | memoryview, context: Mapping[str, str] | None = None
@@ -209,9 +210,10 @@ class Envelope:
         failure the used part of ``out`` is zeroed, so no unverified plaintext remains."""
         view = contiguous(blob)
         target = writable(out)
-        header, header_length = parse_header(view, encode_context(context))
+        header, header_length, authenticated = parse_header(view, encode_context(context))
+        keys = self._unwrapper.unwrap(header)
         body = view[header_length:]
-        cipher = _cipher(header, self._unwrapper.unwrap(header), len(body))
+        cipher = _cipher(header, authenticated, keys, len(body))
         length = plaintext_size(len(body), header.frame_size, len(header.layers))
         if len(target) < length:
             raise ValueError(f"out holds {len(target)} bytes; the plaintext needs {length}")
@@ -231,8 +233,9 @@ class Envelope:
         next frame (and wiped if that frame fails): a sink copies what it keeps.
         """
         expected = encode_context(context)
-        header, _ = parse_header(read_header_bytes(src), expected)
-        cipher = _cipher(header, self._unwrapper.unwrap(header), MAX_FRAME_SIZE)
+        header, _, authenticated = parse_header(read_header_bytes(src), expected)
+        keys = self._unwrapper.unwrap(header)
+        cipher = _cipher(header, authenticated, keys, MAX_FRAME_SIZE)
         return decrypt_frames(cipher, src, dst)
 
     def decrypt_file(
@@ -291,6 +294,8 @@ class Envelope:
         return sealed(header, cipher, plaintext)
 
 
-def _cipher(header: Header, keys: Sequence[LayerKeys], largest_frame: int) -> FrameCipher:
+def _cipher(
+    header: Header, authenticated: bytes, keys: Sequence[LayerKeys], largest_frame: int
+) -> FrameCipher:
     """The cipher for a body under ``header`` once every layer's keys are unwrapped."""
-    return body_cipher(header, [k.message_key for k in keys], largest_frame)
+    return body_cipher(header, authenticated, [k.message_key for k in keys], largest_frame)

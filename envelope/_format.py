@@ -44,6 +44,7 @@ __all__ = [
     "WrappedKeyRecord",
     "authenticated_header_bytes",
     "decode_header",
+    "read_header",
     "encode_context",
     "encode_header",
     "encode_wrapped_keys",
@@ -389,7 +390,15 @@ def _text(raw: bytes) -> str:
 
 
 def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
-    """Parse the header at the start of ``data``; returns it and its length in bytes.
+    """Parse the header at the start of ``data``; returns it and its length in bytes."""
+    header, length, _ = read_header(data)
+    return header, length
+
+
+def read_header(data: bytes | bytearray | memoryview) -> tuple[Header, int, bytes]:
+    """Parse the header at the start of ``data``; returns it, its length in bytes, and the
+    bytes every frame authenticates (:func:`authenticated_header_bytes`), cut from the input
+    as it is parsed rather than encoded again.
 
     One linear pass with every length checked against its limit and against the header's
     end before it is used (written flat, without helper calls per field: this runs once per
@@ -444,12 +453,16 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
     pos += 1
     if not 1 <= layer_count <= MAX_LAYERS:
         raise FormatError("layer count out of range")
+    # Section 4: version, suite, frame size, salt, context, layer count, then each layer's
+    # algorithm and commitment; the fixed fields sit at offsets 4-5 and 10-45.
+    authenticated = [_AUTHENTICATED_LABEL, raw[4:6], raw[10:pos]]
     layers: list[LayerHeader] = []
     seen_ids: set[str] = set()
     for _ in range(layer_count):
         if pos + _LAYER_HEAD.size > end:
             raise _short()
         algorithm_id, commitment, count = _LAYER_HEAD.unpack_from(raw, pos)
+        authenticated.append(raw[pos : pos + 1 + COMMITMENT_BYTES])
         pos += _LAYER_HEAD.size
         algorithm = _AEADS.get(algorithm_id)
         if algorithm is None:
@@ -487,4 +500,4 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
     if pos != end:
         raise FormatError("header has trailing bytes")
     header = Header(_SUITE_BY_ID[suite], frame_size, salt, tuple(context), tuple(layers), version)
-    return header, end
+    return header, end, b"".join(authenticated)

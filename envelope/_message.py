@@ -32,9 +32,8 @@ from ._format import (
     HeaderWriter,
     Suite,
     WrappedKeyRecord,
-    authenticated_header_bytes,
-    decode_header,
     encode_header,
+    read_header,
 )
 
 __all__ = [
@@ -98,24 +97,27 @@ class MessageWriter:
         return header, FrameCipher(aeads, digest, self._frame_size, largest_frame=largest_frame)
 
 
-def body_cipher(header: Header, message_keys: Sequence[bytes], largest_frame: int) -> FrameCipher:
-    """The cipher for the body under ``header``. ``largest_frame`` sizes its scratch buffers:
-    a one-shot message's plaintext or body length, a stream's frame size."""
+def body_cipher(
+    header: Header, authenticated: bytes, message_keys: Sequence[bytes], largest_frame: int
+) -> FrameCipher:
+    """The cipher for the body under ``header``, whose authenticated bytes (section 4) are
+    ``authenticated``. ``largest_frame`` sizes its scratch buffers: a one-shot message's
+    plaintext or body length, a stream's frame size."""
     aeads = [
         new_aead(layer.algorithm, key)
         for layer, key in zip(header.layers, message_keys, strict=True)
     ]
-    digest = header_digest(authenticated_header_bytes(header))
+    digest = header_digest(authenticated)
     return FrameCipher(aeads, digest, header.frame_size, largest_frame=largest_frame)
 
 
-def parse_header(view: memoryview, expected: Context) -> tuple[Header, int]:
+def parse_header(view: memoryview, expected: Context) -> tuple[Header, int, bytes]:
     """Parse the header at the start of ``view`` and check that it carries the ``expected``
-    context; returns the header and its length."""
-    header, header_length = decode_header(view)
+    context; returns the header, its length and its authenticated bytes."""
+    header, header_length, authenticated = read_header(view)
     if header.context != expected:
         raise DecryptionError()
-    return header, header_length
+    return header, header_length, authenticated
 
 
 def rewrapped_header(header: Header, wrapped: Sequence[tuple[WrappedKeyRecord, ...]]) -> bytes:
