@@ -29,7 +29,6 @@ from ._format import TAG_BYTES, Aead, Suite
 
 __all__ = [
     "FrameCipher",
-    "aead_constructor",
     "body_size",
     "commitments_match",
     "derive_layer_key",
@@ -135,11 +134,6 @@ def new_aead(algorithm: Aead, key: bytes) -> _AeadPrimitive:
     return _CONSTRUCTORS[algorithm](key)
 
 
-def aead_constructor(algorithm: Aead) -> Callable[[bytes], _AeadPrimitive]:
-    """What :func:`new_aead` calls for ``algorithm``: for a writer that makes many."""
-    return _CONSTRUCTORS[algorithm]
-
-
 def header_digest(authenticated: bytes) -> bytes:
     """What every frame's associated data starts with (FORMAT.md section 4): the digest of
     the header's authenticated bytes (``_format.authenticated_header_bytes``)."""
@@ -178,29 +172,39 @@ def plaintext_size(body_length: int, frame_size: int, layers: int) -> int:
 
 
 class FrameCipher:
-    """Seals and opens the frames of one message through all of its layers."""
+    """Seals and opens the frames of one message through all of its layers.
 
-    __slots__ = ("_aad_prefix", "_aeads", "_frame_size", "_overhead", "_scratch")
+    A cipher belongs to one thread at a time (it owns scratch buffers); :meth:`clone` makes
+    another for the same message, with AEAD objects of its own, for another thread.
+    """
+
+    __slots__ = ("_aad_prefix", "_aeads", "_frame_size", "_keys", "_overhead", "_scratch")
 
     def __init__(
         self,
-        aeads: Sequence[_AeadPrimitive],
+        keys: Sequence[tuple[Aead, bytes]],
         digest: bytes,
         frame_size: int,
         *,
         largest_frame: int,
     ) -> None:
-        """``aeads`` holds each layer's AEAD under its message key (innermost first),
+        """``keys`` holds each layer's algorithm and message key (innermost first),
         ``digest`` is :func:`header_digest` of the message's header."""
-        self._aeads = list(aeads)
+        self._keys = keys
+        self._aeads = [_CONSTRUCTORS[algorithm](key) for algorithm, key in keys]
         self._frame_size = frame_size
-        self._overhead = len(self._aeads) * TAG_BYTES
+        self._overhead = len(keys) * TAG_BYTES
         self._aad_prefix = digest
         # Intermediate results of a frame (all layers but the last) alternate between two
         # scratch buffers sized for the largest frame this message will see.
-        size = min(largest_frame, self._frame_size) + self._overhead
-        count = min(len(self._aeads) - 1, 2)
-        self._scratch = [memoryview(bytearray(size)) for _ in range(count)]
+        size = min(largest_frame, frame_size) + self._overhead
+        self._scratch = [memoryview(bytearray(size)) for _ in range(min(len(keys) - 1, 2))]
+
+    def clone(self, largest_frame: int) -> FrameCipher:
+        """Another cipher of the same message, for another thread."""
+        return FrameCipher(
+            self._keys, self._aad_prefix, self._frame_size, largest_frame=largest_frame
+        )
 
     @property
     def frame_size(self) -> int:
@@ -250,26 +254,36 @@ class FrameCipher:
 
     def seal_all(self, plaintext: memoryview, out: memoryview) -> None:
         """Seal a whole plaintext into ``out`` (exactly ``body_size`` bytes)."""
-        step = self._frame_size
-        sealed = step + self._overhead
-        full = len(plaintext) // step
-        pos = 0
-        seal = self.seal_frame
-        for index in range(full):
-            start = index * step
-            seal(index, False, plaintext[start : start + step], out[pos : pos + sealed])
-            pos += sealed
-        seal(full, True, plaintext[full * step :], out[pos:])
+        self.seal_run(plaintext, out, 0, frame_count(len(plaintext), self._frame_size))
 
     def open_all(self, body: memoryview, out: memoryview) -> None:
         """Open a whole body into ``out`` (exactly ``plaintext_size`` bytes)."""
+        self.open_run(body, out, 0, frame_count(len(out), self._frame_size))
+
+    def seal_run(self, plaintext: memoryview, out: memoryview, first: int, stop: int) -> None:
+        """Seal frames ``first`` to ``stop - 1`` of the whole ``plaintext`` into their places
+        in the whole body ``out``; the message's last frame is sealed as the final one."""
         step = self._frame_size
         sealed = step + self._overhead
-        full = len(out) // step
-        pos = 0
-        open_frame = self.open_frame
-        for index in range(full):
+        final = len(plaintext) // step
+        seal = self.seal_frame
+        for index in range(first, min(stop, final)):
             start = index * step
+            pos = index * sealed
+            seal(index, False, plaintext[start : start + step], out[pos : pos + sealed])
+        if stop > final:
+            seal(final, True, plaintext[final * step :], out[final * sealed :])
+
+    def open_run(self, body: memoryview, out: memoryview, first: int, stop: int) -> None:
+        """Open frames ``first`` to ``stop - 1`` of the whole ``body`` into their places in
+        the whole plaintext ``out``; the message's last frame is opened as the final one."""
+        step = self._frame_size
+        sealed = step + self._overhead
+        final = len(out) // step
+        open_frame = self.open_frame
+        for index in range(first, min(stop, final)):
+            start = index * step
+            pos = index * sealed
             open_frame(index, False, body[pos : pos + sealed], out[start : start + step])
-            pos += sealed
-        open_frame(full, True, body[pos:], out[full * step :])
+        if stop > final:
+            open_frame(final, True, body[final * sealed :], out[final * step :])

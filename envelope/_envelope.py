@@ -27,18 +27,19 @@ from ._config import LayerSpec, check_frame_size, check_optional, layer_algorith
 from ._datakeys import DataKey, DataKeys, to_record
 from ._engine import FrameCipher, body_size, plaintext_size
 from ._files import atomic_output
-from ._format import Header, Suite, decode_header, encode_context, max_header_size
+from ._format import Context, Header, Suite, decode_header, encode_context, max_header_size
 from ._keys import KeyEncryptionKey, WrappedKey
 from ._limits import DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE
 from ._message import (
     MessageWriter,
     body_cipher,
-    open_body,
+    open_verified,
     opened,
     parse_header,
     rewrapped_header,
     sealed,
 )
+from ._parallel import check_workers, one_shot_frame_size, seal_body
 from ._streams import Readable, Writable, decrypt_frames, encrypt_frames, read_header_bytes
 from ._unwrap import LayerKeys, Unwrapper
 
@@ -71,11 +72,15 @@ class Envelope:
         frame_size: int = DEFAULT_FRAME_SIZE,
         data_key_cache: DataKeyCache | None = None,
         unwrap_cache: UnwrapCache | None = None,
+        workers: int | None = None,
     ) -> None:
         self._layers = layer_keks(layers)
         self._algorithms = layer_algorithms(algorithms, len(self._layers))
         self._frame_size = check_frame_size(frame_size)
+        self._workers = check_workers(workers)
         self._writer = MessageWriter(self._algorithms, self._frame_size)
+        # Large one-shot messages sealed on several threads get larger frames (_parallel).
+        self._writers = {self._frame_size: self._writer}
         self._data_keys = DataKeys(
             self._layers, check_optional(data_key_cache, DataKeyCache, "data_key_cache")
         )
@@ -99,6 +104,11 @@ class Envelope:
     def frame_size(self) -> int:
         return self._frame_size
 
+    @property
+    def workers(self) -> int:
+        """Threads that seal and open the frames of one large message."""
+        return self._workers
+
     def __repr__(self) -> str:
         ids = [[k.key_id for k in layer] for layer in self._layers]
         return f"Envelope(layers={ids!r}, algorithms={self.algorithms!r})"
@@ -113,8 +123,8 @@ class Envelope:
         """
         plaintext = contiguous(data)
         data_keys = self._data_keys.for_message(len(plaintext))
-        header, cipher = self._writer.begin(encode_context(context), data_keys, len(plaintext))
-        return sealed(header, cipher, plaintext)
+        header, cipher = self._one_shot(encode_context(context), data_keys, len(plaintext))
+        return sealed(header, cipher, plaintext, self._workers)
 
     async def encrypt_async(
         self, data: Buffer, context: Mapping[str, str] | None = None
@@ -125,8 +135,8 @@ class Envelope:
         plaintext = contiguous(data)
         encoded = encode_context(context)
         data_keys = await self._data_keys.for_message_async(len(plaintext))
-        header, cipher = self._writer.begin(encoded, data_keys, len(plaintext))
-        return sealed(header, cipher, plaintext)
+        header, cipher = self._one_shot(encoded, data_keys, len(plaintext))
+        return sealed(header, cipher, plaintext, self._workers)
 
     def max_encrypted_size(
         self, plaintext_length: int, context: Mapping[str, str] | None = None
@@ -148,12 +158,12 @@ class Envelope:
         plaintext = contiguous(data)
         target = writable(out)
         data_keys = self._data_keys.for_message(len(plaintext))
-        header, cipher = self._writer.begin(encode_context(context), data_keys, len(plaintext))
-        total = len(header) + body_size(len(plaintext), self._frame_size, len(self._layers))
+        header, cipher = self._one_shot(encode_context(context), data_keys, len(plaintext))
+        total = len(header) + body_size(len(plaintext), cipher.frame_size, len(self._layers))
         if len(target) < total:
             raise ValueError(f"out holds {len(target)} bytes; this message needs {total}")
         target[: len(header)] = header
-        cipher.seal_all(plaintext, target[len(header) : total])
+        seal_body(cipher, plaintext, target[len(header) : total], self._workers)
         return total
 
     def encrypt_stream(
@@ -165,7 +175,7 @@ class Envelope:
         encoded = encode_context(context)
         header, cipher = self._writer.begin(encoded, self._data_keys.fresh(), self._frame_size)
         dst.write(header)
-        return len(header) + encrypt_frames(cipher, src, dst)
+        return len(header) + encrypt_frames(cipher, src, dst, self._workers)
 
     def encrypt_file(
         self,
@@ -190,7 +200,7 @@ class Envelope:
         header, header_length, authenticated = parse_header(view, encode_context(context))
         keys = self._unwrapper.unwrap(header)
         body = view[header_length:]
-        return opened(_cipher(header, authenticated, keys, len(body)), body)
+        return opened(_cipher(header, authenticated, keys, len(body)), body, self._workers)
 
     async def decrypt_async(
         self, blob: Buffer, context: Mapping[str, str] | None = None
@@ -201,7 +211,7 @@ class Envelope:
         header, header_length, authenticated = parse_header(view, encode_context(context))
         keys = await self._unwrapper.unwrap_async(header)
         body = view[header_length:]
-        return opened(_cipher(header, authenticated, keys, len(body)), body)
+        return opened(_cipher(header, authenticated, keys, len(body)), body, self._workers)
 
     def decrypt_into(
         self, blob: Buffer, out: bytearray | memoryview, context: Mapping[str, str] | None = None
@@ -217,7 +227,7 @@ class Envelope:
         length = plaintext_size(len(body), header.frame_size, len(header.layers))
         if len(target) < length:
             raise ValueError(f"out holds {len(target)} bytes; the plaintext needs {length}")
-        open_body(cipher, body, target[:length])
+        open_verified(cipher, body, target[:length], self._workers)
         return length
 
     def decrypt_stream(
@@ -236,7 +246,7 @@ class Envelope:
         header, _, authenticated = parse_header(read_header_bytes(src), expected)
         keys = self._unwrapper.unwrap(header)
         cipher = _cipher(header, authenticated, keys, MAX_FRAME_SIZE)
-        return decrypt_frames(cipher, src, dst)
+        return decrypt_frames(cipher, src, dst, self._workers)
 
     def decrypt_file(
         self,
@@ -272,6 +282,17 @@ class Envelope:
         return out
 
     # -- internals ----------------------------------------------------------------------
+
+    def _one_shot(
+        self, context: Context, data_keys: Sequence[DataKey], nbytes: int
+    ) -> tuple[bytes, FrameCipher]:
+        """The header and body cipher of a one-shot message of ``nbytes``: with larger
+        frames when it is large enough to be sealed on several threads."""
+        frame_size = one_shot_frame_size(self._frame_size, nbytes, self._workers)
+        writer = self._writers.get(frame_size)
+        if writer is None:
+            writer = self._writers[frame_size] = MessageWriter(self._algorithms, frame_size)
+        return writer.begin(context, data_keys, nbytes)
 
     def _encrypt_with(
         self,

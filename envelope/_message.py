@@ -14,12 +14,10 @@ from collections.abc import Sequence
 from ._datakeys import DataKey
 from ._engine import (
     FrameCipher,
-    aead_constructor,
     body_size,
     derive_layer_key,
     header_digest,
     kdf_info,
-    new_aead,
     plaintext_size,
     suite_available,
 )
@@ -35,12 +33,13 @@ from ._format import (
     encode_header,
     read_header,
 )
+from ._parallel import open_body, seal_body
 
 __all__ = [
     "SUITE",
     "MessageWriter",
     "body_cipher",
-    "open_body",
+    "open_verified",
     "opened",
     "parse_header",
     "rewrapped_header",
@@ -69,7 +68,7 @@ class MessageWriter:
         self._frame_size = frame_size
         self._header = HeaderWriter(suite, frame_size, algorithms)
         self._layers = tuple(
-            (kdf_info(suite, index, algorithm), aead_constructor(algorithm))
+            (kdf_info(suite, index, algorithm), algorithm)
             for index, algorithm in enumerate(algorithms)
         )
 
@@ -84,17 +83,17 @@ class MessageWriter:
         one-shot message's plaintext length, a stream's frame size; ``salt`` is fresh
         unless a test vector fixes it."""
         salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-        aeads = []
+        keys = []
         commitments = []
-        for (info, construct), data_key in zip(self._layers, data_keys, strict=True):
+        for (info, algorithm), data_key in zip(self._layers, data_keys, strict=True):
             message_key, commitment = derive_layer_key(self._suite, data_key.key, info, salt)
-            aeads.append(construct(message_key))
+            keys.append((algorithm, message_key))
             commitments.append(commitment)
         header, authenticated = self._header.write(
             salt, context, commitments, [data_key.encoded for data_key in data_keys]
         )
         digest = header_digest(authenticated)
-        return header, FrameCipher(aeads, digest, self._frame_size, largest_frame=largest_frame)
+        return header, FrameCipher(keys, digest, self._frame_size, largest_frame=largest_frame)
 
 
 def body_cipher(
@@ -103,12 +102,9 @@ def body_cipher(
     """The cipher for the body under ``header``, whose authenticated bytes (section 4) are
     ``authenticated``. ``largest_frame`` sizes its scratch buffers: a one-shot message's
     plaintext or body length, a stream's frame size."""
-    aeads = [
-        new_aead(layer.algorithm, key)
-        for layer, key in zip(header.layers, message_keys, strict=True)
-    ]
+    keys = [(layer.algorithm, key) for layer, key in zip(header.layers, message_keys, strict=True)]
     digest = header_digest(authenticated)
-    return FrameCipher(aeads, digest, header.frame_size, largest_frame=largest_frame)
+    return FrameCipher(keys, digest, header.frame_size, largest_frame=largest_frame)
 
 
 def parse_header(view: memoryview, expected: Context) -> tuple[Header, int, bytes]:
@@ -130,28 +126,30 @@ def rewrapped_header(header: Header, wrapped: Sequence[tuple[WrappedKeyRecord, .
     return encode_header(header._replace(layers=layers))
 
 
-def sealed(header_bytes: bytes, cipher: FrameCipher, plaintext: memoryview) -> bytearray:
+def sealed(
+    header_bytes: bytes, cipher: FrameCipher, plaintext: memoryview, workers: int = 1
+) -> bytearray:
     """A new message: the header, then the body sealed in place after it."""
     size = body_size(len(plaintext), cipher.frame_size, cipher.layers)
     out = bytearray(len(header_bytes) + size)
     view = memoryview(out)
     view[: len(header_bytes)] = header_bytes
-    cipher.seal_all(plaintext, view[len(header_bytes) :])
+    seal_body(cipher, plaintext, view[len(header_bytes) :], workers)
     return out
 
 
-def opened(cipher: FrameCipher, body: memoryview) -> bytearray:
+def opened(cipher: FrameCipher, body: memoryview, workers: int = 1) -> bytearray:
     """The whole plaintext of ``body``, or an exception and no plaintext at all."""
     out = bytearray(plaintext_size(len(body), cipher.frame_size, cipher.layers))
-    open_body(cipher, body, memoryview(out))
+    open_verified(cipher, body, memoryview(out), workers)
     return out
 
 
-def open_body(cipher: FrameCipher, body: memoryview, out: memoryview) -> None:
+def open_verified(cipher: FrameCipher, body: memoryview, out: memoryview, workers: int) -> None:
     """Open ``body`` into ``out`` (exactly its plaintext size); if any frame fails, ``out``
     is zeroed, so no unverified plaintext is left behind."""
     try:
-        cipher.open_all(body, out)
+        open_body(cipher, body, out, workers)
     except DecryptionError:
         out[:] = bytes(len(out))
         raise
