@@ -62,6 +62,13 @@ class Envelope:
     skips the unwrap of a wrapped key seen before; both are off by default (see their
     limits). ``encrypt_async``/``decrypt_async`` are the asyncio twins of ``encrypt`` and
     ``decrypt``: they await KEKs that have ``wrap_key_async``/``unwrap_key_async``.
+
+    ``workers`` is how many threads work on one large message (default: every CPU this
+    process may use; ``1``: only the caller's thread). A one-shot message of at least
+    8 MiB is sealed and opened in contiguous runs of frames on a shared pool, and written
+    with frames of at least 1 MiB so that each AEAD call outweighs the hand-over of the GIL;
+    smaller messages never touch the pool. Streams and files write their output on a thread
+    of their own while the next frames are read and sealed or opened.
     """
 
     def __init__(
