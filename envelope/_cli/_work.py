@@ -1,0 +1,301 @@
+"""The work of encrypt, decrypt and rewrap: one file at a time, or many in parallel, one
+process per core, each with its own envelope.
+
+Every output goes through crash-safe file output (``envelope._files``): it appears complete
+and verified, or not at all. Worker processes die with the command: on Linux each asks the
+kernel to kill it when its parent goes (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the
+command leaves no worker finishing a file behind its back.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import io
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from .._envelope import Envelope
+from .._files import atomic_output, remove_stale
+from .._inspect import inspect
+from ._config import Built, Recipe
+from ._errors import CliError, ExitCode, describe, exit_code
+from ._progress import Reporter
+
+__all__ = ["Job", "Outcome", "Task", "run"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Task:
+    """What every file of one command gets done to it."""
+
+    operation: str  # "encrypt", "decrypt" or "rewrap"
+    recipe: Recipe
+    overwrite: bool = False
+    #: rewrap: the key ids each layer of a rewrapped header names; a file whose header
+    #: names exactly these is already done (that is what makes a rewrap resumable).
+    target_ids: tuple[tuple[str, ...], ...] | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file: its source, its output (``-`` is standard output; the source itself for
+    rewrap and in place) and the name its result is reported under."""
+
+    source: str
+    target: str
+    name: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    code: ExitCode
+    message: str
+    size: int
+
+
+def run(
+    task: Task, jobs: Sequence[Job], built: Built, reporter: Reporter, workers: int
+) -> ExitCode:
+    """Do ``task`` to every job, reporting a result per file when there are several; returns
+    the exit code: 0, or that of the first job (in order) that failed. ``built`` is the
+    command's own envelope: serial work uses it, worker processes build their own."""
+    many = len(jobs) > 1
+    outcomes: list[Outcome | None] = [None] * len(jobs)
+    sizes = [job.size for job in jobs]
+    total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+    verb = {"encrypt": "encrypting", "decrypt": "decrypting", "rewrap": "rewrapping"}
+
+    def start() -> None:
+        reporter.start(verb[task.operation], total, len(jobs) if many else None)
+
+    try:
+        if workers > 1 and many:
+            _parallel(task, jobs, reporter, min(workers, len(jobs)), outcomes, start)
+        else:
+            start()
+            _serial(built.envelope, task, jobs, reporter, outcomes)
+    finally:
+        reporter.close()
+    codes = [o.code for o in outcomes if o is not None and o.code != ExitCode.OK]
+    return codes[0] if codes else ExitCode.OK
+
+
+def _serial(
+    envelope: Envelope,
+    task: Task,
+    jobs: Sequence[Job],
+    reporter: Reporter,
+    outcomes: list[Outcome | None],
+) -> None:
+    for index, job in enumerate(jobs):
+        outcome = _attempt(envelope, task, job, reporter.advance)
+        outcomes[index] = outcome
+        _report(reporter, outcome, len(jobs) > 1)
+
+
+def _parallel(
+    task: Task,
+    jobs: Sequence[Job],
+    reporter: Reporter,
+    workers: int,
+    outcomes: list[Outcome | None],
+    start: Callable[[], None],
+) -> None:
+    context = _mp_context()
+    counter = context.Value("q", 0)
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(task, counter, os.getpid()),
+    ) as pool:
+        pending = {pool.submit(_work, job): index for index, job in enumerate(jobs)}
+        # Only now, with every worker started, may the progress display start its thread.
+        start()
+        done_bytes = 0
+        try:
+            while pending:
+                finished, _ = concurrent.futures.wait(
+                    pending, timeout=0.1, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in finished:
+                    index = pending.pop(future)
+                    try:
+                        outcome = future.result()
+                    except BaseException as exc:  # a worker that died
+                        outcome = Outcome(jobs[index].name, exit_code(exc), describe(exc), 0)
+                    outcomes[index] = outcome
+                    done_bytes += outcome.size
+                    _report(reporter, outcome, True)
+                with counter.get_lock():
+                    reporter.set_bytes(max(done_bytes, counter.value))
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def _report(reporter: Reporter, outcome: Outcome, many: bool) -> None:
+    reporter.file_done()
+    if outcome.code != ExitCode.OK:
+        reporter.line(f"envelope: {outcome.message}", success=False)
+    elif many:
+        reporter.line(outcome.message, success=True)
+
+
+def _attempt(envelope: Envelope, task: Task, job: Job, progress: Callable[[int], None]) -> Outcome:
+    try:
+        message = _perform(envelope, task, job, progress)
+    except Exception as exc:
+        if os.environ.get("ENVELOPE_DEBUG"):
+            import traceback  # noqa: PLC0415
+
+            traceback.print_exc()
+        return Outcome(job.name, exit_code(exc), describe(exc, job.name), job.size or 0)
+    return Outcome(job.name, ExitCode.OK, message, job.size or 0)
+
+
+def _perform(envelope: Envelope, task: Task, job: Job, progress: Callable[[int], None]) -> str:
+    context = dict(task.recipe.context)
+    if task.operation == "rewrap":
+        return _rewrap(envelope, task, job, progress)
+    crypt = envelope.encrypt_stream if task.operation == "encrypt" else envelope.decrypt_stream
+    past = "encrypted" if task.operation == "encrypt" else "decrypted"
+    with _source(job.source) as source:
+        counted = _Counted(source, progress)
+        if job.target == "-":
+            crypt(counted, sys.stdout.buffer, context)
+            sys.stdout.buffer.flush()
+            return f"{past} {job.name}"
+        target = Path(job.target)
+        if task.overwrite:
+            remove_stale(target.parent, target.name)
+        elif os.path.lexists(target):
+            raise FileExistsError(0, "exists", str(target))
+        with atomic_output(target, overwrite=task.overwrite, mode=_mode_for(task, job)) as sink:
+            crypt(counted, sink, context)
+    return f"{past} {job.name} -> {job.target}"
+
+
+def _rewrap(envelope: Envelope, task: Task, job: Job, progress: Callable[[int], None]) -> str:
+    path = Path(job.source)
+    remove_stale(path.parent, path.name)
+    info = inspect(path)
+    size = job.size or 0
+    if (
+        task.target_ids is not None
+        and tuple(layer.key_ids for layer in info.layers) == task.target_ids
+    ):
+        progress(size)
+        return f"already rewrapped {job.name}"
+    envelope.rewrap_file(path)
+    progress(size)
+    return f"rewrapped {job.name}"
+
+
+def _mode_for(task: Task, job: Job) -> int:
+    """A file replaced in place keeps its mode, except that a decrypted plaintext is 0600
+    (as every other new output is)."""
+    if job.source == job.target and task.operation == "encrypt":
+        return os.stat(job.source).st_mode & 0o7777
+    return 0o600
+
+
+@contextlib.contextmanager
+def _source(name: str) -> Iterator[BinaryIO]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    if os.path.isdir(name):
+        raise CliError(f"{name} is a directory; pass -r to process a directory")
+    with open(name, "rb") as handle:
+        yield handle
+
+
+class _Counted:
+    """A binary source that reports how much was read from it."""
+
+    def __init__(self, source: BinaryIO, progress: Callable[[int], None]) -> None:
+        # Every source here (a file, standard input's buffer) is a BufferedReader.
+        self._source = cast("io.BufferedReader", source)
+        self._progress = progress
+
+    def readinto(self, buffer: memoryview) -> int | None:
+        got: int | None = self._source.readinto(buffer)
+        if got:
+            self._progress(got)
+        return got
+
+    def read(self, size: int, /) -> bytes | None:
+        data = self._source.read(size)
+        if data:
+            self._progress(len(data))
+        return data
+
+
+# -- worker processes ----------------------------------------------------------------------
+
+_worker: tuple[Task, Built, Any] | None = None
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """Where workers come from. Forking is the fastest (a worker inherits the loaded
+    modules) and is safe while the command has no other thread: from Python 3.11 the pool
+    forks all its workers at the first submit, before the progress display starts its
+    thread. Otherwise a fork server, which starts clean workers from one small process."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and sys.version_info >= (3, 11) and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _init_worker(task: Task, counter: Any, command_pid: int) -> None:
+    global _worker  # noqa: PLW0603 - one envelope per worker process, built once
+    _die_with_parent(command_pid)
+    # Ctrl-C goes to the whole process group; the command itself handles it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker = (task, task.recipe.build(), counter)
+
+
+def _work(job: Job) -> Outcome:
+    assert _worker is not None
+    task, built, counter = _worker
+
+    def progress(count: int) -> None:
+        with counter.get_lock():
+            counter.value += count
+
+    return _attempt(built.envelope, task, job, progress)
+
+
+def _die_with_parent(command_pid: int) -> None:
+    """Have the kernel kill this worker when its parent ends, and end now if the command
+    is already gone. (A worker's parent is the command, or the fork server, which ends
+    with the command.)"""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # noqa: PLC0415
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    try:
+        os.kill(command_pid, 0)
+    except ProcessLookupError:
+        os._exit(1)
