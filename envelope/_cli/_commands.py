@@ -209,8 +209,6 @@ def _crypt(
         if recursive or in_place:
             raise click.UsageError("standard input is one stream: no -r, no --in-place")
         target = output or "-"
-        if target == "-" and operation == "encrypt" and sys.stdout.isatty():
-            raise CliError("refusing to write a ciphertext to a terminal: redirect it or pass -o")
         planned = [Job("-", _file_target(target, "-", rename), "standard input", None)]
     elif os.path.isdir(input):
         if not recursive:
@@ -225,6 +223,8 @@ def _crypt(
             if target != "-" and _same_file(input, target):
                 raise CliError(f"{target} is the input; pass --in-place to replace it")
         planned = [Job(input, target, input, size)]
+    if operation == "encrypt" and planned and planned[0].target == "-" and sys.stdout.isatty():
+        raise CliError("refusing to write a ciphertext to a terminal: redirect it or pass -o")
     built = recipe.build()
     try:
         task = Task(operation, recipe, overwrite=force or in_place)

@@ -142,8 +142,10 @@ def _parallel(
                 with counter.get_lock():
                     reporter.set_bytes(max(done_bytes, counter.value))
         except BaseException:
-            for future in pending:
-                future.cancel()
+            # Interrupted: stop the workers now rather than after their current files (an
+            # unfinished output vanishes with its process); the pool then fails what is left.
+            for process in multiprocessing.active_children():
+                process.terminate()
             raise
 
 
@@ -248,6 +250,8 @@ class _Counted:
 # -- worker processes ----------------------------------------------------------------------
 
 _worker: tuple[Task, Built, Any] | None = None
+#: Whether workers are forked from the command itself (else from a fork server).
+_FORKED = False
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -256,7 +260,9 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     forks all its workers at the first submit, before the progress display starts its
     thread. Otherwise a fork server, which starts clean workers from one small process."""
     methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and sys.version_info >= (3, 11) and threading.active_count() == 1:
+    global _FORKED  # noqa: PLW0603 - read by the forked workers
+    _FORKED = "fork" in methods and sys.version_info >= (3, 11) and threading.active_count() == 1
+    if _FORKED:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
@@ -285,17 +291,17 @@ def _work(job: Job) -> Outcome:
 
 
 def _die_with_parent(command_pid: int) -> None:
-    """Have the kernel kill this worker when its parent ends, and end now if the command
-    is already gone. (A worker's parent is the command, or the fork server, which ends
-    with the command.)"""
+    """Have the kernel kill this worker when its parent ends, and end now if that already
+    happened. A worker's parent is the command itself, or a fork server, which ends when
+    the command does."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes  # noqa: PLC0415
 
     pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    try:
-        os.kill(command_pid, 0)
-    except ProcessLookupError:
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    # An orphan has been given another parent already: the signal will never come. (A dead
+    # command may linger as a zombie, so its pid alone proves nothing.)
+    if os.getppid() != parent or (_FORKED and parent != command_pid):
         os._exit(1)
