@@ -195,39 +195,56 @@ def _crypt(
     in_place: bool,
     force: bool,
     contexts: Sequence[str],
+    **options: Any,
+) -> int:
+    if in_place and output is not None:
+        raise click.UsageError("--in-place and -o exclude each other")
+    rename = _add_suffix if operation == "encrypt" else _strip_suffix
+
+    def plan(quiet: bool) -> list[Job]:
+        if input == "-":
+            if recursive or in_place:
+                raise click.UsageError("standard input is one stream: no -r, no --in-place")
+            target = _file_target(output or "-", "-", rename)
+            if operation == "encrypt" and target == "-" and sys.stdout.isatty():
+                raise CliError("refusing to write a ciphertext to a terminal: redirect or use -o")
+            return [Job("-", target, "standard input", None)]
+        if os.path.isdir(input):
+            if not recursive:
+                raise CliError(f"{input} is a directory; pass -r to process it")
+            return _plan_tree(Path(input), output, rename, in_place, operation, quiet)
+        size = os.stat(input).st_size
+        target = input if in_place else _file_target(output, input, rename)
+        if target == "-" and operation == "encrypt" and sys.stdout.isatty():
+            raise CliError("refusing to write a ciphertext to a terminal: redirect or use -o")
+        if not in_place and target != "-" and _same_file(input, target):
+            raise CliError(f"{target} is the input; pass --in-place to replace it")
+        return [Job(input, target, input, size)]
+
+    return _execute(operation, plan, contexts=contexts, overwrite=force or in_place, **options)
+
+
+def _execute(
+    operation: str,
+    plan: Callable[[bool], list[Job]],
+    *,
     keys: Sequence[str],
     config: str | None,
     ca_file: str | None,
     jobs: int,
     quiet: bool,
+    contexts: Sequence[str] = (),
+    overwrite: bool,
 ) -> int:
+    """Check the keys' specs, plan the jobs, build the envelope (reading key files), then
+    do the work."""
     recipe = load_recipe(keys, config, contexts, ca_file)
-    if in_place and output is not None:
-        raise click.UsageError("--in-place and -o exclude each other")
-    rename = _add_suffix if operation == "encrypt" else _strip_suffix
-    if input == "-":
-        if recursive or in_place:
-            raise click.UsageError("standard input is one stream: no -r, no --in-place")
-        target = output or "-"
-        planned = [Job("-", _file_target(target, "-", rename), "standard input", None)]
-    elif os.path.isdir(input):
-        if not recursive:
-            raise CliError(f"{input} is a directory; pass -r to process it")
-        planned = _plan_tree(Path(input), output, rename, in_place, operation, quiet)
-    else:
-        size = os.stat(input).st_size
-        if in_place:
-            target = input
-        else:
-            target = _file_target(output, input, rename)
-            if target != "-" and _same_file(input, target):
-                raise CliError(f"{target} is the input; pass --in-place to replace it")
-        planned = [Job(input, target, input, size)]
-    if operation == "encrypt" and planned and planned[0].target == "-" and sys.stdout.isatty():
-        raise CliError("refusing to write a ciphertext to a terminal: redirect it or pass -o")
+    planned = plan(quiet)
     built = recipe.build()
     try:
-        task = Task(operation, recipe, overwrite=force or in_place)
+        # A rewrapped header names these ids: a file that names them already is done.
+        target_ids = _target_ids(built) if operation == "rewrap" else None
+        task = Task(operation, recipe, overwrite=overwrite, target_ids=target_ids)
         return run(task, planned, built, make_reporter(quiet), _workers(jobs, planned))
     finally:
         built.close()
@@ -334,14 +351,7 @@ def _workers(requested: int, planned: Sequence[Job]) -> int:
 @click.argument("paths", nargs=-1, required=True, metavar="FILE|DIR...")
 @_key_options
 @_common
-def rewrap(
-    paths: Sequence[str],
-    keys: Sequence[str],
-    config: str | None,
-    ca_file: str | None,
-    jobs: int,
-    quiet: bool,
-) -> int:
+def rewrap(paths: Sequence[str], **options: Any) -> int:
     """Rewrap messages in place under the layers of --key (or --config): the header only,
     atomically. A directory is rewrapped file by file; run again after an interruption
     and the files already done are skipped.
@@ -349,19 +359,17 @@ def rewrap(
     Each layer's keys must include one that can unwrap the messages now: list the old KEK
     beside the new one (--key local:new.key,local:old.key) and rewrap again without it
     once every message names the new one."""
-    recipe = load_recipe(keys, config, [], ca_file)
-    planned: list[Job] = []
-    for path in paths:
-        if os.path.isdir(path):
-            planned += _plan_tree(Path(path), None, str, True, "rewrap", quiet)
-        else:
-            planned.append(Job(path, path, path, os.stat(path).st_size))
-    built = recipe.build()
-    try:
-        task = Task("rewrap", recipe, overwrite=True, target_ids=_target_ids(built))
-        return run(task, planned, built, make_reporter(quiet), _workers(jobs, planned))
-    finally:
-        built.close()
+
+    def plan(quiet: bool) -> list[Job]:
+        planned: list[Job] = []
+        for path in paths:
+            if os.path.isdir(path):
+                planned += _plan_tree(Path(path), None, str, True, "rewrap", quiet)
+            else:
+                planned.append(Job(path, path, path, os.stat(path).st_size))
+        return planned
+
+    return _execute("rewrap", plan, overwrite=True, **options)
 
 
 def _target_ids(built: Built) -> tuple[tuple[str, ...], ...]:

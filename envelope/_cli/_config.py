@@ -24,7 +24,6 @@ the same key.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -113,6 +112,7 @@ class _Keks:
             return None
         from azure.identity import ClientSecretCredential  # noqa: PLC0415
 
+        from ..keyvault._ids import is_loopback  # noqa: PLC0415
         from ..transport import SecureTransport, secure_client  # noqa: PLC0415
 
         http = secure_client(policy)
@@ -122,7 +122,8 @@ class _Keks:
             options["authority"] = authority
             # A local identity provider has nothing to discover, and discovery would ask
             # Microsoft's servers about it.
-            options["disable_instance_discovery"] = _is_loopback(authority)
+            host = urlsplit(authority).hostname or ""
+            options["disable_instance_discovery"] = is_loopback(host)
         tenant, client_id, secret = (value or "" for value in values)
         credential = ClientSecretCredential(tenant, client_id, secret, **options)
         self.closers.extend([http.close, credential.close])
@@ -275,13 +276,3 @@ def _config_context(document: dict[str, Any], config: str | None) -> dict[str, s
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise CliError(f"{config}: [context] must map keys to strings")
     return dict(raw)
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

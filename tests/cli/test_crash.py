@@ -143,24 +143,41 @@ def _assert_same(root: Path, contents: dict[str, bytes]) -> None:
         assert found[name].read_bytes() == data, name
 
 
-def test_kill_9_during_encrypt(scratch: Path, keys: Keys, originals, rng: random.Random):
-    source, contents = originals
-    out = scratch / "out"
-    env = keys.envelope()
+def _kills_over_a_tree(
+    command: str,
+    source: Path,
+    originals: dict[str, bytes],
+    expected: dict[str, bytes],
+    opened: Callable[[Path], bytes],
+    keys: Keys,
+    rng: random.Random,
+) -> None:
+    """Kill ``command -r source -o out``: every output there is ``expected`` (by name, as
+    ``opened`` reads it), nothing else is, and the sources are still ``originals``."""
+    out = source.parent / "out"
 
     def check() -> int:
-        _assert_same(source, contents)
+        _assert_same(source, originals)
         outputs = files_under(out)
         for name, path in outputs.items():
-            assert name.endswith(SUFFIX), f"not an output: {name}"
-            assert env.decrypt(path.read_bytes()) == contents[name[: -len(SUFFIX)]], name
+            assert name in expected, f"not an output: {name}"
+            assert opened(path) == expected[name], name
         return len(outputs)
 
     _kills(
-        lambda n: ["encrypt", "-r", str(source), "-o", str(out), *_jobs(n), *keys.args],
+        lambda n: [command, "-r", str(source), "-o", str(out), *_jobs(n), *keys.args],
         lambda: shutil.rmtree(out, ignore_errors=True),
         check,
         rng,
+    )
+
+
+def test_kill_9_during_encrypt(keys: Keys, originals, rng: random.Random):
+    source, contents = originals
+    env = keys.envelope()
+    expected = {name + SUFFIX: data for name, data in contents.items()}
+    _kills_over_a_tree(
+        "encrypt", source, contents, expected, lambda p: env.decrypt(p.read_bytes()), keys, rng
     )
 
 
@@ -174,22 +191,7 @@ def test_kill_9_during_decrypt(scratch: Path, keys: Keys, originals, rng: random
         path = sealed / (name + SUFFIX)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(sealed_contents[name + SUFFIX])
-    out = scratch / "out"
-
-    def check() -> int:
-        _assert_same(sealed, sealed_contents)
-        outputs = files_under(out)
-        for name, path in outputs.items():
-            assert name in contents, f"not an output: {name}"
-            assert path.read_bytes() == contents[name], name
-        return len(outputs)
-
-    _kills(
-        lambda n: ["decrypt", "-r", str(sealed), "-o", str(out), *_jobs(n), *keys.args],
-        lambda: shutil.rmtree(out, ignore_errors=True),
-        check,
-        rng,
-    )
+    _kills_over_a_tree("decrypt", sealed, sealed_contents, contents, Path.read_bytes, keys, rng)
 
 
 def test_kill_9_during_rewrap(scratch: Path, keys: Keys, originals, rng: random.Random):
