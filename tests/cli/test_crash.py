@@ -148,7 +148,7 @@ def _kills_over_a_tree(
     source: Path,
     originals: dict[str, bytes],
     expected: dict[str, bytes],
-    opened: Callable[[Path], bytes],
+    opened: Callable[[Path], bytes | bytearray],
     keys: Keys,
     rng: random.Random,
 ) -> None:
