@@ -42,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return ExitCode.USAGE
     except Exception as exc:
+        # Click 8.2+ answers a bare "envelope" (or "envelope COMMAND") with its help.
+        no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
+        if isinstance(exc, no_args) and exc.ctx is not None:
+            click.echo(exc.ctx.get_help())
+            return ExitCode.OK
         if os.environ.get("ENVELOPE_DEBUG"):
             traceback.print_exc()
         message = describe(exc)

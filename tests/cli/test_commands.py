@@ -44,8 +44,9 @@ def test_version_in_one_place_and_both_entry_points():
     )
 
 
-def test_help_lists_the_commands_and_the_exit_codes():
-    result = run("--help")
+@pytest.mark.parametrize("args", [["--help"], []], ids=["--help", "bare"])
+def test_help_lists_the_commands_and_the_exit_codes(args):
+    result = run(*args)
     assert result.code == 0
     text = result.stdout.decode()
     for command in ("keygen", "encrypt", "decrypt", "inspect", "rewrap", "vault"):
