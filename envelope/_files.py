@@ -10,9 +10,11 @@ unnamed file with its last descriptor). Linking it needs ``linkat(AT_SYMLINK_FOL
 ``os.link`` would link the magic symlink itself and fail with ``EXDEV``).
 
 Replacing an existing file cannot be done by ``linkat``, which never replaces: the unnamed
-file is linked under a hidden name (``.NAME.XXXXXXXX.envelope-tmp``) and renamed over the
-target at once. A crash in the instant between those two calls leaves that hidden file,
-complete and verified; :func:`remove_stale` deletes it.
+file is linked under a hidden name (``.NAME.XXXXXXXXXXXXXXXX.envelope-tmp``) and renamed over
+the target at once, with the catchable termination signals (SIGTERM, SIGINT, SIGHUP,
+SIGQUIT) held back between the two calls in a single-threaded process. Only a SIGKILL or a
+power loss in those microseconds leaves the hidden file, complete and verified;
+:func:`remove_stale` deletes it.
 
 Elsewhere (another OS, a file system without ``O_TMPFILE``, no ``/proc``) the output is a
 named temporary file of that same pattern, renamed into place, and deleted on any error.
@@ -26,6 +28,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,19 +148,44 @@ def _publish(source: str, dir_fd: int, name: str, overwrite: bool) -> None:
         os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
         return
     # linkat never replaces: link under a hidden name, then rename that over the target.
-    while True:
-        hidden = _temp_name(name)
-        try:
-            os.link(source, hidden, dst_dir_fd=dir_fd, follow_symlinks=True)
-            break
-        except FileExistsError:
-            continue
+    held = _hold_signals()
     try:
-        os.rename(hidden, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(hidden, dir_fd=dir_fd)
-        raise
+        while True:
+            hidden = _temp_name(name)
+            try:
+                os.link(source, hidden, dst_dir_fd=dir_fd, follow_symlinks=True)
+                break
+            except FileExistsError:
+                continue
+        try:
+            os.rename(hidden, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(hidden, dir_fd=dir_fd)
+            raise
+    finally:
+        _restore_signals(held)
+
+
+_TERMINATING = frozenset(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+    if hasattr(signal, name)
+)
+
+
+def _hold_signals() -> set[int | signal.Signals] | None:
+    """Hold back the termination signals a process can catch, for the instant between the
+    hidden link and the rename; returns the previous mask."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING)
+
+
+def _restore_signals(previous: set[int | signal.Signals] | None) -> None:
+    # A signal that came in the meantime is delivered now, with the file in place.
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager

@@ -3,8 +3,11 @@ process per core, each with its own envelope.
 
 Every output goes through crash-safe file output (``envelope._files``): it appears complete
 and verified, or not at all. Worker processes die with the command: on Linux each asks the
-kernel to kill it when its parent goes (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the
-command leaves no worker finishing a file behind its back.
+kernel to send it SIGTERM when its parent goes (``PR_SET_PDEATHSIG``), which ends it at
+once, except in the microseconds in which it puts a replacement in place (the hidden link
+and the rename), where the signal waits for the rename. So where files are replaced
+(``rewrap``, ``--in-place``, ``--force``), the work runs in a worker process even when one
+would do: a ``kill -9`` of the command then leaves neither an output nor a hidden file.
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ def run(
         reporter.start(verb[task.operation], total, len(jobs) if many else None)
 
     try:
-        if workers > 1 and many:
-            _parallel(task, jobs, reporter, min(workers, len(jobs)), outcomes, start)
+        if (workers > 1 and many) or _shelter(task, jobs):
+            _parallel(task, jobs, reporter, max(1, min(workers, len(jobs))), outcomes, start)
         else:
             start()
             _serial(built.envelope, task, jobs, reporter, outcomes)
@@ -90,6 +93,17 @@ def run(
         reporter.close()
     codes = [o.code for o in outcomes if o is not None and o.code != ExitCode.OK]
     return codes[0] if codes else ExitCode.OK
+
+
+def _shelter(task: Task, jobs: Sequence[Job]) -> bool:
+    """Whether to replace files from a worker process rather than from the command itself
+    (see the module's docstring): on Linux, when no job reads standard input (a worker's
+    standard input is closed) or writes standard output."""
+    return (
+        task.overwrite
+        and sys.platform.startswith("linux")
+        and all(job.source != "-" and job.target != "-" for job in jobs)
+    )
 
 
 def _serial(
@@ -274,8 +288,10 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 def _init_worker(task: Task, counter: Any, command_pid: int) -> None:
     global _worker  # noqa: PLW0603 - one envelope per worker process, built once
     _die_with_parent(command_pid)
-    # Ctrl-C goes to the whole process group; the command itself handles it.
+    # Ctrl-C goes to the whole process group; the command itself handles it, and stops the
+    # workers with SIGTERM, which ends a worker at once.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _worker = (task, task.recipe.build(), counter)
 
 
@@ -291,16 +307,16 @@ def _work(job: Job) -> Outcome:
 
 
 def _die_with_parent(command_pid: int) -> None:
-    """Have the kernel kill this worker when its parent ends, and end now if that already
-    happened. A worker's parent is the command itself, or a fork server, which ends when
-    the command does."""
+    """Have the kernel end this worker (SIGTERM) when its parent ends, and end now if that
+    already happened. A worker's parent is the command itself, or a fork server, which ends
+    when the command does."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes  # noqa: PLC0415
 
     pr_set_pdeathsig = 1
     parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     # An orphan has been given another parent already: the signal will never come. (A dead
     # command may linger as a zombie, so its pid alone proves nothing.)
     if os.getppid() != parent or (_FORKED and parent != command_pid):
