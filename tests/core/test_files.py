@@ -4,6 +4,7 @@ mismatch error and the key-file modes."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -173,3 +174,29 @@ def test_key_file_modes(tmp_path, mode: int, accepted: bool):
     else:
         with pytest.raises(KeyAccessError, match="group or others"):
             LocalKey.load(Path(path))
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_termination_signal_waits_for_the_rename(tmp_path, monkeypatch):
+    target = tmp_path / "t.bin"
+    target.write_bytes(b"old")
+    seen: list[list[str]] = []
+    real_rename = os.rename
+
+    def rename(*args, **kwargs):
+        # SIGTERM arrives after the hidden link and before the rename.
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_rename(*args, **kwargs)
+
+    def on_term(signum, frame):
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+
+    monkeypatch.setattr(os, "rename", rename)
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with atomic_output(target) as handle:
+            handle.write(b"new")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [["t.bin"]]  # handled once the file was in place, no hidden name left
+    assert target.read_bytes() == b"new"
