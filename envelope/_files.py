@@ -30,7 +30,7 @@ import secrets
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -103,14 +103,16 @@ def is_temporary(name: str) -> bool:
     return _TEMP_NAME.match(name) is not None
 
 
-def remove_stale(directory: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+def remove_stale(
+    directory: str | os.PathLike[str], names: Collection[str] | None = None
+) -> list[Path]:
     """Delete what a crash may have left in ``directory``: hidden temporary files of this
-    module (only those for the file ``name``, if given). Returns what was deleted."""
+    module (only those for the files ``names``, if given). Returns what was deleted."""
     removed = []
     with os.scandir(directory) as entries:
         for entry in entries:
             match = _TEMP_NAME.match(entry.name)
-            if match is None or (name is not None and match.group("target") != name):
+            if match is None or (names is not None and match.group("target") not in names):
                 continue
             if entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):

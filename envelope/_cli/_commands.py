@@ -20,7 +20,7 @@ from .._keys import LocalKey
 from ._config import Built, load_recipe
 from ._errors import CliError, ExitCode
 from ._progress import make_reporter
-from ._work import Job, Task, run
+from ._work import Job, Task, remove_leftovers, run
 
 __all__ = ["cli"]
 
@@ -240,6 +240,8 @@ def _execute(
     do the work."""
     recipe = load_recipe(keys, config, contexts, ca_file)
     planned = plan(quiet)
+    if overwrite:
+        remove_leftovers(planned)
     built = recipe.build()
     try:
         # A rewrapped header names these ids: a file that names them already is done.

@@ -32,7 +32,7 @@ from ._config import Built, Recipe
 from ._errors import CliError, ExitCode, describe, exit_code
 from ._progress import Reporter
 
-__all__ = ["Job", "Outcome", "Task", "run"]
+__all__ = ["Job", "Outcome", "Task", "remove_leftovers", "run"]
 
 _CHUNK = 1 << 20
 
@@ -66,6 +66,18 @@ class Outcome:
     code: ExitCode
     message: str
     size: int
+
+
+def remove_leftovers(jobs: Sequence[Job]) -> None:
+    """Before files are replaced: delete the hidden files a crash may have left for them
+    (one look at each directory)."""
+    names: dict[Path, set[str]] = {}
+    for job in jobs:
+        if job.target != "-":
+            target = Path(job.target)
+            names.setdefault(target.parent, set()).add(target.name)
+    for directory, targets in names.items():
+        remove_stale(directory, targets)
 
 
 def run(
@@ -196,9 +208,7 @@ def _perform(envelope: Envelope, task: Task, job: Job, progress: Callable[[int],
             sys.stdout.buffer.flush()
             return f"{past} {job.name}"
         target = Path(job.target)
-        if task.overwrite:
-            remove_stale(target.parent, target.name)
-        elif os.path.lexists(target):
+        if not task.overwrite and os.path.lexists(target):
             raise FileExistsError(0, "exists", str(target))
         with atomic_output(target, overwrite=task.overwrite, mode=_mode_for(task, job)) as sink:
             crypt(counted, sink, context)
@@ -207,7 +217,6 @@ def _perform(envelope: Envelope, task: Task, job: Job, progress: Callable[[int],
 
 def _rewrap(envelope: Envelope, task: Task, job: Job, progress: Callable[[int], None]) -> str:
     path = Path(job.source)
-    remove_stale(path.parent, path.name)
     info = inspect(path)
     size = job.size or 0
     if (

@@ -502,3 +502,22 @@ def test_progress_bars_only_on_a_terminal(tmp_path, keys: Keys):
     quiet = run("encrypt", plain, "-f", *keys.args)
     assert quiet.code == 0
     assert quiet.stderr == ""
+
+
+def test_a_hidden_leftover_of_a_crash_is_removed_by_the_next_replacement(tmp_path, keys: Keys):
+    plain = tmp_path / "a.txt"
+    plain.write_bytes(b"x")
+    assert run("encrypt", plain, *keys.args).code == 0
+    sealed = tmp_path / f"a.txt{SUFFIX}"
+    leftover = tmp_path / f".{sealed.name}.{'ab' * 8}.envelope-tmp"
+    leftover.write_bytes(sealed.read_bytes())
+    unrelated = tmp_path / ".notes.envelope-tmp"
+    unrelated.write_bytes(b"not ours")
+    assert run("rewrap", tmp_path / f"a.txt{SUFFIX}", *keys.args).code == 0
+    assert not leftover.exists()
+    assert unrelated.exists()
+    leftover.write_bytes(b"partial")
+    assert run("encrypt", plain, "--force", *keys.args).code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a.txt", sealed.name, "keys", unrelated.name]
+    )

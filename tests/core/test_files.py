@@ -81,7 +81,7 @@ def test_remove_stale_deletes_only_leftovers_of_the_named_file(tmp_path):
     lookalike = tmp_path / ".a.bin.not-ours.envelope-tmp"
     for path in [*leftovers, other, lookalike]:
         path.write_bytes(b"x")
-    assert sorted(remove_stale(tmp_path, "a.bin")) == sorted(leftovers)
+    assert sorted(remove_stale(tmp_path, {"a.bin", "c.bin"})) == sorted(leftovers)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, lookalike.name])
     assert remove_stale(tmp_path) == [other]
 
