@@ -164,7 +164,7 @@ def _parallel(
                         outcome = Outcome(jobs[index].name, exit_code(exc), describe(exc), 0)
                     outcomes[index] = outcome
                     done_bytes += outcome.size
-                    _report(reporter, outcome, True)
+                    _report(reporter, outcome, len(jobs) > 1)
                 with counter.get_lock():
                     reporter.set_bytes(max(done_bytes, counter.value))
         except BaseException:
