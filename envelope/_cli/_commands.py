@@ -13,10 +13,8 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import __version__
+from .. import LocalKey, MessageInfo, __version__, inspect
 from .._files import is_temporary
-from .._inspect import MessageInfo, inspect
-from .._keys import LocalKey
 from ._config import Built, load_recipe
 from ._errors import CliError, ExitCode
 from ._progress import make_reporter

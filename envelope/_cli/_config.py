@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._envelope import Envelope
-from .._keys import KeyEncryptionKey, LocalKey
+from .. import Envelope, KeyEncryptionKey, LocalKey
 from .._limits import DEFAULT_FRAME_SIZE
 from ._errors import CliError
 

@@ -17,7 +17,7 @@ import enum
 
 import click
 
-from .._errors import DecryptionError, FormatError, InsecureTransportError, KeyAccessError
+from .. import DecryptionError, FormatError, InsecureTransportError, KeyAccessError
 
 __all__ = ["CliError", "ExitCode", "describe", "exit_code"]
 

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from .._envelope import Envelope
+from .. import Envelope, inspect
 from .._files import atomic_output, remove_stale
-from .._inspect import inspect
 from ._config import Built, Recipe
 from ._errors import CliError, ExitCode, describe, exit_code
 from ._progress import Reporter

@@ -469,14 +469,13 @@ def test_the_vault_command_serves_until_interrupted(tmp_path, keys: Keys):
     assert not Path(settings["ENVELOPE_CA_FILE"]).exists()
 
 
-def test_progress_bars_only_on_a_terminal(tmp_path, keys: Keys):
+def _on_a_terminal(*args: str | os.PathLike[str]) -> str:
+    """Run the command with standard error on a pseudo-terminal; returns what it showed."""
     import pty
 
-    plain = tmp_path / "big.bin"
-    plain.write_bytes(os.urandom(8 << 20))
     master, slave = pty.openpty()
     process = subprocess.Popen(
-        [*envelope_command(), "encrypt", str(plain), *keys.args],
+        [*envelope_command(), *map(str, args)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=slave,
@@ -494,14 +493,22 @@ def test_progress_bars_only_on_a_terminal(tmp_path, keys: Keys):
         shown += chunk
     os.close(master)
     assert process.wait(timeout=60) == 0
-    text = shown.decode(errors="replace")
+    return shown.decode(errors="replace")
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, keys: Keys, tree):
+    plain = tmp_path / "big.bin"
+    plain.write_bytes(os.urandom(8 << 20))
+    text = _on_a_terminal("encrypt", plain, *keys.args)
     assert "encrypting" in text
     assert "MiB" in text  # bytes done and total
     assert "/s" in text  # the rate
-    # Not a terminal: not a byte on standard error.
-    quiet = run("encrypt", plain, "-f", *keys.args)
-    assert quiet.code == 0
-    assert quiet.stderr == ""
+    root, contents = tree
+    text = _on_a_terminal("encrypt", "-r", root, "-o", tmp_path / "sealed", *keys.args)
+    assert f"/{len(contents)} files" in text
+    # Not a terminal, or -q: not a byte on standard error.
+    assert run("encrypt", plain, "-f", *keys.args).stderr == ""
+    assert _on_a_terminal("encrypt", plain, "-f", "-q", *keys.args) == ""
 
 
 def test_a_hidden_leftover_of_a_crash_is_removed_by_the_next_replacement(tmp_path, keys: Keys):
