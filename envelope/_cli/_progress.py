@@ -136,7 +136,7 @@ def _unit_columns() -> list[ProgressColumn]:
             return Text(f"{int(task.completed)}/{total} files", style="progress.download")
 
     return [
-        ByUnit(DownloadColumn(binary_units=True), count_files=True),
+        ByUnit(DownloadColumn(), count_files=True),
         ByUnit(TransferSpeedColumn(), count_files=False),
         ByUnit(TimeRemainingColumn(), count_files=False),
     ]
