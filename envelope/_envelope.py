@@ -50,8 +50,8 @@ class Envelope:
 
     ``layers`` lists the layers from the innermost out; each is one KEK, or a list of KEKs
     that all wrap that layer's data key (for availability: any one of them can decrypt).
-    Every layer has its own fresh data key per message, its own KEKs and, by default, its
-    own AEAD mode: AES-256-GCM, then AES-256-OCB3, then AES-256-GCM-SIV.
+    Every layer has its own fresh data key per message and its own KEKs. The default AEAD
+    modes are AES-256-GCM, then AES-256-OCB3, then AES-256-GCM-SIV, then AES-256-GCM again.
 
     Decryption accepts only messages with the same number of layers whose every layer
     names a key id one of that layer's KEKs accepts; no other key is ever contacted.

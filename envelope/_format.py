@@ -178,7 +178,12 @@ def encode_context(context: Mapping[str, str] | None) -> Context:
     for key, value in context.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("context keys and values must be str")
-        raw_key, raw_value = key.encode("utf-8"), value.encode("utf-8")
+        try:
+            raw_key, raw_value = key.encode("utf-8"), value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                "context keys and values must be text UTF-8 can encode (no lone surrogates)"
+            ) from None
         if not 0 < len(raw_key) <= MAX_CONTEXT_KEY_BYTES:
             raise ValueError(f"a context key is 1 to {MAX_CONTEXT_KEY_BYTES} UTF-8 bytes")
         if len(raw_value) > MAX_CONTEXT_VALUE_BYTES:

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from envelope import Envelope, LocalKey
-from envelope._format import decode_header
+from envelope._format import (
+    Header,
+    WrapAlgorithm,
+    WrappedKeyRecord,
+    decode_header,
+    encode_header,
+)
 from envelope._limits import MAX_HEADER_BYTES
 
 PATH = Path(__file__).with_name("v1.json")
@@ -178,14 +184,219 @@ def build() -> dict[str, Any]:
     )
     variant("wrong context", "decryption failure", bytes(base), "", context={"tenant": "x"})
     variant("missing context", "decryption failure", bytes(base), "", context={})
+    vectors += _checks_and_their_order(base, ctx, text)
     return {
         "format": "envelope message format version 1 (docs/FORMAT.md)",
         "generator": "python -m tests.vectors.generate",
-        "expect values": ["success", "format error", "decryption failure"],
+        "expect values": ["success", "format error", "decryption failure", "key access error"],
         "keys": {k.key_id: k._key.hex() for k in KEYS.values()},
         "key_names": {name: k.key_id for name, k in KEYS.items()},
         "vectors": vectors,
     }
+
+
+def _checks_and_their_order(
+    base: bytearray, ctx: dict[str, str], text: bytes
+) -> list[dict[str, Any]]:
+    """The rules of FORMAT.md sections 2.1 to 4 and 7 that a reader could otherwise only guess:
+    text that is not UTF-8, repeated key ids, keys tied to layer positions, wrapped keys that
+    do not fit, the next KEK of a layer, short bodies, and which kind a message with two
+    defects gets (the order of the checks)."""
+    two = [["a"], ["b"]]
+    header, length = decode_header(base)
+    body = bytes(base[length:])
+    inner, outer = header.layers
+    record = inner.wrapped_keys[0]
+    one_layer = bytes(_seal([["a"]], text[:100], context=ctx, tag="one-layer"))
+    swapped = _rewritten(header._replace(layers=(outer, inner)), body)
+    redundant = _seal([["a", "d"], ["b"]], b"redundant", tag="two-keks")
+    spare, spare_length = decode_header(redundant)
+    first, second = spare.layers[0].wrapped_keys
+    flipped_wrap = first._replace(
+        ciphertext=first.ciphertext[:20] + b"\xff" + first.ciphertext[21:]
+    )
+    other_key = KEYS["a"]._wrap_with_nonce(_bytes("another dek"), _bytes("nonce another", 12))
+    cases: list[tuple[str, str, list[list[str]], bytes, dict[str, str], str]] = [
+        (
+            "wrong context and one layer missing",
+            "decryption failure",
+            two,
+            one_layer,
+            {"tenant": "x"},
+            "steps 2 and 3 both fail: the context is checked first",
+        ),
+        ("one layer missing", "key access error", two, one_layer, ctx, "a one-layer message"),
+        (
+            "layers swapped whole",
+            "key access error",
+            two,
+            swapped,
+            ctx,
+            "key ids included: keys are tied to layer positions",
+        ),
+        (
+            "wrong context and layers swapped whole",
+            "decryption failure",
+            two,
+            swapped,
+            {},
+            "steps 2 and 3 both fail: the context is checked first",
+        ),
+        (
+            "layer algorithms swapped",
+            "decryption failure",
+            two,
+            _rewritten(
+                header._replace(
+                    layers=(
+                        inner._replace(algorithm=outer.algorithm),
+                        outer._replace(algorithm=inner.algorithm),
+                    )
+                ),
+                body,
+            ),
+            ctx,
+            "commitments and key ids in place: the commitment fails",
+        ),
+        (
+            "a key id twice in one layer",
+            "format error",
+            two,
+            _rewritten(
+                header._replace(layers=(inner._replace(wrapped_keys=(record, record)), outer)), body
+            ),
+            ctx,
+            "",
+        ),
+        (
+            "one key id in two layers",
+            "format error",
+            two,
+            _rewritten(
+                header._replace(
+                    layers=(
+                        inner,
+                        outer._replace(
+                            wrapped_keys=(outer.wrapped_keys[0]._replace(key_id=record.key_id),)
+                        ),
+                    )
+                ),
+                body,
+            ),
+            ctx,
+            "layer 1 names layer 0's key",
+        ),
+        (
+            "context key not UTF-8",
+            "format error",
+            two,
+            _replaced(base, length, b"tenant", b"tena\xc0\xaf"),
+            ctx,
+            "an overlong form (C0 AF) in the key 'tenant'",
+        ),
+        (
+            "key id not UTF-8",
+            "format error",
+            two,
+            _replaced(base, length, b"vector-b", b"vecto\xed\xa0\x80"),
+            ctx,
+            "an encoded surrogate (ED A0 80) in layer 1's key id",
+        ),
+        (
+            "A256GCM wrapped key of 59 bytes",
+            "decryption failure",
+            two,
+            _with_inner_records(
+                header, (record._replace(ciphertext=record.ciphertext[:59]),), body
+            ),
+            ctx,
+            "",
+        ),
+        (
+            "RSA-OAEP-256 wrap id under a local key",
+            "decryption failure",
+            two,
+            _with_inner_records(
+                header, (record._replace(algorithm=WrapAlgorithm.RSA_OAEP_256),), body
+            ),
+            ctx,
+            "",
+        ),
+        (
+            "first KEK's wrapped key damaged, the second KEK opens the layer",
+            "success",
+            [["a", "d"], ["b"]],
+            _with_inner_records(spare, (flipped_wrap, second), bytes(redundant[spare_length:])),
+            {},
+            "a failed candidate moves on to the layer's next KEK",
+        ),
+        (
+            "first KEK unwraps to another data key, the second KEK opens the layer",
+            "success",
+            [["a", "d"], ["b"]],
+            _with_inner_records(
+                spare,
+                (first._replace(ciphertext=other_key.ciphertext), second),
+                bytes(redundant[spare_length:]),
+            ),
+            {},
+            "a valid wrap of another data key fails the commitment, then the next KEK is tried",
+        ),
+        ("empty body", "decryption failure", two, bytes(base[:length]), ctx, "the header alone"),
+        (
+            "body shorter than one frame's tags",
+            "decryption failure",
+            two,
+            bytes(base[: length + 31]),
+            ctx,
+            "31 bytes, two layers of 16-byte tags",
+        ),
+        (
+            "empty body and a key id not accepted",
+            "key access error",
+            two,
+            _replaced(base[:length], length, b"vector-b", b"vector-c"),
+            ctx,
+            "steps 3 and 5 both fail: the body is checked last",
+        ),
+    ]
+    vectors = []
+    for name, expect, layers, message, context, comment in cases:
+        # Both successes open the two-KEK message.
+        plaintext = b"redundant" if expect == "success" else None
+        vectors.append(
+            _vector(
+                name,
+                expect,
+                layers,
+                message,
+                plaintext=plaintext,
+                context=context,
+                comment=comment,
+            )
+        )
+    return vectors
+
+
+def _rewritten(header: Header, body: bytes) -> bytes:
+    return encode_header(header) + body
+
+
+def _with_inner_records(
+    header: Header, records: tuple[WrappedKeyRecord, ...], body: bytes
+) -> bytes:
+    """``header`` with layer 0's wrapped keys replaced by ``records``."""
+    inner = header.layers[0]._replace(wrapped_keys=records)
+    return _rewritten(header._replace(layers=(inner, *header.layers[1:])), body)
+
+
+def _replaced(message: bytes | bytearray, header_length: int, old: bytes, new: bytes) -> bytes:
+    """``message`` with the one occurrence of ``old`` in its header replaced by ``new``, a
+    byte string of the same length."""
+    assert len(old) == len(new)
+    assert bytes(message[:header_length]).count(old) == 1
+    offset = bytes(message).index(old)
+    return bytes(message[:offset]) + new + bytes(message[offset + len(old) :])
 
 
 def _patched(message: bytes | bytearray, offset: int, value: int) -> bytes:
