@@ -7,7 +7,7 @@ its concept.
 ``_unwrap``             the unwrap plan (no I/O), fall-through per layer, commitments
 ``_message``            header ‖ body in one piece: new headers, body ciphers, rewrap
 ``_streams``            frame loops in constant memory
-``_files``              atomic file output
+``_files``              crash-safe file output, header-only rewrite of a file
 ``_inspect``            a header read without keys
 ======================  ==================================================================
 
@@ -26,7 +26,7 @@ from ._cache import DataKeyCache, UnwrapCache
 from ._config import LayerSpec, check_frame_size, check_optional, layer_algorithms, layer_keks
 from ._datakeys import DataKey, DataKeys, to_record
 from ._engine import FrameCipher, body_size, plaintext_size
-from ._files import atomic_output
+from ._files import atomic_output, replace_header
 from ._format import Context, Header, Suite, decode_header, encode_context, max_header_size
 from ._keys import KeyEncryptionKey, WrappedKey
 from ._limits import DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE
@@ -278,17 +278,28 @@ class Envelope:
         their commitments; the body and the encryption context are kept as they are.
         """
         view = contiguous(blob)
-        header, header_length = decode_header(view)
-        keys = self._unwrapper.unwrap(header)
-        wrapped = [self._data_keys.wrap(index, k.data_key) for index, k in enumerate(keys)]
-        new_header = rewrapped_header(header, wrapped)
+        new_header, header_length = self._rewrap_header(view)
         body = view[header_length:]
         out = bytearray(len(new_header) + len(body))
         out[: len(new_header)] = new_header
         out[len(new_header) :] = body
         return out
 
+    def rewrap_file(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`rewrap` the message in the file ``path``, in place: only the header
+        changes. The new file is complete and synced before it replaces the old one, so a
+        crash at any moment leaves either; it keeps the old file's permission bits."""
+        replace_header(path, read_header_bytes, lambda old: self._rewrap_header(old)[0])
+
     # -- internals ----------------------------------------------------------------------
+
+    def _rewrap_header(self, view: memoryview) -> tuple[bytes, int]:
+        """The header at the start of ``view`` with its data keys wrapped under this
+        envelope's KEKs, and the old header's length."""
+        header, header_length = decode_header(view)
+        keys = self._unwrapper.unwrap(header)
+        wrapped = [self._data_keys.wrap(index, k.data_key) for index, k in enumerate(keys)]
+        return rewrapped_header(header, wrapped), header_length
 
     def _one_shot(
         self, context: Context, data_keys: Sequence[DataKey], nbytes: int
