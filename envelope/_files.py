@@ -34,7 +34,14 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["TEMP_SUFFIX", "atomic_output", "is_temporary", "remove_stale", "replace_header"]
+__all__ = [
+    "TEMP_SUFFIX",
+    "atomic_output",
+    "is_temporary",
+    "leave_signals_to_other_threads",
+    "remove_stale",
+    "replace_header",
+]
 
 #: Every temporary name this module creates ends with this suffix.
 TEMP_SUFFIX = ".envelope-tmp"
@@ -188,6 +195,13 @@ def _restore_signals(previous: set[int | signal.Signals] | None) -> None:
     # A signal that came in the meantime is delivered now, with the file in place.
     if previous is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def leave_signals_to_other_threads() -> None:
+    """Called first in every thread the library starts. A signal sent to the process goes
+    to a thread that does not block it; if a library thread took it, holding signals in the
+    caller's thread around a rename would not hold them back."""
+    _hold_signals()
 
 
 @contextlib.contextmanager

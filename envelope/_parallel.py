@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 
 from ._engine import FrameCipher, frame_count
+from ._files import leave_signals_to_other_threads
 
 __all__ = [
     "PARALLEL_FRAME_SIZE",
@@ -133,7 +134,9 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     with _pool_lock:
         if _shared_pool is None:
             _shared_pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=MAX_WORKERS, thread_name_prefix="envelope-worker"
+                max_workers=MAX_WORKERS,
+                thread_name_prefix="envelope-worker",
+                initializer=leave_signals_to_other_threads,
             )
         return _shared_pool
 

@@ -18,6 +18,7 @@ from typing import Protocol
 from . import _limits
 from ._engine import FrameCipher
 from ._errors import DecryptionError, FormatError
+from ._files import leave_signals_to_other_threads
 from ._format import PREFIX_BYTES, header_length_from_prefix
 
 __all__ = ["Readable", "Writable", "decrypt_frames", "encrypt_frames", "read_header_bytes"]
@@ -155,6 +156,7 @@ class _ThreadedSink:
             raise self._failure
 
     def _write(self) -> None:
+        leave_signals_to_other_threads()
         while (frame := self._pending.get()) is not None:
             if self._failure is None:
                 try:
