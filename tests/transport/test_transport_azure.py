@@ -273,7 +273,7 @@ def test_a_client_context_weakened_after_the_transport_was_built_sends_nothing(
         with pytest.raises(envelope.InsecureTransportError):
             SecureTransport(client=secure)
     assert excinfo.value.reason == "verification-disabled"
-    assert server.recorded.raw == [b""]  # one handshake, no retry, not one byte
+    assert server.recorded.raw == [b""]  # one connection, no retry, not one byte
     assert server.recorded.requests == []
 
 
