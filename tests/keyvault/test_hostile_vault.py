@@ -248,58 +248,82 @@ def deep(levels: int) -> bytes:
     return b"[" * levels + b"]" * levels
 
 
-def body_script(status: int, body: bytes, headers: dict[str, str] | None = None):
+def body_script(status: int, body: bytes, content_type: str = "application/json"):
     def script(handler: Any, request_body: bytes) -> Reply:
-        return status, {"Content-Type": "application/json", **(headers or {})}, body
+        return status, {"Content-Type": content_type}, body
 
     return script
 
 
+def _reply(*reply: Any, id: str) -> Any:
+    """A hostile reply: status, body and optionally its content type."""
+    return pytest.param(reply, id=id)
+
+
+JSON_UTF8 = "application/json; charset=utf-8"
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+<!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+<!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+<!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+<!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+<!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">]>
+<lolz>&lol9;</lolz>"""
+
 HOSTILE_REPLIES = [
-    pytest.param(200, deep(200_000), id="nested-200000-deep"),
-    pytest.param(200, deep(20_000), id="nested-20000-deep-under-the-size-cap"),
-    pytest.param(403, b'{"error": ' + deep(20_000) + b"}", id="error-nested-deep"),
-    pytest.param(403, deep(200_000), id="error-body-nested-deep"),
-    pytest.param(200, b'{"value": ' + deep(20_000) + b"}", id="value-nested-deep"),
-    pytest.param(200, b"[]", id="a-list"),
-    pytest.param(200, b'"text"', id="a-string"),
-    pytest.param(200, b"1e999999", id="a-huge-number"),
-    pytest.param(200, b"9" * 5000, id="an-integer-of-5000-digits"),
-    pytest.param(200, b'{"value": 12}', id="value-a-number"),
-    pytest.param(200, b'{"value": null}', id="value-null"),
-    pytest.param(200, b'{"value": "%%%"}', id="value-not-base64"),
-    pytest.param(200, b'{"value": "' + b"A" * 5000 + b'"}', id="value-too-long"),
-    pytest.param(200, b'{"value": "\xff\xfe"}', id="not-utf-8"),
-    pytest.param(200, b"\x00\x01\x02", id="binary"),
-    pytest.param(403, b'{"error": {"code": ["x"], "message": {"a": 1}}}', id="error-odd-types"),
-    pytest.param(403, b'{"error": {"code": "' + b"C" * 70_000 + b'"}}', id="error-huge-code"),
+    _reply(200, deep(200_000), id="nested-200000-deep"),
+    _reply(200, deep(20_000), id="nested-20000-deep-under-the-size-cap"),
+    _reply(403, b'{"error": ' + deep(20_000) + b"}", id="error-nested-deep"),
+    _reply(403, deep(200_000), id="error-body-nested-deep"),
+    _reply(200, b'{"value": ' + deep(20_000) + b"}", id="value-nested-deep"),
+    _reply(200, b"[]", id="a-list"),
+    _reply(200, b'"text"', id="a-string"),
+    _reply(200, b"1e999999", id="a-huge-number"),
+    _reply(200, b"9" * 5000, id="an-integer-of-5000-digits"),
+    _reply(200, b'{"value": 12}', id="value-a-number"),
+    _reply(200, b'{"value": null}', id="value-null"),
+    _reply(200, b'{"value": "%%%"}', id="value-not-base64"),
+    _reply(200, b'{"value": "' + b"A" * 5000 + b'"}', id="value-too-long"),
+    _reply(200, b'{"value": "\xff\xfe"}', id="not-utf-8"),
+    _reply(200, b'{"value": "\xff\xfe"}', JSON_UTF8, id="not-utf-8-said-to-be"),
+    _reply(403, b'{"error": "\xff"}', JSON_UTF8, id="error-not-utf-8-said-to-be"),
+    _reply(200, deep(20_000), JSON_UTF8, id="nested-deep-with-charset"),
+    _reply(200, b"<a>" * 20_000 + b"</a>" * 20_000, "application/xml", id="xml-deep"),
+    _reply(200, BILLION_LAUGHS, "application/xml", id="xml-billion-laughs"),
+    _reply(200, b"<value>AAAA</value>", "text/xml", id="xml-not-json"),
+    _reply(200, b"\x00\x01\x02", id="binary"),
+    _reply(403, b'{"error": {"code": ["x"], "message": {"a": 1}}}', id="error-odd-types"),
+    _reply(403, b'{"error": {"code": "' + b"C" * 70_000 + b'"}}', id="error-huge-code"),
 ]
 
 
 @MODES
-@pytest.mark.parametrize(("status", "body"), HOSTILE_REPLIES)
+@pytest.mark.parametrize("reply", HOSTILE_REPLIES)
 def test_a_hostile_unwrap_reply_falls_through_to_the_layers_next_kek(
-    hostile: ScriptedVault, mode: str, status: int, body: bytes
+    hostile: ScriptedVault, mode: str, reply: tuple[Any, ...]
 ):
     backup, outer = LocalKey.generate(), LocalKey.generate()
     with hostile.kek("k") as key:
         blob = Envelope([[key, backup], outer]).encrypt(b"still readable")
-    hostile.scripts["unwrapKey"] = body_script(status, body)
+    hostile.scripts["unwrapKey"] = body_script(*reply)
     env = Envelope([[hostile.kek("k"), backup], outer])
     assert decrypt(env, mode, blob) == b"still readable"
     with pytest.raises(KeyAccessError):
         unwrap(hostile.kek("k"), mode, rsa_wrapped(hostile, os.urandom(32)))
 
 
-@pytest.mark.parametrize(("status", "body"), HOSTILE_REPLIES)
+@pytest.mark.parametrize("reply", HOSTILE_REPLIES)
 def test_a_hostile_bundle_or_wrap_reply_is_a_key_access_error(
-    hostile: ScriptedVault, status: int, body: bytes
+    hostile: ScriptedVault, reply: tuple[Any, ...]
 ):
-    hostile.scripts["getKey"] = body_script(status, body)
+    hostile.scripts["getKey"] = body_script(*reply)
     with pytest.raises(KeyAccessError), hostile.kek("k") as key:
         key.wrap_key(os.urandom(32))
     del hostile.scripts["getKey"]
-    hostile.scripts["wrapKey"] = body_script(status, body)
+    hostile.scripts["wrapKey"] = body_script(*reply)
     with pytest.raises(KeyAccessError), hostile.kek("o") as key:
         key.wrap_key(os.urandom(32))
 
