@@ -438,7 +438,9 @@ def _send(policy: TLSPolicy, mode: str, url: str, **options: Any) -> Any:
     return asyncio.run(run())
 
 
-def _trickle(handler: http.server.BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict, Any]:
+def _trickle(
+    handler: http.server.BaseHTTPRequestHandler, body: bytes
+) -> tuple[int, dict[str, str], Any]:
     def drip() -> Iterator[bytes]:
         for _ in range(100):
             yield b"x"
@@ -461,8 +463,10 @@ def test_an_attempt_ends_within_its_read_timeout_however_slowly_the_reply_trickl
     assert elapsed < 0.5 + 0.5
 
 
-def _big(kind: str) -> Callable[..., tuple[int, dict, Any]]:
-    def respond(handler: http.server.BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict, Any]:
+def _big(kind: str) -> Callable[..., tuple[int, dict[str, str], Any]]:
+    def respond(
+        handler: http.server.BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, dict[str, str], Any]:
         block = b"x" * 4096
         if kind == "gzip":
             return 200, {"Content-Encoding": "gzip"}, gzip.compress(block * 256)
