@@ -94,8 +94,8 @@ def _send_options(
         )
     if kwargs.pop("connection_cert", None) is not None:
         raise ValueError(
-            "connection_cert is not supported per request; load the client certificate into "
-            "create_ssl_context(policy) and pass it as verify= to secure_client()"
+            "connection_cert is not supported per request; give the client certificate to "
+            "secure_client(policy, cert=...) and pass that client to the transport"
         )
     if kwargs.pop("proxies", None):
         raise ValueError("proxies are configured on the httpx client (proxy= or environment)")

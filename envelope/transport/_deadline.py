@@ -93,9 +93,19 @@ class DeadlineSSLSocket(ssl.SSLSocket):
             # SSLSocket.do_handshake puts back the timeout it found: the shortened one.
             self.settimeout(requested)
 
+    # Every I/O method is bounded itself, not only the ones the others happen to call today.
+
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
         self._bound()
         return super().read(len, buffer)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        self._bound()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self._bound()
+        return super().recv_into(buffer, nbytes, flags)
 
     def write(self, data: Any) -> int:
         self._bound()
@@ -104,3 +114,7 @@ class DeadlineSSLSocket(ssl.SSLSocket):
     def send(self, data: Any, flags: int = 0) -> int:
         self._bound()
         return super().send(data, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._bound()
+        super().sendall(data, flags)
