@@ -311,6 +311,37 @@ def _switch_verification_off(context: ssl.SSLContext) -> None:
     context.verify_mode = ssl.CERT_NONE
 
 
+def _weaken_then_get(
+    policy: TLSPolicy,
+    context: ssl.SSLContext,
+    weaken: Callable[[ssl.SSLContext], None],
+    server: RunningServer,
+    mode: str,
+) -> pytest.ExceptionInfo[InsecureRequestError]:
+    """Build a client on ``context``, weaken the context, then send a token to ``server``:
+    the refusal, which must come."""
+    headers = {"Authorization": "Bearer secret-token"}
+    if mode == "sync":
+        with secure_client(policy, verify=context, timeout=TIMEOUT) as client:
+            assert is_secure_client(client)
+            weaken(context)
+            assert not is_secure_client(client)
+            with pytest.raises(InsecureRequestError) as excinfo:
+                client.get(server.url("/secret"), headers=headers)
+        return excinfo
+
+    async def run() -> pytest.ExceptionInfo[InsecureRequestError]:
+        async with secure_async_client(policy, verify=context, timeout=TIMEOUT) as c:
+            assert is_secure_client(c)
+            weaken(context)
+            assert not is_secure_client(c)
+            with pytest.raises(InsecureRequestError) as info:
+                await c.get(server.url("/secret"), headers=headers)
+            return info
+
+    return asyncio.run(run())
+
+
 @MODES
 def test_a_context_weakened_after_construction_is_refused_before_a_request_byte(
     certs: Certificates, policy: TLSPolicy, mode: str
@@ -319,27 +350,8 @@ def test_a_context_weakened_after_construction_is_refused_before_a_request_byte(
     # certificate error) switches verification off. A server with a certificate from a
     # CA nobody trusts must still not see the request, let alone the token.
     context = create_ssl_context(policy)
-    headers = {"Authorization": "Bearer secret-token"}
     with serve(server_context(certs.other_ca)) as server:
-        if mode == "sync":
-            with secure_client(policy, verify=context, timeout=TIMEOUT) as client:
-                assert is_secure_client(client)
-                _switch_verification_off(context)
-                assert not is_secure_client(client)
-                with pytest.raises(InsecureRequestError) as excinfo:
-                    client.get(server.url("/secret"), headers=headers)
-        else:
-
-            async def run() -> pytest.ExceptionInfo[InsecureRequestError]:
-                async with secure_async_client(policy, verify=context, timeout=TIMEOUT) as c:
-                    assert is_secure_client(c)
-                    _switch_verification_off(context)
-                    assert not is_secure_client(c)
-                    with pytest.raises(InsecureRequestError) as info:
-                        await c.get(server.url("/secret"), headers=headers)
-                    return info
-
-            excinfo = asyncio.run(run())
+        excinfo = _weaken_then_get(policy, context, _switch_verification_off, server, mode)
     _assert_refused(excinfo, "verification-disabled", server)
     assert server.recorded.raw == [b""]  # one connection, refused before its handshake
 
@@ -406,24 +418,20 @@ def weak_key_server(certs: Certificates, tmp_path: Path) -> Iterator[RunningServ
         yield server
 
 
-def _server_for(
-    name: str, certs: Certificates, tls13_server: RunningServer, weak_key_server: RunningServer
-) -> Iterator[RunningServer]:
-    if name == "expired":
-        with serve(server_context(certs.expired)) as server:
-            yield server
-    else:
-        yield weak_key_server if name == "weak-key" else tls13_server
+@pytest.fixture
+def expired_server(certs: Certificates) -> Iterator[RunningServer]:
+    with serve(server_context(certs.expired)) as server:
+        yield server
 
 
 SECRET = {"Authorization": "Bearer secret-token"}
 
 WEAKENED = [
-    pytest.param(_skip_expiry_check, "expired", "verification-disabled", id="no-check-time"),
-    pytest.param(_security_level_zero, "weak-key", "cipher", id="seclevel-0"),
-    pytest.param(_not_strict, "good", "verification-disabled", id="not-strict"),
-    pytest.param(_common_name_fallback, "good", "verification-disabled", id="cn-fallback"),
-    pytest.param(_renegotiation, "good", "protocol", id="renegotiation"),
+    pytest.param(_skip_expiry_check, "expired_server", "verification-disabled", id="no-check-time"),
+    pytest.param(_security_level_zero, "weak_key_server", "cipher", id="seclevel-0"),
+    pytest.param(_not_strict, "tls13_server", "verification-disabled", id="not-strict"),
+    pytest.param(_common_name_fallback, "tls13_server", "verification-disabled", id="cn-fallback"),
+    pytest.param(_renegotiation, "tls13_server", "protocol", id="renegotiation"),
 ]
 
 
@@ -443,38 +451,18 @@ def test_a_weakened_context_is_refused_at_construction(
 @MODES
 @pytest.mark.parametrize(("weaken", "server_name", "reason"), WEAKENED)
 def test_a_context_weakened_after_construction_sends_no_byte_to_the_server_it_would_admit(
-    certs: Certificates,
+    request: pytest.FixtureRequest,
     policy: TLSPolicy,
-    tls13_server: RunningServer,
-    weak_key_server: RunningServer,
     mode: str,
     weaken: Callable[[ssl.SSLContext], None],
     server_name: str,
     reason: str,
 ) -> None:
-    # The expired server, the 1024-bit key and the common name are each admitted by a
-    # context so weakened, and by nothing else; the token must reach none of them.
-    context = create_ssl_context(policy)
-    servers = _server_for(server_name, certs, tls13_server, weak_key_server)
-    server = next(servers)
-    if mode == "sync":
-        with secure_client(policy, verify=context, timeout=TIMEOUT) as client:
-            weaken(context)
-            assert not is_secure_client(client)
-            with pytest.raises(InsecureRequestError) as excinfo:
-                client.get(server.url("/secret"), headers=SECRET)
-    else:
-
-        async def run() -> pytest.ExceptionInfo[InsecureRequestError]:
-            async with secure_async_client(policy, verify=context, timeout=TIMEOUT) as c:
-                weaken(context)
-                assert not is_secure_client(c)
-                with pytest.raises(InsecureRequestError) as info:
-                    await c.get(server.url("/secret"), headers=SECRET)
-                return info
-
-        excinfo = asyncio.run(run())
-    next(servers, None)  # stops the expired server and joins its workers
+    # The expired server and the 1024-bit key are admitted by a context so weakened and by
+    # nothing else; the other weakenings are refused before any server is judged. The token
+    # must reach none of them.
+    server: RunningServer = request.getfixturevalue(server_name)
+    excinfo = _weaken_then_get(policy, create_ssl_context(policy), weaken, server, mode)
     assert excinfo.value.reason == reason
     assert server.recorded.requests == []
     assert b"secret-token" not in server.recorded.all_bytes

@@ -127,32 +127,31 @@ ALLOW_UNSAFE_LEGACY_RENEGOTIATION = 0x40000
 NO_EXTENDED_MASTER_SECRET = 0x1
 
 
-def _add_verify_flags(flags: int) -> Callable[[ssl.SSLContext], None]:
+def _flags(attribute: str, *, add: int = 0, clear: int = 0) -> Callable[[ssl.SSLContext], None]:
+    """Set ``add`` and clear ``clear`` in the context's ``verify_flags`` or ``options``."""
+    kind = ssl.VerifyFlags if attribute == "verify_flags" else ssl.Options
+
     def change(context: ssl.SSLContext) -> None:
-        context.verify_flags = ssl.VerifyFlags(int(context.verify_flags) | flags)
+        value = (int(getattr(context, attribute)) | add) & ~clear
+        setattr(context, attribute, kind(value))
 
     return change
+
+
+def _add_verify_flags(flags: int) -> Callable[[ssl.SSLContext], None]:
+    return _flags("verify_flags", add=flags)
 
 
 def _clear_verify_flags(flags: int) -> Callable[[ssl.SSLContext], None]:
-    def change(context: ssl.SSLContext) -> None:
-        context.verify_flags = ssl.VerifyFlags(int(context.verify_flags) & ~flags)
-
-    return change
+    return _flags("verify_flags", clear=flags)
 
 
 def _add_options(options: int) -> Callable[[ssl.SSLContext], None]:
-    def change(context: ssl.SSLContext) -> None:
-        context.options = ssl.Options(int(context.options) | options)
-
-    return change
+    return _flags("options", add=options)
 
 
 def _clear_options(options: int) -> Callable[[ssl.SSLContext], None]:
-    def change(context: ssl.SSLContext) -> None:
-        context.options = ssl.Options(int(context.options) & ~options)
-
-    return change
+    return _flags("options", clear=options)
 
 
 def _security_level(level: int) -> Callable[[ssl.SSLContext], None]:
