@@ -148,7 +148,7 @@ def key_vault_errors(
         if isinstance(exc, HttpResponseError):
             code = exc.error.code if exc.error is not None else None
             raise KeyAccessError(
-                f"Key Vault refused {operation} with {key_id}: {reason}", code=code, key_id=key_id
+                f"Key Vault {operation} with {key_id} failed: {reason}", code=code, key_id=key_id
             ) from exc
         raise KeyAccessError(
             f"Key Vault unreachable for {operation} with {key_id}: {reason}", key_id=key_id
