@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Sequence
 from typing import NamedTuple, TypeVar
 
 from ._cache import DataKeyCache
-from ._format import WrapAlgorithm, WrappedKeyRecord
+from ._format import WrapAlgorithm, WrappedKeyRecord, encode_wrapped_keys
 from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
 from ._limits import MAX_KEY_ID_BYTES, MAX_WRAPPED_KEY_BYTES
 
@@ -28,10 +28,16 @@ Layers = tuple[tuple[KeyEncryptionKey, ...], ...]
 
 
 class DataKey(NamedTuple):
-    """A layer's data key and its wrapped copies, one per KEK of the layer."""
+    """A layer's data key and its wrapped copies, one per KEK of the layer, also encoded as
+    the header holds them (encoded once, however many messages a cached key serves)."""
 
     key: bytes
     wrapped: tuple[WrappedKeyRecord, ...]
+    encoded: bytes
+
+    @classmethod
+    def of(cls, key: bytes, wrapped: tuple[WrappedKeyRecord, ...]) -> DataKey:
+        return cls(key, wrapped, encode_wrapped_keys(wrapped))
 
 
 class DataKeys:
@@ -70,7 +76,7 @@ class DataKeys:
     def fresh(self) -> list[DataKey]:
         """A new data key per layer, wrapped under every KEK of its layer."""
         keys = _new_keys(len(self._layers))
-        return [DataKey(key, self.wrap(index, key)) for index, key in enumerate(keys)]
+        return [DataKey.of(key, self.wrap(index, key)) for index, key in enumerate(keys)]
 
     async def fresh_async(self) -> list[DataKey]:
         """The asyncio twin of :meth:`fresh`: every wrap is awaited at once."""
@@ -85,7 +91,7 @@ class DataKeys:
         out = []
         start = 0
         for key, layer in zip(keys, self._layers, strict=True):
-            out.append(DataKey(key, tuple(records[start : start + len(layer)])))
+            out.append(DataKey.of(key, tuple(records[start : start + len(layer)])))
             start += len(layer)
         return out
 

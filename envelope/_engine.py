@@ -1,5 +1,8 @@
 """The layered cipher: key derivation, key commitment and frame sealing (FORMAT.md 4-5).
 
+Both suites of section 5 live here: suite 1 derives with HKDF-SHA-256 from ``cryptography``,
+suite 2 with keyed BLAKE2b from ``hashlib`` (CPython's BLAKE2 reference code).
+
 Frames are sealed through every layer into preallocated buffers with ``encrypt_into`` /
 ``decrypt_into``: layer 0 reads the caller's plaintext, intermediate layers go through two
 small scratch buffers that stay in cache, and the last layer writes straight into the
@@ -22,7 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from . import _limits
 from ._errors import DecryptionError
-from ._format import TAG_BYTES, Aead, Header, Suite, authenticated_header_bytes
+from ._format import TAG_BYTES, Aead, Suite
 
 __all__ = [
     "FrameCipher",
@@ -31,9 +34,10 @@ __all__ = [
     "derive_layer_key",
     "frame_count",
     "header_digest",
-    "hkdf_info",
+    "kdf_info",
     "new_aead",
     "plaintext_size",
+    "suite_available",
 ]
 
 _SHA256 = hashes.SHA256()
@@ -63,27 +67,77 @@ _CONSTRUCTORS: dict[Aead, Callable[[bytes], _AeadPrimitive]] = {
 
 
 @functools.lru_cache(maxsize=64)
-def hkdf_info(suite: Suite, layer: int, algorithm: Aead) -> bytes:
-    """The constant part of a layer's HKDF info (FORMAT.md section 5); the salt follows."""
-    if suite is not Suite.HKDF_SHA256:
-        raise ValueError(f"unsupported suite {suite!r}")
+def kdf_info(suite: Suite, layer: int, algorithm: Aead) -> bytes:
+    """The constant part of a layer's ``info_j`` (FORMAT.md section 5); the salt follows."""
     return _INFO_PREFIX + bytes((suite, layer, algorithm))
 
 
-def derive_layer_key(data_key: bytes, info: bytes, salt: bytes) -> tuple[bytes, bytes]:
+def derive_layer_key(
+    suite: Suite, data_key: bytes, info: bytes, salt: bytes
+) -> tuple[bytes, bytes]:
     """Return ``(message_key, commitment)`` for one layer of one message, where ``info``
-    comes from :func:`hkdf_info`."""
-    okm = HKDFExpand(_SHA256, 64, info + salt).derive(data_key)
+    comes from :func:`kdf_info`."""
+    okm = _KDFS[suite](data_key, info + salt)
     return okm[:32], okm[32:]
+
+
+def suite_available(suite: Suite) -> bool:
+    """Whether this Python can derive keys for ``suite``. Suite 2 needs keyed BLAKE2b, which
+    some builds lack (FIPS builds, builds without CPython's own BLAKE2); it is probed once per
+    ``hashlib.blake2b`` implementation, against the known answer of FORMAT.md section 5.2."""
+    if suite is not Suite.BLAKE2B:
+        return True
+    global _blake2b_probe  # noqa: PLW0603 - a memo of a fact about this process
+    implementation = getattr(hashlib, "blake2b", None)
+    if _blake2b_probe is None or _blake2b_probe[0] is not implementation:
+        _blake2b_probe = (implementation, _keyed_blake2b_matches_the_spec())
+    return _blake2b_probe[1]
+
+
+def _keyed_blake2b_matches_the_spec() -> bool:
+    try:
+        okm = _keyed_blake2b(_BLAKE2B_KNOWN_KEY, _BLAKE2B_KNOWN_INFO)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return okm == _BLAKE2B_KNOWN_OKM
+
+
+_blake2b_probe: tuple[object, bool] | None = None
+#: FORMAT.md section 5.2's known answer: DEK 00..1f, layer 0, AES-256-GCM, salt 40..5f (the
+#: bytes libsodium's crypto_generichash and OpenSSL's BLAKE2BMAC give as well).
+_BLAKE2B_KNOWN_KEY = bytes(range(32))
+_BLAKE2B_KNOWN_INFO = (
+    _INFO_PREFIX + bytes((Suite.BLAKE2B, 0, Aead.AES_256_GCM)) + bytes(range(0x40, 0x60))
+)
+_BLAKE2B_KNOWN_OKM = bytes.fromhex(
+    "49c83e3fd7343297158b1d4605729fca19af8953692331aec36d40211fe7a97d"
+    "498224a7f85978efb240700b703d20f42d6061215ab1abaaf7f0ba0b4a353e5f"
+)
+
+
+def _hkdf_sha256(data_key: bytes, info: bytes) -> bytes:
+    return HKDFExpand(_SHA256, 64, info).derive(data_key)
+
+
+def _keyed_blake2b(data_key: bytes, info: bytes) -> bytes:
+    # RFC 7693 keyed mode: no salt, no personalization (FORMAT.md section 5.2).
+    return hashlib.blake2b(info, key=data_key, digest_size=64).digest()
+
+
+_KDFS: dict[Suite, Callable[[bytes, bytes], bytes]] = {
+    Suite.HKDF_SHA256: _hkdf_sha256,
+    Suite.BLAKE2B: _keyed_blake2b,
+}
 
 
 def new_aead(algorithm: Aead, key: bytes) -> _AeadPrimitive:
     return _CONSTRUCTORS[algorithm](key)
 
 
-def header_digest(header: Header) -> bytes:
-    """What every frame's associated data starts with (FORMAT.md section 4)."""
-    return hashlib.sha256(authenticated_header_bytes(header)).digest()
+def header_digest(authenticated: bytes) -> bytes:
+    """What every frame's associated data starts with (FORMAT.md section 4): the digest of
+    the header's authenticated bytes (``_format.authenticated_header_bytes``)."""
+    return hashlib.sha256(authenticated).digest()
 
 
 def commitments_match(expected: bytes, actual: bytes) -> bool:
@@ -118,29 +172,39 @@ def plaintext_size(body_length: int, frame_size: int, layers: int) -> int:
 
 
 class FrameCipher:
-    """Seals and opens the frames of one message through all of its layers."""
+    """Seals and opens the frames of one message through all of its layers.
 
-    __slots__ = ("_aad_prefix", "_aeads", "_frame_size", "_overhead", "_scratch")
+    A cipher belongs to one thread at a time (it owns scratch buffers); :meth:`clone` makes
+    another for the same message, with AEAD objects of its own, for another thread.
+    """
+
+    __slots__ = ("_aad_prefix", "_aeads", "_frame_size", "_keys", "_overhead", "_scratch")
 
     def __init__(
         self,
-        aeads: Sequence[_AeadPrimitive],
+        keys: Sequence[tuple[Aead, bytes]],
         digest: bytes,
         frame_size: int,
         *,
         largest_frame: int,
     ) -> None:
-        """``aeads`` holds each layer's AEAD under its message key (innermost first),
+        """``keys`` holds each layer's algorithm and message key (innermost first),
         ``digest`` is :func:`header_digest` of the message's header."""
-        self._aeads = list(aeads)
+        self._keys = keys
+        self._aeads = [_CONSTRUCTORS[algorithm](key) for algorithm, key in keys]
         self._frame_size = frame_size
-        self._overhead = len(self._aeads) * TAG_BYTES
+        self._overhead = len(keys) * TAG_BYTES
         self._aad_prefix = digest
         # Intermediate results of a frame (all layers but the last) alternate between two
         # scratch buffers sized for the largest frame this message will see.
-        size = min(largest_frame, self._frame_size) + self._overhead
-        count = min(len(self._aeads) - 1, 2)
-        self._scratch = [memoryview(bytearray(size)) for _ in range(count)]
+        size = min(largest_frame, frame_size) + self._overhead
+        self._scratch = [memoryview(bytearray(size)) for _ in range(min(len(keys) - 1, 2))]
+
+    def clone(self, largest_frame: int) -> FrameCipher:
+        """Another cipher of the same message, for another thread."""
+        return FrameCipher(
+            self._keys, self._aad_prefix, self._frame_size, largest_frame=largest_frame
+        )
 
     @property
     def frame_size(self) -> int:
@@ -190,26 +254,36 @@ class FrameCipher:
 
     def seal_all(self, plaintext: memoryview, out: memoryview) -> None:
         """Seal a whole plaintext into ``out`` (exactly ``body_size`` bytes)."""
-        step = self._frame_size
-        sealed = step + self._overhead
-        full = len(plaintext) // step
-        pos = 0
-        seal = self.seal_frame
-        for index in range(full):
-            start = index * step
-            seal(index, False, plaintext[start : start + step], out[pos : pos + sealed])
-            pos += sealed
-        seal(full, True, plaintext[full * step :], out[pos:])
+        self.seal_run(plaintext, out, 0, frame_count(len(plaintext), self._frame_size))
 
     def open_all(self, body: memoryview, out: memoryview) -> None:
         """Open a whole body into ``out`` (exactly ``plaintext_size`` bytes)."""
+        self.open_run(body, out, 0, frame_count(len(out), self._frame_size))
+
+    def seal_run(self, plaintext: memoryview, out: memoryview, first: int, stop: int) -> None:
+        """Seal frames ``first`` to ``stop - 1`` of the whole ``plaintext`` into their places
+        in the whole body ``out``; the message's last frame is sealed as the final one."""
         step = self._frame_size
         sealed = step + self._overhead
-        full = len(out) // step
-        pos = 0
-        open_frame = self.open_frame
-        for index in range(full):
+        final = len(plaintext) // step
+        seal = self.seal_frame
+        for index in range(first, min(stop, final)):
             start = index * step
+            pos = index * sealed
+            seal(index, False, plaintext[start : start + step], out[pos : pos + sealed])
+        if stop > final:
+            seal(final, True, plaintext[final * step :], out[final * sealed :])
+
+    def open_run(self, body: memoryview, out: memoryview, first: int, stop: int) -> None:
+        """Open frames ``first`` to ``stop - 1`` of the whole ``body`` into their places in
+        the whole plaintext ``out``; the message's last frame is opened as the final one."""
+        step = self._frame_size
+        sealed = step + self._overhead
+        final = len(out) // step
+        open_frame = self.open_frame
+        for index in range(first, min(stop, final)):
+            start = index * step
+            pos = index * sealed
             open_frame(index, False, body[pos : pos + sealed], out[start : start + step])
-            pos += sealed
-        open_frame(full, True, body[pos:], out[full * step :])
+        if stop > final:
+            open_frame(final, True, body[final * sealed :], out[final * step :])

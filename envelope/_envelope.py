@@ -27,18 +27,19 @@ from ._config import LayerSpec, check_frame_size, check_optional, layer_algorith
 from ._datakeys import DataKey, DataKeys, to_record
 from ._engine import FrameCipher, body_size, plaintext_size
 from ._files import atomic_output
-from ._format import Context, Header, decode_header, encode_context, encode_header, max_header_size
+from ._format import Context, Header, Suite, decode_header, encode_context, max_header_size
 from ._keys import KeyEncryptionKey, WrappedKey
 from ._limits import DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE
 from ._message import (
+    MessageWriter,
     body_cipher,
-    new_header,
-    open_body,
+    open_verified,
     opened,
     parse_header,
     rewrapped_header,
     sealed,
 )
+from ._parallel import check_workers, one_shot_frame_size, seal_body
 from ._streams import Readable, Writable, decrypt_frames, encrypt_frames, read_header_bytes
 from ._unwrap import LayerKeys, Unwrapper
 
@@ -50,8 +51,8 @@ class Envelope:
 
     ``layers`` lists the layers from the innermost out; each is one KEK, or a list of KEKs
     that all wrap that layer's data key (for availability: any one of them can decrypt).
-    Every layer has its own fresh data key per message, its own KEKs and, by default, its
-    own AEAD mode: AES-256-GCM, then AES-256-OCB3, then AES-256-GCM-SIV.
+    Every layer has its own fresh data key per message and its own KEKs. The default AEAD
+    modes are AES-256-GCM, then AES-256-OCB3, then AES-256-GCM-SIV, then AES-256-GCM again.
 
     Decryption accepts only messages with the same number of layers whose every layer
     names a key id one of that layer's KEKs accepts; no other key is ever contacted.
@@ -61,6 +62,13 @@ class Envelope:
     skips the unwrap of a wrapped key seen before; both are off by default (see their
     limits). ``encrypt_async``/``decrypt_async`` are the asyncio twins of ``encrypt`` and
     ``decrypt``: they await KEKs that have ``wrap_key_async``/``unwrap_key_async``.
+
+    ``workers`` is how many threads work on one large message (default: every CPU this
+    process may use; ``1``: only the caller's thread). A one-shot message of at least
+    8 MiB is sealed and opened in contiguous runs of frames on a shared pool, and written
+    with frames of at least 1 MiB so that each AEAD call outweighs the hand-over of the GIL;
+    smaller messages never touch the pool. Streams and files write their output on a thread
+    of their own while the next frames are read and sealed or opened.
     """
 
     def __init__(
@@ -71,10 +79,15 @@ class Envelope:
         frame_size: int = DEFAULT_FRAME_SIZE,
         data_key_cache: DataKeyCache | None = None,
         unwrap_cache: UnwrapCache | None = None,
+        workers: int | None = None,
     ) -> None:
         self._layers = layer_keks(layers)
         self._algorithms = layer_algorithms(algorithms, len(self._layers))
         self._frame_size = check_frame_size(frame_size)
+        self._workers = check_workers(workers)
+        self._writer = MessageWriter(self._algorithms, self._frame_size)
+        # Large one-shot messages sealed on several threads get larger frames (_parallel).
+        self._writers = {self._frame_size: self._writer}
         self._data_keys = DataKeys(
             self._layers, check_optional(data_key_cache, DataKeyCache, "data_key_cache")
         )
@@ -98,6 +111,11 @@ class Envelope:
     def frame_size(self) -> int:
         return self._frame_size
 
+    @property
+    def workers(self) -> int:
+        """Threads that seal and open the frames of one large message."""
+        return self._workers
+
     def __repr__(self) -> str:
         ids = [[k.key_id for k in layer] for layer in self._layers]
         return f"Envelope(layers={ids!r}, algorithms={self.algorithms!r})"
@@ -112,8 +130,8 @@ class Envelope:
         """
         plaintext = contiguous(data)
         data_keys = self._data_keys.for_message(len(plaintext))
-        header, cipher = self._new_message(encode_context(context), data_keys, len(plaintext))
-        return sealed(header, cipher, plaintext)
+        header, cipher = self._one_shot(encode_context(context), data_keys, len(plaintext))
+        return sealed(header, cipher, plaintext, self._workers)
 
     async def encrypt_async(
         self, data: Buffer, context: Mapping[str, str] | None = None
@@ -124,8 +142,8 @@ class Envelope:
         plaintext = contiguous(data)
         encoded = encode_context(context)
         data_keys = await self._data_keys.for_message_async(len(plaintext))
-        header, cipher = self._new_message(encoded, data_keys, len(plaintext))
-        return sealed(header, cipher, plaintext)
+        header, cipher = self._one_shot(encoded, data_keys, len(plaintext))
+        return sealed(header, cipher, plaintext, self._workers)
 
     def max_encrypted_size(
         self, plaintext_length: int, context: Mapping[str, str] | None = None
@@ -147,12 +165,12 @@ class Envelope:
         plaintext = contiguous(data)
         target = writable(out)
         data_keys = self._data_keys.for_message(len(plaintext))
-        header, cipher = self._new_message(encode_context(context), data_keys, len(plaintext))
-        total = len(header) + body_size(len(plaintext), self._frame_size, len(self._layers))
+        header, cipher = self._one_shot(encode_context(context), data_keys, len(plaintext))
+        total = len(header) + body_size(len(plaintext), cipher.frame_size, len(self._layers))
         if len(target) < total:
             raise ValueError(f"out holds {len(target)} bytes; this message needs {total}")
         target[: len(header)] = header
-        cipher.seal_all(plaintext, target[len(header) : total])
+        seal_body(cipher, plaintext, target[len(header) : total], self._workers)
         return total
 
     def encrypt_stream(
@@ -162,9 +180,9 @@ class Envelope:
         memory. Returns the number of bytes written."""
         # Streams never use the data-key cache: their length is unknown up front.
         encoded = encode_context(context)
-        header, cipher = self._new_message(encoded, self._data_keys.fresh(), self._frame_size)
+        header, cipher = self._writer.begin(encoded, self._data_keys.fresh(), self._frame_size)
         dst.write(header)
-        return len(header) + encrypt_frames(cipher, src, dst)
+        return len(header) + encrypt_frames(cipher, src, dst, self._workers)
 
     def encrypt_file(
         self,
@@ -186,9 +204,10 @@ class Envelope:
         when no configured KEK can unwrap a layer.
         """
         view = contiguous(blob)
-        header, header_length = parse_header(view, encode_context(context))
+        header, header_length, authenticated = parse_header(view, encode_context(context))
+        keys = self._unwrapper.unwrap(header)
         body = view[header_length:]
-        return opened(_cipher(header, self._unwrapper.unwrap(header), len(body)), body)
+        return opened(_cipher(header, authenticated, keys, len(body)), body, self._workers)
 
     async def decrypt_async(
         self, blob: Buffer, context: Mapping[str, str] | None = None
@@ -196,10 +215,10 @@ class Envelope:
         """The asyncio twin of :meth:`decrypt`: the header is checked against the
         configured KEKs before any KEK is awaited; the layers are unwrapped concurrently."""
         view = contiguous(blob)
-        header, header_length = parse_header(view, encode_context(context))
+        header, header_length, authenticated = parse_header(view, encode_context(context))
         keys = await self._unwrapper.unwrap_async(header)
         body = view[header_length:]
-        return opened(_cipher(header, keys, len(body)), body)
+        return opened(_cipher(header, authenticated, keys, len(body)), body, self._workers)
 
     def decrypt_into(
         self, blob: Buffer, out: bytearray | memoryview, context: Mapping[str, str] | None = None
@@ -208,13 +227,14 @@ class Envelope:
         failure the used part of ``out`` is zeroed, so no unverified plaintext remains."""
         view = contiguous(blob)
         target = writable(out)
-        header, header_length = parse_header(view, encode_context(context))
+        header, header_length, authenticated = parse_header(view, encode_context(context))
+        keys = self._unwrapper.unwrap(header)
         body = view[header_length:]
-        cipher = _cipher(header, self._unwrapper.unwrap(header), len(body))
+        cipher = _cipher(header, authenticated, keys, len(body))
         length = plaintext_size(len(body), header.frame_size, len(header.layers))
         if len(target) < length:
             raise ValueError(f"out holds {len(target)} bytes; the plaintext needs {length}")
-        open_body(cipher, body, target[:length])
+        open_verified(cipher, body, target[:length], self._workers)
         return length
 
     def decrypt_stream(
@@ -230,9 +250,10 @@ class Envelope:
         next frame (and wiped if that frame fails): a sink copies what it keeps.
         """
         expected = encode_context(context)
-        header, _ = parse_header(read_header_bytes(src), expected)
-        cipher = _cipher(header, self._unwrapper.unwrap(header), MAX_FRAME_SIZE)
-        return decrypt_frames(cipher, src, dst)
+        header, _, authenticated = parse_header(read_header_bytes(src), expected)
+        keys = self._unwrapper.unwrap(header)
+        cipher = _cipher(header, authenticated, keys, MAX_FRAME_SIZE)
+        return decrypt_frames(cipher, src, dst, self._workers)
 
     def decrypt_file(
         self,
@@ -269,19 +290,16 @@ class Envelope:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _new_message(
-        self,
-        context: Context,
-        data_keys: Sequence[DataKey],
-        largest_frame: int,
-        salt: bytes | None = None,
+    def _one_shot(
+        self, context: Context, data_keys: Sequence[DataKey], nbytes: int
     ) -> tuple[bytes, FrameCipher]:
-        """The encoded header of a new message and the cipher for its body.
-        ``largest_frame`` is a one-shot message's plaintext length, a stream's frame size."""
-        header, message_keys = new_header(
-            self._algorithms, self._frame_size, context, data_keys, salt
-        )
-        return encode_header(header), body_cipher(header, message_keys, largest_frame)
+        """The header and body cipher of a one-shot message of ``nbytes``: with larger
+        frames when it is large enough to be sealed on several threads."""
+        frame_size = one_shot_frame_size(self._frame_size, nbytes, self._workers)
+        writer = self._writers.get(frame_size)
+        if writer is None:
+            writer = self._writers[frame_size] = MessageWriter(self._algorithms, frame_size)
+        return writer.begin(context, data_keys, nbytes)
 
     def _encrypt_with(
         self,
@@ -290,17 +308,22 @@ class Envelope:
         *,
         salt: bytes,
         data_keys: Sequence[tuple[bytes, Sequence[WrappedKey]]],
+        suite: Suite | None = None,
     ) -> bytearray:
-        """Deterministic encryption for test vectors: fixed salt and pre-wrapped keys."""
+        """Deterministic encryption for test vectors: fixed salt, pre-wrapped keys and a
+        chosen suite."""
         plaintext = contiguous(data)
         keys = [
-            DataKey(key, tuple(to_record(None, w) for w in wrapped)) for key, wrapped in data_keys
+            DataKey.of(key, tuple(to_record(None, w) for w in wrapped))
+            for key, wrapped in data_keys
         ]
-        encoded = encode_context(context)
-        header, cipher = self._new_message(encoded, keys, len(plaintext), salt)
+        writer = MessageWriter(self._algorithms, self._frame_size, suite)
+        header, cipher = writer.begin(encode_context(context), keys, len(plaintext), salt)
         return sealed(header, cipher, plaintext)
 
 
-def _cipher(header: Header, keys: Sequence[LayerKeys], largest_frame: int) -> FrameCipher:
+def _cipher(
+    header: Header, authenticated: bytes, keys: Sequence[LayerKeys], largest_frame: int
+) -> FrameCipher:
     """The cipher for a body under ``header`` once every layer's keys are unwrapped."""
-    return body_cipher(header, [k.message_key for k in keys], largest_frame)
+    return body_cipher(header, authenticated, [k.message_key for k in keys], largest_frame)

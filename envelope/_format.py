@@ -44,8 +44,11 @@ __all__ = [
     "WrappedKeyRecord",
     "authenticated_header_bytes",
     "decode_header",
+    "read_header",
     "encode_context",
     "encode_header",
+    "encode_wrapped_keys",
+    "HeaderWriter",
     "header_length_from_prefix",
     "max_header_size",
 ]
@@ -62,12 +65,17 @@ PREFIX_BYTES = _PREFIX.size  # 46
 _U16 = struct.Struct(">H")
 _LAYER_HEAD = struct.Struct(">B32sB")  # algorithm, commitment, wrapped key count
 _WRAP_HEAD = struct.Struct(">BH")  # wrap algorithm, key id length
+#: What every frame's associated data starts from (section 4): a label, version, suite,
+#: frame size, then salt, context, layer count and each layer's algorithm and commitment.
+_AUTHENTICATED_LABEL = b"envelope/v1 header\x00"
+_AUTHENTICATED_FIXED = struct.Struct(">BBI")
 
 
 class Suite(IntEnum):
-    """Key derivation and commitment suites."""
+    """Key derivation and commitment suites (FORMAT.md section 5)."""
 
     HKDF_SHA256 = 1
+    BLAKE2B = 2
 
 
 _L = TypeVar("_L", bound="_Labelled")
@@ -178,7 +186,12 @@ def encode_context(context: Mapping[str, str] | None) -> Context:
     for key, value in context.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("context keys and values must be str")
-        raw_key, raw_value = key.encode("utf-8"), value.encode("utf-8")
+        try:
+            raw_key, raw_value = key.encode("utf-8"), value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                "context keys and values must be text UTF-8 can encode (no lone surrogates)"
+            ) from None
         if not 0 < len(raw_key) <= MAX_CONTEXT_KEY_BYTES:
             raise ValueError(f"a context key is 1 to {MAX_CONTEXT_KEY_BYTES} UTF-8 bytes")
         if len(raw_value) > MAX_CONTEXT_VALUE_BYTES:
@@ -200,49 +213,103 @@ def _encode_context_bytes(context: Context) -> bytes:
     return b"".join(parts)
 
 
+def encode_wrapped_keys(records: Sequence[WrappedKeyRecord]) -> bytes:
+    """One layer's ``wrapped_key_count`` and wrapped keys (section 2.2), checked.
+
+    A layer's wrapped keys do not change while its data key is reused, so a writer encodes
+    them once per data key, not once per message.
+    """
+    if not 1 <= len(records) <= MAX_WRAPPED_KEYS:
+        raise ValueError(f"a layer has 1 to {MAX_WRAPPED_KEYS} wrapped keys")
+    parts = [bytes((len(records),))]
+    for record in records:
+        key_id = record.key_id.encode("utf-8")
+        if not 1 <= len(key_id) <= MAX_KEY_ID_BYTES:
+            raise ValueError(f"a key id is 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes")
+        if not 1 <= len(record.ciphertext) <= MAX_WRAPPED_KEY_BYTES:
+            raise ValueError(f"a wrapped key is 1 to {MAX_WRAPPED_KEY_BYTES} bytes")
+        if record.algorithm not in _NAMES[WrapAlgorithm]:
+            raise ValueError(f"unknown wrap algorithm {record.algorithm!r}")
+        parts += [
+            _WRAP_HEAD.pack(record.algorithm, len(key_id)),
+            key_id,
+            _U16.pack(len(record.ciphertext)),
+            record.ciphertext,
+        ]
+    return b"".join(parts)
+
+
+class HeaderWriter:
+    """Writes the headers of messages that share a suite, a frame size and their layers'
+    algorithms: those fields are checked and encoded once, so a new header costs a join.
+
+    :meth:`write` also returns the bytes every frame authenticates (section 4), which the
+    writer has at hand anyway.
+    """
+
+    __slots__ = ("_algorithms", "_authenticated_prefix", "_frame_size", "_layer_count", "_suite")
+
+    def __init__(self, suite: Suite, frame_size: int, algorithms: Sequence[Aead]) -> None:
+        if suite not in _SUITES:
+            raise ValueError(f"unknown suite {suite!r}")
+        if not MIN_FRAME_SIZE <= frame_size <= MAX_FRAME_SIZE:
+            raise ValueError(f"frame_size must be between {MIN_FRAME_SIZE} and {MAX_FRAME_SIZE}")
+        if not 1 <= len(algorithms) <= MAX_LAYERS:
+            raise ValueError(f"a message has 1 to {MAX_LAYERS} layers")
+        for algorithm in algorithms:
+            if algorithm not in _NAMES[Aead]:
+                raise ValueError(f"unknown layer algorithm {algorithm!r}")
+        self._suite = suite
+        self._frame_size = frame_size
+        self._algorithms = [bytes((algorithm,)) for algorithm in algorithms]
+        self._layer_count = bytes((len(algorithms),))
+        self._authenticated_prefix = _AUTHENTICATED_LABEL + _AUTHENTICATED_FIXED.pack(
+            VERSION, suite, frame_size
+        )
+
+    def write(
+        self,
+        salt: bytes,
+        context: Context,
+        commitments: Sequence[bytes],
+        wrapped_keys: Sequence[bytes],
+    ) -> tuple[bytes, bytes]:
+        """``(header, authenticated bytes)`` of a message. ``wrapped_keys`` holds each
+        layer's :func:`encode_wrapped_keys`."""
+        if len(salt) != SALT_BYTES:
+            raise ValueError(f"salt must be {SALT_BYTES} bytes")
+        context_bytes = _encode_context_bytes(context)
+        rest = [context_bytes, self._layer_count]
+        for algorithm, commitment, wrapped in zip(
+            self._algorithms, commitments, wrapped_keys, strict=True
+        ):
+            if len(commitment) != COMMITMENT_BYTES:
+                raise ValueError(f"a commitment is {COMMITMENT_BYTES} bytes")
+            rest += [algorithm, commitment, wrapped]
+        body = b"".join(rest)
+        length = PREFIX_BYTES + len(body)
+        if length > MAX_HEADER_BYTES:
+            raise ValueError(f"the header would exceed {MAX_HEADER_BYTES} bytes")
+        prefix = _PREFIX.pack(MAGIC, VERSION, self._suite, length, self._frame_size, salt)
+        authenticated = _authenticated(
+            self._authenticated_prefix, salt, context_bytes, self._algorithms, commitments
+        )
+        return prefix + body, authenticated
+
+
 def encode_header(header: Header) -> bytes:
     """Serialize ``header``; raises ``ValueError`` if a field is outside its limits."""
     if header.version != VERSION:
         raise ValueError(f"only version {VERSION} can be written")
-    if not MIN_FRAME_SIZE <= header.frame_size <= MAX_FRAME_SIZE:
-        raise ValueError(f"frame_size must be between {MIN_FRAME_SIZE} and {MAX_FRAME_SIZE}")
-    if len(header.salt) != SALT_BYTES:
-        raise ValueError(f"salt must be {SALT_BYTES} bytes")
-    if not 1 <= len(header.layers) <= MAX_LAYERS:
-        raise ValueError(f"a message has 1 to {MAX_LAYERS} layers")
-    body = [_encode_context_bytes(header.context), bytes([len(header.layers)])]
-    for layer in header.layers:
-        if len(layer.commitment) != COMMITMENT_BYTES:
-            raise ValueError(f"a commitment is {COMMITMENT_BYTES} bytes")
-        if not 1 <= len(layer.wrapped_keys) <= MAX_WRAPPED_KEYS:
-            raise ValueError(f"a layer has 1 to {MAX_WRAPPED_KEYS} wrapped keys")
-        if layer.algorithm not in _NAMES[Aead]:
-            raise ValueError(f"unknown layer algorithm {layer.algorithm!r}")
-        body.append(_LAYER_HEAD.pack(layer.algorithm, layer.commitment, len(layer.wrapped_keys)))
-        for record in layer.wrapped_keys:
-            key_id = record.key_id.encode("utf-8")
-            if not 1 <= len(key_id) <= MAX_KEY_ID_BYTES:
-                raise ValueError(f"a key id is 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes")
-            if not 1 <= len(record.ciphertext) <= MAX_WRAPPED_KEY_BYTES:
-                raise ValueError(f"a wrapped key is 1 to {MAX_WRAPPED_KEY_BYTES} bytes")
-            if record.algorithm not in _NAMES[WrapAlgorithm]:
-                raise ValueError(f"unknown wrap algorithm {record.algorithm!r}")
-            body += [
-                _WRAP_HEAD.pack(record.algorithm, len(key_id)),
-                key_id,
-                _U16.pack(len(record.ciphertext)),
-                record.ciphertext,
-            ]
-    rest = b"".join(body)
-    length = PREFIX_BYTES + len(rest)
-    if length > MAX_HEADER_BYTES:
-        raise ValueError(f"the header would exceed {MAX_HEADER_BYTES} bytes")
-    if header.suite not in _SUITES:
-        raise ValueError(f"unknown suite {header.suite!r}")
-    prefix = _PREFIX.pack(
-        MAGIC, header.version, header.suite, length, header.frame_size, header.salt
+    algorithms = [layer.algorithm for layer in header.layers]
+    writer = HeaderWriter(header.suite, header.frame_size, algorithms)
+    encoded, _ = writer.write(
+        header.salt,
+        header.context,
+        [layer.commitment for layer in header.layers],
+        [encode_wrapped_keys(layer.wrapped_keys) for layer in header.layers],
     )
-    return prefix + rest
+    return encoded
 
 
 def max_header_size(context: Context, keys_per_layer: Sequence[int]) -> int:
@@ -260,14 +327,26 @@ def authenticated_header_bytes(header: Header) -> bytes:
     The wrapped keys are left out on purpose: a rewrap replaces them without touching the
     body, and the layer commitments bind them.
     """
-    parts = [
-        b"envelope/v1 header\x00",
-        struct.pack(">BBI", header.version, header.suite, header.frame_size),
+    return _authenticated(
+        _AUTHENTICATED_LABEL
+        + _AUTHENTICATED_FIXED.pack(header.version, header.suite, header.frame_size),
         header.salt,
         _encode_context_bytes(header.context),
-        bytes([len(header.layers)]),
-    ]
-    parts += [bytes((layer.algorithm,)) + layer.commitment for layer in header.layers]
+        [bytes((layer.algorithm,)) for layer in header.layers],
+        [layer.commitment for layer in header.layers],
+    )
+
+
+def _authenticated(
+    fixed: bytes,
+    salt: bytes,
+    context_bytes: bytes,
+    algorithms: Sequence[bytes],
+    commitments: Sequence[bytes],
+) -> bytes:
+    parts = [fixed, salt, context_bytes, bytes((len(algorithms),))]
+    for algorithm, commitment in zip(algorithms, commitments, strict=True):
+        parts += [algorithm, commitment]
     return b"".join(parts)
 
 
@@ -311,7 +390,15 @@ def _text(raw: bytes) -> str:
 
 
 def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
-    """Parse the header at the start of ``data``; returns it and its length in bytes.
+    """Parse the header at the start of ``data``; returns it and its length in bytes."""
+    header, length, _ = read_header(data)
+    return header, length
+
+
+def read_header(data: bytes | bytearray | memoryview) -> tuple[Header, int, bytes]:
+    """Parse the header at the start of ``data``; returns it, its length in bytes, and the
+    bytes every frame authenticates (:func:`authenticated_header_bytes`), cut from the input
+    as it is parsed rather than encoded again.
 
     One linear pass with every length checked against its limit and against the header's
     end before it is used (written flat, without helper calls per field: this runs once per
@@ -366,12 +453,16 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
     pos += 1
     if not 1 <= layer_count <= MAX_LAYERS:
         raise FormatError("layer count out of range")
+    # Section 4: version, suite, frame size, salt, context, layer count, then each layer's
+    # algorithm and commitment; the fixed fields sit at offsets 4-5 and 10-45.
+    authenticated = [_AUTHENTICATED_LABEL, raw[4:6], raw[10:pos]]
     layers: list[LayerHeader] = []
     seen_ids: set[str] = set()
     for _ in range(layer_count):
         if pos + _LAYER_HEAD.size > end:
             raise _short()
         algorithm_id, commitment, count = _LAYER_HEAD.unpack_from(raw, pos)
+        authenticated.append(raw[pos : pos + 1 + COMMITMENT_BYTES])
         pos += _LAYER_HEAD.size
         algorithm = _AEADS.get(algorithm_id)
         if algorithm is None:
@@ -409,4 +500,4 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
     if pos != end:
         raise FormatError("header has trailing bytes")
     header = Header(_SUITE_BY_ID[suite], frame_size, salt, tuple(context), tuple(layers), version)
-    return header, end
+    return header, end, b"".join(authenticated)

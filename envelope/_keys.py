@@ -89,6 +89,8 @@ _TAG_BYTES = 16
 _FILE_TYPE = "envelope-local-key"
 _FILE_VERSION = 1
 _MAX_KEY_FILE_BYTES = 64 * 1024
+# O_NONBLOCK: opening a FIFO someone put at a key file's path must not wait for a writer.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class LocalKey:
@@ -107,8 +109,7 @@ class LocalKey:
             raise ValueError(f"a LocalKey is an AES-256 key of 32 bytes, got {len(key)}")
         key = bytes(key)
         if key_id is None:
-            fingerprint = hashlib.sha256(b"envelope/local-key-id/v1\x00" + key).hexdigest()
-            key_id = f"local:{fingerprint[:32]}"
+            key_id = _derived_key_id(key)
         _check_key_id(key_id)
         self._key = key
         self._key_id = key_id
@@ -189,15 +190,17 @@ class LocalKey:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LocalKey:
-        """Read a key written by :meth:`save`.
+        """Read a key written by :meth:`save` (the rules are FORMAT.md section 9.2).
 
         Raises :class:`~envelope.KeyAccessError` saying what is wrong: a missing file, a
         file others can read, a file that is not a key file, a key of the wrong size.
         """
         source = Path(path)
         try:
-            with open(source, "rb") as handle:
+            with open(os.open(source, _OPEN_FLAGS), "rb") as handle:
                 mode = os.fstat(handle.fileno()).st_mode
+                if not stat.S_ISREG(mode):
+                    raise KeyAccessError(f"cannot read key file {source}: not a regular file")
                 raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
         except FileNotFoundError:
             raise KeyAccessError(f"key file {source} does not exist") from None
@@ -211,15 +214,18 @@ class LocalKey:
         if len(raw) > _MAX_KEY_FILE_BYTES:
             raise KeyAccessError(f"{source} is not an envelope key file (too large)")
         try:
-            document = json.loads(raw)
+            # Decoded here, strictly: json.loads of bytes would also take UTF-16 and UTF-32.
+            document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members)
+        except _DuplicateMember as exc:
+            raise KeyAccessError(f"{source}: key file names {exc} twice") from None
         except (UnicodeDecodeError, ValueError):
             raise KeyAccessError(f"{source} is not an envelope key file (not JSON)") from None
         if not isinstance(document, dict) or document.get("type") != _FILE_TYPE:
             raise KeyAccessError(f"{source} is not an envelope key file")
-        if document.get("version") != _FILE_VERSION:
-            raise KeyAccessError(
-                f"{source}: unsupported key file version {document.get('version')!r}"
-            )
+        version = document.get("version")
+        # Exactly the integer: in Python, true == 1 and 1.0 == 1.
+        if type(version) is not int or version != _FILE_VERSION:
+            raise KeyAccessError(f"{source}: unsupported key file version {version!r}")
         key_id, encoded = document.get("key_id"), document.get("key")
         if not isinstance(key_id, str) or not isinstance(encoded, str):
             raise KeyAccessError(f"{source}: key file lacks 'key_id' or 'key'")
@@ -229,6 +235,9 @@ class LocalKey:
             raise KeyAccessError(f"{source}: 'key' is not valid base64") from None
         if len(key) != 32:
             raise KeyAccessError(f"{source}: key is {len(key)} bytes, an AES-256 key is 32")
+        if base64.b64encode(key).decode("ascii") != encoded:
+            # One key, one spelling: unused bits set in the last character are refused.
+            raise KeyAccessError(f"{source}: 'key' is not canonical base64")
         try:
             return cls(key, key_id)
         except ValueError as exc:
@@ -238,9 +247,35 @@ class LocalKey:
         return f"LocalKey(key_id={self._key_id!r})"
 
 
+def _derived_key_id(key: bytes) -> str:
+    """The default id of a local key (FORMAT.md section 9.1)."""
+    fingerprint = hashlib.sha256(b"envelope/local-key-id/v1\x00" + key).hexdigest()
+    return f"local:{fingerprint[:32]}"
+
+
 def _check_key_id(key_id: str) -> None:
     if not isinstance(key_id, str):
         raise TypeError("key_id must be a str")
-    encoded = key_id.encode("utf-8")
+    try:
+        encoded = key_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "a key id must be text that UTF-8 can encode (no lone surrogates)"
+        ) from None
     if not 0 < len(encoded) <= MAX_KEY_ID_BYTES:
         raise ValueError(f"a key id is 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes")
+
+
+class _DuplicateMember(ValueError):
+    """A key file's JSON object names a member twice (its text is the member's name)."""
+
+
+def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # json keeps the last of duplicate members silently, another parser may keep the first:
+    # a key file that two readers would read as two different keys is refused.
+    document: dict[str, object] = {}
+    for name, value in pairs:
+        if name in document:
+            raise _DuplicateMember(repr(name))
+        document[name] = value
+    return document

@@ -8,7 +8,11 @@ or anything follows it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import queue
+import threading
+from collections.abc import Iterator
 from typing import Protocol
 
 from . import _limits
@@ -32,62 +36,150 @@ class Writable(Protocol):
     def write(self, data: bytes | memoryview, /) -> object: ...
 
 
-def encrypt_frames(cipher: FrameCipher, src: Readable, dst: Writable) -> int:
-    """Seal everything ``src`` yields into ``dst`` as frames; returns the bytes written."""
+def encrypt_frames(cipher: FrameCipher, src: Readable, dst: Writable, workers: int = 1) -> int:
+    """Seal everything ``src`` yields into ``dst`` as frames; returns the bytes written.
+    With ``workers`` above 1, ``dst`` is written on a thread of its own while the next
+    frames are read and sealed."""
     size = cipher.frame_size
     inbuf = memoryview(bytearray(size))
-    outbuf = memoryview(bytearray(size + cipher.overhead))
     written = 0
     index = 0
-    while True:
-        got = read_into(src, inbuf)
-        final = got < size
-        if not final and index >= _limits.MAX_FRAMES - 1:
-            raise ValueError(
-                f"the input needs more than {_limits.MAX_FRAMES} frames of {size} bytes; "
-                "use a larger frame_size"
-            )
-        sealed = outbuf[: got + cipher.overhead]
-        cipher.seal_frame(index, final, inbuf[:got], sealed)
-        dst.write(sealed)
-        written += len(sealed)
-        if final:
-            return written
-        index += 1
+    with _sink(dst, size + cipher.overhead, workers) as sink:
+        while True:
+            got = read_into(src, inbuf)
+            final = got < size
+            if not final and index >= _limits.MAX_FRAMES - 1:
+                raise ValueError(
+                    f"the input needs more than {_limits.MAX_FRAMES} frames of {size} bytes; "
+                    "use a larger frame_size"
+                )
+            sealed = sink.buffer()[: got + cipher.overhead]
+            cipher.seal_frame(index, final, inbuf[:got], sealed)
+            sink.emit(sealed)
+            written += len(sealed)
+            if final:
+                return written
+            index += 1
 
 
-def decrypt_frames(cipher: FrameCipher, src: Readable, dst: Writable) -> int:
+def decrypt_frames(cipher: FrameCipher, src: Readable, dst: Writable, workers: int = 1) -> int:
     """Open the frames ``src`` yields into ``dst``; returns the plaintext bytes written.
 
-    ``dst.write`` receives a view of a buffer that is reused for the next frame (and wiped
-    if that frame fails), as ``io`` allows: a sink copies what it keeps.
+    ``dst.write`` receives a view of a buffer that is reused for a later frame (and wiped if
+    a frame fails), as ``io`` allows: a sink copies what it keeps. With ``workers`` above 1,
+    ``dst`` is written on a thread of its own while the next frames are read and opened;
+    only verified frames reach it, in order, and all of them before an error is raised.
     """
     size = cipher.frame_size
     sealed_size = size + cipher.overhead
     inbuf = memoryview(bytearray(sealed_size + 1))
-    outbuf = memoryview(bytearray(size))
     written = 0
     index = 0
-    # Read one byte past a full frame: a full frame is never the final one, and a full
-    # frame followed by nothing means the final frame was cut off.
-    got = read_into(src, inbuf)
-    while got >= sealed_size:
-        if index >= _limits.MAX_FRAMES - 1:
+    with _sink(dst, size, workers) as sink:
+        # Read one byte past a full frame: a full frame is never the final one, and a full
+        # frame followed by nothing means the final frame was cut off.
+        got = read_into(src, inbuf)
+        while got >= sealed_size:
+            if index >= _limits.MAX_FRAMES - 1:
+                raise DecryptionError()
+            plain = sink.buffer()
+            cipher.open_frame(index, False, inbuf[:sealed_size], plain)
+            sink.emit(plain)
+            written += size
+            if got == sealed_size:
+                raise DecryptionError()
+            inbuf[0] = inbuf[sealed_size]
+            got = 1 + read_into(src, inbuf[1:])
+            index += 1
+        if got < cipher.overhead:
             raise DecryptionError()
-        cipher.open_frame(index, False, inbuf[:sealed_size], outbuf)
-        dst.write(outbuf)
-        written += size
-        if got == sealed_size:
-            raise DecryptionError()
-        inbuf[0] = inbuf[sealed_size]
-        got = 1 + read_into(src, inbuf[1:])
-        index += 1
-    if got < cipher.overhead:
-        raise DecryptionError()
-    plain = outbuf[: got - cipher.overhead]
-    cipher.open_frame(index, True, inbuf[:got], plain)
-    dst.write(plain)
-    return written + len(plain)
+        plain = sink.buffer()[: got - cipher.overhead]
+        cipher.open_frame(index, True, inbuf[:got], plain)
+        sink.emit(plain)
+        return written + len(plain)
+
+
+class _DirectSink:
+    """Writes each frame on the caller's thread, from one reused buffer."""
+
+    def __init__(self, dst: Writable, size: int) -> None:
+        self._dst = dst
+        self._buffer = memoryview(bytearray(size))
+
+    def buffer(self) -> memoryview:
+        return self._buffer
+
+    def emit(self, frame: memoryview) -> None:
+        self._dst.write(frame)
+
+    def close(self, failed: bool) -> None:
+        """Nothing to wait for; a failed frame was wiped where it failed."""
+
+
+class _ThreadedSink:
+    """Writes frames on a thread of its own, in order, while the caller prepares the next
+    ones in other buffers: at most ``_DEPTH`` frames wait, so memory stays bounded."""
+
+    _DEPTH = 4
+
+    def __init__(self, dst: Writable, size: int) -> None:
+        self._dst = dst
+        self._buffers = [memoryview(bytearray(size)) for _ in range(self._DEPTH)]
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for buffer in self._buffers:
+            self._free.put(buffer)
+        self._pending: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._write, name="envelope-writer", daemon=True)
+        self._thread.start()
+
+    def buffer(self) -> memoryview:
+        """A buffer for the next frame, once the writer has finished with it."""
+        buffer = self._free.get()
+        if self._failure is not None:
+            raise self._failure
+        return buffer
+
+    def emit(self, frame: memoryview) -> None:
+        self._pending.put(frame)
+
+    def close(self, failed: bool) -> None:
+        """Wait until every emitted frame is written (or the writer failed). After a failure
+        the buffers are wiped: a sink may still hold views of them."""
+        self._pending.put(None)
+        self._thread.join()
+        if failed:
+            for buffer in self._buffers:
+                buffer[:] = bytes(len(buffer))
+        elif self._failure is not None:
+            raise self._failure
+
+    def _write(self) -> None:
+        while (frame := self._pending.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._dst.write(frame)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._failure = exc
+            self._free.put(self._owner(frame))
+
+    def _owner(self, frame: memoryview) -> memoryview:
+        """The buffer ``frame`` was cut from."""
+        for buffer in self._buffers:
+            if frame.obj is buffer.obj:
+                return buffer
+        raise AssertionError("a frame not cut from this sink's buffers")
+
+
+@contextlib.contextmanager
+def _sink(dst: Writable, size: int, workers: int) -> Iterator[_DirectSink | _ThreadedSink]:
+    sink = _DirectSink(dst, size) if workers == 1 else _ThreadedSink(dst, size)
+    try:
+        yield sink
+    except BaseException:
+        sink.close(failed=True)
+        raise
+    sink.close(failed=False)
 
 
 def read_header_bytes(src: Readable) -> memoryview:

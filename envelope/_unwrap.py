@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 from ._cache import UnwrapCache
 from ._datakeys import Layers, gather_all, to_wrapped_key
-from ._engine import commitments_match, derive_layer_key, hkdf_info
-from ._errors import DecryptionError, EnvelopeError, KeyAccessError
+from ._engine import commitments_match, derive_layer_key, kdf_info, suite_available
+from ._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
 from ._format import Header, WrappedKeyRecord
 from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
 
@@ -54,6 +54,12 @@ class Unwrapper:
     def plan(self, header: Header) -> list[Candidates]:
         """Each layer's candidates. Pure: no KEK is used, so a header naming a key this
         envelope was not configured with never causes a connection."""
+        if not suite_available(header.suite):
+            raise FormatError(
+                f"this message uses suite {int(header.suite)} (keyed BLAKE2b, FORMAT.md section "
+                "5.2), which this Python cannot compute (a FIPS build, or one without "
+                "CPython's BLAKE2); decrypt it where keyed BLAKE2b is available"
+            )
         if len(header.layers) != len(self._layers):
             raise KeyAccessError(
                 f"message has {len(header.layers)} layer(s); this envelope is configured "
@@ -137,12 +143,13 @@ class _LayerAttempt:
     candidate KEK failed (each candidate is tried inside ``with attempt:``, which notes a
     ``KeyAccessError`` or ``DecryptionError`` and lets the loop go on)."""
 
-    __slots__ = ("_access", "_index", "_info", "_integrity", "_layer", "_salt")
+    __slots__ = ("_access", "_index", "_info", "_integrity", "_layer", "_salt", "_suite")
 
     def __init__(self, index: int, header: Header) -> None:
         self._index = index
         self._layer = header.layers[index]
-        self._info = hkdf_info(header.suite, index, self._layer.algorithm)
+        self._suite = header.suite
+        self._info = kdf_info(header.suite, index, self._layer.algorithm)
         self._salt = header.salt
         self._access: list[KeyAccessError] = []
         self._integrity = False
@@ -198,7 +205,7 @@ class _LayerAttempt:
     def _message_key(self, data_key: bytes) -> bytes | None:
         if len(data_key) != DATA_KEY_BYTES:
             return None
-        message_key, commitment = derive_layer_key(data_key, self._info, self._salt)
+        message_key, commitment = derive_layer_key(self._suite, data_key, self._info, self._salt)
         return message_key if commitments_match(self._layer.commitment, commitment) else None
 
 

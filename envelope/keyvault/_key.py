@@ -57,13 +57,22 @@ _OCT_TYPES = frozenset({"oct", "oct-HSM"})
 _RSA_WRAP = "RSA-OAEP-256"
 _OCT_WRAP = "A256KW"
 # What an unwrap will send to the vault: what this class writes, plus the other wraps the
-# format knows. RSA1_5 is not among them (padding-oracle prone), whatever a header says.
-_UNWRAP_ALGORITHMS = frozenset({"RSA-OAEP-256", "RSA-OAEP", "A256KW", "CKM_AES_KEY_WRAP_PAD"})
+# format knows, each with the lengths a wrapped 32-byte data key can have (FORMAT.md
+# section 3): anything else cannot unwrap, so it fails without a vault call. An RSA wrap is
+# as long as the modulus, and Key Vault's RSA keys have 2048 bits or more. RSA1_5 is not
+# among them (padding-oracle prone), whatever a header says.
+_MIN_RSA_BITS = 2048
+_MAX_RSA_BITS = 8192
+_RSA_WRAPPED_BYTES = range(_MIN_RSA_BITS // 8, _MAX_RSA_BITS // 8 + 1)
+_UNWRAP_LENGTHS = {
+    "RSA-OAEP-256": _RSA_WRAPPED_BYTES,
+    "RSA-OAEP": _RSA_WRAPPED_BYTES,
+    "A256KW": range(DATA_KEY_BYTES + 8, DATA_KEY_BYTES + 9),
+    "CKM_AES_KEY_WRAP_PAD": range(DATA_KEY_BYTES + 8, DATA_KEY_BYTES + 9),
+}
 _OAEP_SHA256 = padding.OAEP(
     mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
 )
-_MIN_RSA_BITS = 2048
-_MAX_RSA_BITS = 8192
 #: The largest reply read from a vault or an identity endpoint. Real ones are a few KiB (a
 #: key bundle of an RSA-8192 key is under 3 KiB, a token reply under 8 KiB).
 MAX_REPLY_BYTES = 64 * 1024
@@ -340,10 +349,8 @@ class KeyVaultKey:
             raise KeyAccessError(
                 f"{wrapped.key_id!r} is not a version of {self._key_id}", key_id=wrapped.key_id
             )
-        if (
-            wrapped.algorithm not in _UNWRAP_ALGORITHMS
-            or not 0 < len(wrapped.ciphertext) <= MAX_WRAPPED_KEY_BYTES
-        ):
+        lengths = _UNWRAP_LENGTHS.get(wrapped.algorithm)
+        if lengths is None or len(wrapped.ciphertext) not in lengths:
             raise DecryptionError()
         # Only the version comes from the header; vault and name are the configured ones.
         target = KeyId(self._id.host, self._id.port, self._id.name, kid.version)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import envelope._parallel
 from envelope import Envelope, LocalKey, WrappedKey
 
 SMALL_FRAME = 1024
@@ -23,10 +24,23 @@ def outer_key() -> LocalKey:
     return LocalKey.generate()
 
 
+@pytest.fixture(params=[1, 4], ids=["1 worker", "4 workers"])
+def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The worker counts the core tests run under. With 4, _parallel's thresholds are
+    lowered to one small frame, so that a message of a few frames is already cut into runs
+    sealed and opened on several threads."""
+    count: int = request.param
+    if count > 1:
+        monkeypatch.setattr(envelope._parallel, "RUN_BYTES", SMALL_FRAME)
+        monkeypatch.setattr(envelope._parallel, "PARALLEL_FRAME_SIZE", SMALL_FRAME)
+    return count
+
+
 @pytest.fixture
-def env(inner_key: LocalKey, outer_key: LocalKey) -> Envelope:
-    """The default two-layer envelope with small frames, so messages have many frames."""
-    return Envelope([inner_key, outer_key], frame_size=SMALL_FRAME)
+def env(inner_key: LocalKey, outer_key: LocalKey, workers: int) -> Envelope:
+    """The default two-layer envelope with small frames, so messages have many frames; once
+    on one thread and once on four."""
+    return Envelope([inner_key, outer_key], frame_size=SMALL_FRAME, workers=workers)
 
 
 class Counting:

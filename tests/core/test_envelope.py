@@ -80,6 +80,8 @@ def test_defaults_give_each_layer_its_own_mode():
     assert env.frame_size == 65536
     three = Envelope([LocalKey.generate() for _ in range(3)])
     assert len(set(three.algorithms)) == 3
+    four = Envelope([LocalKey.generate() for _ in range(4)])  # as the README says
+    assert four.algorithms == ("AES-256-GCM", "AES-256-OCB3", "AES-256-GCM-SIV", "AES-256-GCM")
 
 
 def test_each_layer_has_its_own_data_key_and_commitment(env: Envelope):

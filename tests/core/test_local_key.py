@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -96,6 +97,17 @@ def test_save_refuses_to_overwrite_a_key_by_accident(tmp_path):
     assert LocalKey.load(path).key_id == second.key_id
 
 
+def _document(**members: object) -> str:
+    """A key file's JSON text: the valid members, changed by ``members``."""
+    document = {"type": "envelope-local-key", "version": 1, "key_id": "k", "key": KEY_TEXT}
+    return json.dumps({**document, **members})
+
+
+#: The 32 bytes 00 01 02 ... 1f, the key of FORMAT.md section 9.1's example.
+EXAMPLE_KEY = bytes(range(32))
+KEY_TEXT = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+
 def _write(path: Path, content: str | bytes, mode: int = 0o600) -> None:
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     os.chmod(path, mode)
@@ -125,6 +137,17 @@ def _write(path: Path, content: str | bytes, mode: int = 0o600) -> None:
         ),
         (b"\xff\xfe binary", "not JSON"),
         ("x" * 70_000, "too large"),
+        # FORMAT.md section 9.2: one reading of a key file, whatever the JSON parser.
+        (_document(key="A" * 43 + "=").encode("utf-16"), "not JSON"),
+        (b"\xef\xbb\xbf" + _document(key="A" * 43 + "=").encode(), "not JSON"),
+        (_document(key="A" * 43 + "=")[:-1] + ', "key": "' + "B" * 43 + '="}', "'key' twice"),
+        (_document(version=True), "version True"),
+        (_document(version=1.0), "version 1.0"),
+        (_document(version="1"), "version '1'"),
+        (_document(key="A" * 42 + "B="), "canonical"),
+        (_document(key="A" * 43), "base64"),
+        (_document(key="A" * 42 + "A=\n"), "base64"),
+        (_document(key_id="\ud800"), "lone surrogates"),
     ],
 )
 def test_load_says_what_is_wrong(tmp_path, content, message):
@@ -189,3 +212,65 @@ def test_a_file_created_while_saving_is_not_replaced(tmp_path):
         save_while_another_appears()
     assert path.read_bytes() == b"someone else's key"
     assert [p.name for p in tmp_path.iterdir()] == ["kek.json"]
+
+
+def test_a_key_file_written_by_hand_from_the_spec_loads(tmp_path):
+    path = tmp_path / "kek.json"
+    _write(path, _document(comment="members a loader does not know are ignored"))
+    key = LocalKey.load(path)
+    assert key.key_id == "k"
+    assert key._key == EXAMPLE_KEY
+
+
+def test_save_writes_the_documented_format(tmp_path):
+    path = tmp_path / "kek.json"
+    LocalKey(EXAMPLE_KEY, key_id="k").save(path)
+    assert path.read_text(encoding="utf-8") == (
+        "{\n"
+        '  "type": "envelope-local-key",\n'
+        '  "version": 1,\n'
+        '  "key_id": "k",\n'
+        f'  "key": "{KEY_TEXT}"\n'
+        "}\n"
+    )
+
+
+def test_derived_key_ids_are_the_documented_ones():
+    example = "local:9b3dc037f40a9a9f9be2649b6ab93956"
+    assert LocalKey(EXAMPLE_KEY).key_id == example
+    assert example in (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
+    material = os.urandom(32)
+    digest = hashlib.sha256(b"envelope/local-key-id/v1\x00" + material).digest()
+    assert LocalKey(material).key_id == "local:" + digest[:16].hex()
+
+
+def test_a_key_id_utf8_cannot_encode_is_refused_clearly():
+    with pytest.raises(ValueError, match="lone surrogates"):
+        LocalKey(EXAMPLE_KEY, key_id="\udc80")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_load_refuses_what_is_not_a_regular_file_without_blocking(tmp_path):
+    import threading
+
+    fifo = tmp_path / "kek.json"
+    os.mkfifo(fifo, 0o600)
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            LocalKey.load(fifo)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    # Opening a FIFO for reading waits for a writer unless told not to: a thread, so that a
+    # loader that blocks fails this test instead of hanging it.
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "LocalKey.load blocked on a FIFO"
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], KeyAccessError)
+    assert "not a regular file" in str(outcome[0])
+    with pytest.raises(KeyAccessError, match="not a regular file"):
+        LocalKey.load(os.devnull)

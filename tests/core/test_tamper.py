@@ -20,11 +20,12 @@ from envelope import (
     WrappedKey,
     inspect,
 )
-from envelope._engine import derive_layer_key, header_digest, hkdf_info, new_aead
+from envelope._engine import derive_layer_key, header_digest, kdf_info, new_aead
 from envelope._format import (
     PREFIX_BYTES,
     Header,
     LayerHeader,
+    authenticated_header_bytes,
     decode_header,
     encode_header,
 )
@@ -167,10 +168,10 @@ def test_stripping_the_outer_layer_fails(inner_key: LocalKey, outer_key: LocalKe
         WrappedKey(outer_key.key_id, "A256GCM", header.layers[1].wrapped_keys[0].ciphertext)
     )
     outer_message_key, _ = derive_layer_key(
-        outer_dek, hkdf_info(header.suite, 1, header.layers[1].algorithm), header.salt
+        header.suite, outer_dek, kdf_info(header.suite, 1, header.layers[1].algorithm), header.salt
     )
     outer = new_aead(header.layers[1].algorithm, outer_message_key)
-    digest = header_digest(header)
+    digest = header_digest(authenticated_header_bytes(header))
     body = bytes(blob[header_length:])
     peeled = b""
     for index, start in enumerate(range(0, len(body), FULL)):

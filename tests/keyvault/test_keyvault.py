@@ -12,6 +12,7 @@ import pytest
 
 import envelope.keyvault
 from envelope import DecryptionError, Envelope, KeyAccessError, LocalKey, WrappedKey, inspect
+from envelope._format import decode_header, encode_header
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
 from tests.conftest import kek, round_trips_in_threads
@@ -113,6 +114,54 @@ def test_rsa_unwrap_is_remote_and_tampering_is_a_decryption_error(vault):
         with pytest.raises(DecryptionError):
             key.unwrap_key(wrapped._replace(algorithm="RSA1_5"))
         assert vault.operation_counts() == before
+
+
+def test_wrapped_keys_that_cannot_fit_are_decryption_errors_without_a_vault_call(vault):
+    """FORMAT.md section 3: a wrap id or a length that cannot fit the key fails that
+    candidate as a wrapped key that does not authenticate, and is seen without the vault."""
+    rsa_name, oct_name = unique("rsa"), unique("oct")
+    vault.create_key(rsa_name)
+    vault.create_key(oct_name, "oct-HSM")
+    with kek(vault, rsa_name) as rsa_key, kek(vault, oct_name) as oct_key:
+        rsa_wrapped, oct_wrapped = (
+            rsa_key.wrap_key(os.urandom(32)),
+            oct_key.wrap_key(os.urandom(32)),
+        )
+        vault.reset_counts()
+        cannot_fit = [
+            (rsa_key, rsa_wrapped._replace(algorithm="A256GCM", ciphertext=bytes(60))),
+            (rsa_key, rsa_wrapped._replace(ciphertext=rsa_wrapped.ciphertext[:255])),
+            (oct_key, oct_wrapped._replace(ciphertext=oct_wrapped.ciphertext[:39])),
+            (oct_key, oct_wrapped._replace(ciphertext=oct_wrapped.ciphertext + bytes(8))),
+            (oct_key, oct_wrapped._replace(algorithm="CKM_AES_KEY_WRAP_PAD", ciphertext=bytes(48))),
+            (oct_key, oct_wrapped._replace(algorithm="A256GCM", ciphertext=bytes(60))),
+        ]
+        for key, wrapped in cannot_fit:
+            with pytest.raises(DecryptionError):
+                key.unwrap_key(wrapped)
+        assert vault.operation_counts() == {}
+        # A wrap id of the wrong family with a length that could fit: the vault refuses it
+        # (400), which is the same kind of failure.
+        with pytest.raises(DecryptionError):
+            rsa_key.unwrap_key(rsa_wrapped._replace(algorithm="A256KW", ciphertext=bytes(40)))
+        with pytest.raises(DecryptionError):
+            oct_key.unwrap_key(
+                oct_wrapped._replace(algorithm="RSA-OAEP-256", ciphertext=bytes(256))
+            )
+        assert vault.operation_counts()["unwrapKey"] == 2
+
+        # In a message, the layer's next KEK opens it, and the vault was never asked.
+        spare = LocalKey.generate()
+        env = Envelope([[oct_key, spare]])
+        blob = env.encrypt(b"fits")
+        header, length = decode_header(blob)
+        oct_record, spare_record = header.layers[0].wrapped_keys
+        short = oct_record._replace(ciphertext=oct_record.ciphertext[:39])
+        layer = header.layers[0]._replace(wrapped_keys=(short, spare_record))
+        forged = encode_header(header._replace(layers=(layer,))) + bytes(blob[length:])
+        vault.reset_counts()
+        assert env.decrypt(forged) == b"fits"
+        assert "unwrapKey" not in vault.operation_counts()
 
 
 VAULT = "https://contoso.vault.azure.net"
