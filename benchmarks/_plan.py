@@ -12,6 +12,26 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 
+_FULL_SECONDS = {
+    "one-shot": 225.0,
+    "1 KiB cache": 10.0,
+    "layers": 10.0,
+    "frame sizes": 18.0,
+    "allocation wall": 45.0,
+    "stream": 45.0,
+    "key vault": 13.0,
+}
+_QUICK_SECONDS = {
+    "one-shot": 6.0,
+    "1 KiB cache": 1.0,
+    "layers": 1.0,
+    "frame sizes": 1.0,
+    "allocation wall": 1.0,
+    "stream": 3.0,
+    "key vault": 4.0,
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     """How much to measure: the full run, or ``--quick`` for smoke tests."""
@@ -68,6 +88,13 @@ class Plan:
             kv_uncached=5,
             kv_budget_s=3.0,
         )
+
+    def expected_seconds(self) -> dict[str, float]:
+        """Seconds each case took on the reference machine (2 cores, quiet): the progress
+        estimate's starting point when no earlier run of the same kind is at hand."""
+        if self.quick:
+            return dict(_QUICK_SECONDS)
+        return dict(_FULL_SECONDS)
 
     def rounds(self, size: int) -> int:
         if size >= 256 * MiB:
