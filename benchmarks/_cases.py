@@ -88,8 +88,6 @@ def _measure(
     op: str,
     size: int,
     pairs: dict[str, c.Pair],
-    *,
-    warmup: bool = True,
 ) -> dict[str, Stats]:
     """``op`` of every pair on ``size``-byte messages, in the rounds the plan gives the size."""
     return recorder.measure(
@@ -99,7 +97,7 @@ def _measure(
         {label: getattr(pair, op) for label, pair in pairs.items()},
         rounds=plan.rounds(size),
         min_sample_s=plan.min_sample_s,
-        warmup=warmup,
+        warmup=plan.warmup(size),
     )
 
 
@@ -121,6 +119,7 @@ def one_shot(plan: Plan, recorder: Recorder) -> None:
     """Every contender on messages of each size, plain encrypt/decrypt and the baselines."""
     env = c.make_envelope()
     workers = c.workers_supported()
+    recorder.cases["one_shot"] = {"slow_peers_up_to": plan.slow_peer_max}
     for size in plan.sizes:
         recorder.progress.step(f"preparing {size_label(size)}")
         data = _data(size)
@@ -129,18 +128,20 @@ def one_shot(plan: Plan, recorder: Recorder) -> None:
         pairs[RAW_GCM] = raw["gcm"]
         pairs[RAW_FRESH] = raw["gcm+ocb3 fresh"]
         pairs[CEILING] = raw["gcm+ocb3 reused"]
-        peers: Sequence[tuple[str, Callable[[], c.Pair]]] = (
+        peers: list[tuple[str, Callable[[], c.Pair]]] = [
             (ESDK_SIGNING, functools.partial(c.aws_esdk_pair, data, signing=True)),
             (ESDK_COMMIT, functools.partial(c.aws_esdk_pair, data, signing=False)),
             (TINK_AEAD, functools.partial(c.tink_aead_pair, data)),
             (TINK_KMS, functools.partial(c.tink_kms_envelope_pair, data)),
-        )
+        ]
+        if size > plan.slow_peer_max:
+            peers = [peer for peer in peers if peer[0] == TINK_KMS]
         for label, factory in peers:
             pair = _try(recorder, "one-shot", label, factory)
             if pair is not None:
                 pairs[label] = pair
         for op in OPS:
-            stats = _measure(plan, recorder, "one-shot", op, size, pairs, warmup=size <= 64 * MiB)
+            stats = _measure(plan, recorder, "one-shot", op, size, pairs)
             _one_shot_ratios(recorder, stats, op, size, workers)
         del pairs, peers, data
 

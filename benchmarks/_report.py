@@ -107,6 +107,13 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
             first = _find(results, group="one-shot", op=op, size=1024, impl=label)
             rows.append([label, _rate(first, ops=True), *cells])
         out += table(header, rows)
+    limit = recorder.cases.get("one_shot", {}).get("slow_peers_up_to")
+    if limit is not None and sizes and max(sizes) > limit:
+        out.append(
+            f"AWS ESDK and Tink Aead are measured up to {size_label(limit)}: from 1 MiB up the "
+            "ESDK is flat and Tink Aead runs with KmsEnvelopeAead, and a larger call takes "
+            "them seconds."
+        )
 
     cache_rows = []
     for label in dict.fromkeys(r["impl"] for r in results if r["group"] == "1 KiB cache"):
