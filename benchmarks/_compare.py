@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._recorder import size_label
-from ._report import table
+from ._report import figure, table
 from ._timing import quartiles
 
 __all__ = [
@@ -197,14 +197,6 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> Comparison:
     )
 
 
-def _figure(value: float, unit: str) -> str:
-    if unit == "x":
-        return f"{value:.3g}x"
-    if unit == "ops/s":
-        return f"{value:,.0f}/s"
-    return f"{value:,.0f} MB/s"
-
-
 def _describe(document: dict[str, Any]) -> str:
     load = document.get("load") or {}
     busy = load.get("busy")
@@ -216,8 +208,8 @@ def _rows(changes: Iterable[Change]) -> list[list[str]]:
     return [
         [
             c.name,
-            _figure(c.old, c.unit),
-            _figure(c.new, c.unit),
+            figure(c.old, c.unit),
+            figure(c.new, c.unit),
             f"{c.change:+.0%}",
             c.verdict,
         ]

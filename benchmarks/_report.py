@@ -11,7 +11,7 @@ from typing import Any
 from ._cases import CEILING, LABELS, OPS
 from ._recorder import Recorder, size_label
 
-__all__ = ["busy_note", "plot", "render", "table", "write_json"]
+__all__ = ["busy_note", "figure", "plot", "render", "table", "write_json"]
 
 MB = 1e6
 MiB = 1024 * 1024
@@ -244,9 +244,9 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
             status, value = f"not measured: {t['reason'] or 'no figure'}", "—"
         else:
             status = "met" if t["met"] else "BELOW"
-            value = _value(t["value"], t["unit"])
+            value = figure(t["value"], t["unit"])
         rows.append(
-            [t["name"], value, f"{t['comparison']} {_value(t['threshold'], t['unit'])}", status]
+            [t["name"], value, f"{t['comparison']} {figure(t['threshold'], t['unit'])}", status]
         )
     out += table(["target", "measured", "target", "status"], rows)
 
@@ -259,11 +259,14 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
     return "\n".join(out)
 
 
-def _value(value: float, unit: str) -> str:
+def figure(value: float, unit: str) -> str:
+    """A measured value for the tables: ``1.23x``, ``12,345/s``, ``1,234 MB/s``, ``31.2 MiB``."""
     if unit == "x":
         return f"{value:.3g}x"
     if unit == "ops/s":
         return f"{value:,.0f}/s"
+    if unit == "MB/s":
+        return f"{value:,.0f} MB/s"
     return f"{value:.1f} {unit}"
 
 

@@ -18,11 +18,11 @@ import os
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from envelope import Envelope, LocalKey
+from envelope._files import atomic_output
 
 from ._contenders import CONTEXT
 
@@ -63,37 +63,24 @@ def _peak_rss_bytes() -> int:
 
 
 def copy_file(src: str, dst: str) -> None:
-    """Copy ``src`` to ``dst`` durably: every byte read and written, then on disk."""
-    directory = os.path.dirname(os.path.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix=".copy.", suffix=".tmp", dir=directory)
-    try:
-        with open(src, "rb") as source, os.fdopen(fd, "wb") as sink:
-            try:
-                size = os.fstat(source.fileno()).st_size
-                offset = 0
-                while offset < size:
-                    sent = os.sendfile(sink.fileno(), source.fileno(), offset, size - offset)
-                    if sent == 0:
-                        break
-                    offset += sent
-            except OSError:
-                # No sendfile between these two files here: the portable copy.
-                source.seek(0)
-                sink.seek(0)
-                sink.truncate()
-                shutil.copyfileobj(source, sink, 1024 * 1024)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Copy ``src`` to ``dst`` through the same atomic output as the file helpers (a new
+    file in ``dst``'s directory, fsync, rename, fsync of the directory): every byte read
+    and written, then on disk, with nothing else."""
+    with open(src, "rb") as source, atomic_output(dst) as sink:
+        try:
+            size = os.fstat(source.fileno()).st_size
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(sink.fileno(), source.fileno(), offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+        except OSError:
+            # No sendfile between these two files here: the portable copy.
+            source.seek(0)
+            sink.seek(0)
+            sink.truncate()
+            shutil.copyfileobj(source, sink, 1024 * 1024)
 
 
 def main(argv: list[str]) -> int:

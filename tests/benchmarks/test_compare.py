@@ -152,19 +152,23 @@ def test_verdict_is_symmetric():
         assert backward == swapped[forward]
 
 
-def test_command_line_compares_two_files_and_puts_regressions_first(tmp_path):
-    old, new, expected = _pair(1)
-    old_path, new_path = tmp_path / "old.json", tmp_path / "new.json"
-    old_path.write_text(json.dumps(old), encoding="utf-8")
-    new_path.write_text(json.dumps(new), encoding="utf-8")
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--compare", str(old_path), str(new_path)],
+def _compare_files(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--compare", *map(str, paths)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_command_line_compares_two_files_and_puts_regressions_first(tmp_path):
+    old, new, expected = _pair(1)
+    old_path, new_path = tmp_path / "old.json", tmp_path / "new.json"
+    old_path.write_text(json.dumps(old), encoding="utf-8")
+    new_path.write_text(json.dumps(new), encoding="utf-8")
+    completed = _compare_files(old_path, new_path)
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     slower = sum(1 for v in expected.values() if v == SLOWER)
@@ -190,14 +194,7 @@ def test_command_line_compares_two_files_and_puts_regressions_first(tmp_path):
 def test_command_line_refuses_a_file_that_is_not_results(tmp_path):
     bogus = tmp_path / "bogus.json"
     bogus.write_text('{"hello": 1}', encoding="utf-8")
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--compare", str(bogus), str(bogus)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = _compare_files(bogus, bogus)
     assert completed.returncode != 0
     assert "not a benchmark results file" in completed.stderr
     assert "Traceback" not in completed.stderr
