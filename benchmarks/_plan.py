@@ -50,10 +50,9 @@ class Plan:
     kv_cached: int
     kv_uncached: int
     kv_budget_s: float
-    #: The AWS Encryption SDK (seconds per 256 MiB call, a flat curve from 1 MiB up) and
-    #: Tink ``Aead`` (as fast as ``KmsEnvelopeAead`` from 1 MiB up: one wrapped key is
-    #: nothing there) are measured up to this size; Tink ``KmsEnvelopeAead`` to the end.
-    slow_peer_max: int
+    #: The peers are measured up to this size, that of the targets: beyond it a call takes
+    #: them seconds (the AWS Encryption SDK is flat from 1 MiB up, Tink falls off).
+    peer_max_size: int
 
     @classmethod
     def full(cls) -> Plan:
@@ -74,7 +73,7 @@ class Plan:
             kv_cached=10_000,
             kv_uncached=100,
             kv_budget_s=15.0,
-            slow_peer_max=64 * MiB,
+            peer_max_size=64 * MiB,
         )
 
     @classmethod
@@ -94,7 +93,7 @@ class Plan:
             kv_cached=100,
             kv_uncached=5,
             kv_budget_s=3.0,
-            slow_peer_max=64 * MiB,
+            peer_max_size=64 * MiB,
         )
 
     def expected_seconds(self) -> dict[str, float]:

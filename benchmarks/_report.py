@@ -107,12 +107,11 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
             first = _find(results, group="one-shot", op=op, size=1024, impl=label)
             rows.append([label, _rate(first, ops=True), *cells])
         out += table(header, rows)
-    limit = recorder.cases.get("one_shot", {}).get("slow_peers_up_to")
+    limit = recorder.cases.get("one_shot", {}).get("peers_up_to")
     if limit is not None and sizes and max(sizes) > limit:
         out.append(
-            f"AWS ESDK and Tink Aead are measured up to {size_label(limit)}: from 1 MiB up the "
-            "ESDK is flat and Tink Aead runs with KmsEnvelopeAead, and a larger call takes "
-            "them seconds."
+            f"The peers are measured up to {size_label(limit)}, the size of the targets: a "
+            "larger call takes them seconds."
         )
 
     cache_rows = []
