@@ -1,12 +1,14 @@
 """``--compare OLD.json``: the change of every case against an earlier run, with a verdict
 that respects the noise of both runs.
 
-A figure is *faster* when the middle half of this run's rounds lies wholly above the middle
-half of the old run's rounds (their interquartile ranges do not overlap), *slower* when it
-lies wholly below, and *same within noise* otherwise. With fewer than three rounds on either
-side there is no spread to judge by: *too few rounds*. Ratios are judged the same way on
-their round-by-round values; they are the steadier signal on a machine whose speed drifts
-between runs, since both sides of a ratio ran in the same rounds.
+A figure is *faster* when the band of this run's rounds lies wholly above the band of the
+old run's rounds, *SLOWER* when it lies wholly below, and *same within noise* when the bands
+overlap. The band is the middle half of the rounds (the interquartile range) from eight
+rounds up, and all of them (minimum to maximum) with three to seven, where quartiles would
+understate the spread. With fewer than three rounds on either side there is no spread to
+judge by: *too few rounds*. Ratios are judged the same way on their round-by-round values;
+they are the steadier signal on a machine whose speed drifts between runs, since both sides
+of a ratio ran in the same rounds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "TOO_FEW",
     "Change",
     "Comparison",
+    "band",
     "compare",
     "load",
     "render_comparison",
@@ -41,6 +44,8 @@ SAME = "same within noise"
 TOO_FEW = "too few rounds"
 #: Rounds a side needs before its spread means anything.
 MIN_ROUNDS = 3
+#: Rounds from which the band is the interquartile range rather than the whole range.
+QUARTILE_ROUNDS = 8
 MB = 1e6
 
 
@@ -48,13 +53,21 @@ def verdict(old: Sequence[float], new: Sequence[float]) -> str:
     """Judge ``new`` against ``old``: values per round where higher is better."""
     if len(old) < MIN_ROUNDS or len(new) < MIN_ROUNDS:
         return TOO_FEW
-    old_q1, old_q3 = quartiles(sorted(old))
-    new_q1, new_q3 = quartiles(sorted(new))
-    if new_q1 > old_q3:
+    old_low, old_high = band(old)
+    new_low, new_high = band(new)
+    if new_low > old_high:
         return FASTER
-    if new_q3 < old_q1:
+    if new_high < old_low:
         return SLOWER
     return SAME
+
+
+def band(values: Sequence[float]) -> tuple[float, float]:
+    """The spread of one run's rounds that a change must clear (see the module's doc)."""
+    ordered = sorted(values)
+    if len(ordered) >= QUARTILE_ROUNDS:
+        return quartiles(ordered)
+    return ordered[0], ordered[-1]
 
 
 @dataclass(frozen=True)
@@ -222,11 +235,17 @@ def render_comparison(comparison: Comparison) -> str:
     counts = comparison.counts()
     out = [
         f"Compared with the {_describe(comparison.old)}; this is the {_describe(comparison.new)}.",
-        "faster / SLOWER: the middle halves of the two runs' rounds do not overlap; otherwise "
-        f"{SAME}. Figures are median rounds.",
+        "faster / SLOWER: the two runs' rounds do not overlap (their middle halves; with 3 to "
+        f"7 rounds, all of them); otherwise {SAME}. Figures are median rounds.",
         f"{counts[SLOWER]} SLOWER, {counts[FASTER]} faster, {counts[SAME]} {SAME}, "
         f"{counts[TOO_FEW]} with {TOO_FEW} to judge",
     ]
+    busy = [doc for doc in (comparison.old, comparison.new) if (doc.get("load") or {}).get("busy")]
+    if busy:
+        out.append(
+            "A run was BUSY (others used more than 10% of the CPUs): the load of other "
+            "processes moves the figures, and some ratios, as much as a change of code does."
+        )
     header = ["", "old", "new", "change", "verdict"]
     ratios = [c for c in comparison.changes if c.kind == "ratio"]
     if ratios:

@@ -198,3 +198,17 @@ def test_command_line_refuses_a_file_that_is_not_results(tmp_path):
     assert completed.returncode != 0
     assert "not a benchmark results file" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("count", [3, 5, 7])
+def test_few_rounds_are_judged_on_all_of_them(count):
+    rng = random.Random(count)
+    old = _rounds(rng, 100.0, 0.2, count)
+    whole = max(old) / min(old)
+    middle = _iqr_ratio(old)
+    assert middle < whole
+    # Beyond the middle half but not beyond every round: not enough with so few rounds.
+    between = (middle * whole) ** 0.5
+    assert verdict(old, [v * between for v in old]) == SAME
+    assert verdict(old, [v * whole * 1.01 for v in old]) == FASTER
+    assert verdict(old, [v / whole / 1.01 for v in old]) == SLOWER
