@@ -49,7 +49,13 @@ from ._deadline import DeadlineExceeded, deadline, remaining
 from ._httpx import is_secure_client, secure_async_client, secure_client
 from ._policy import TLSPolicy
 
-__all__ = ["AsyncSecureTransport", "SecureTransport"]
+__all__ = [
+    "AsyncSecureTransport",
+    "SecureTransport",
+    "close_shielded",
+    "send_through",
+    "send_through_async",
+]
 
 _BLOCK_SIZE = 64 * 1024
 
@@ -216,6 +222,12 @@ class _ReplyBudget:
         return chunk
 
 
+def _announced_length(response: httpx.Response) -> int:
+    """The reply's Content-Length, 0 when it announces none (or nothing a number)."""
+    value = response.headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0
+
+
 def _headers(response: httpx.Response) -> CaseInsensitiveDict:
     return CaseInsensitiveDict(response.headers.items())
 
@@ -231,6 +243,11 @@ class _StreamDownload:
             internal.iter_bytes(_BLOCK_SIZE) if decompress else internal.iter_raw(_BLOCK_SIZE)
         )
         self._budget = _ReplyBudget(internal, response.max_bytes)
+        # What azure-core's own download generators expose, and azure-storage-blob reads.
+        self.content_length = _announced_length(internal)
+
+    def __len__(self) -> int:
+        return self.content_length
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -256,6 +273,10 @@ class _AsyncStreamDownload:
             internal.aiter_bytes(_BLOCK_SIZE) if decompress else internal.aiter_raw(_BLOCK_SIZE)
         )
         self._budget = _ReplyBudget(internal, response.max_bytes)
+        self.content_length = _announced_length(internal)
+
+    def __len__(self) -> int:
+        return self.content_length
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -375,25 +396,7 @@ class SecureTransport(HttpTransport):  # type: ignore[type-arg]
 
     def send(self, request: HttpRequest, **kwargs: Any) -> _SecureTransportResponse:
         self.open()
-        stream, timeout = _send_options(self._client, kwargs)
-        limit = _attempt_limit(timeout)
-        outgoing = _build_request(
-            self._client, request, _within(timeout, limit), self._max_response_bytes
-        )
-        # The sockets of a secure client end every operation by this deadline.
-        with deadline(math.inf if limit is None else limit):
-            with _azure_errors():
-                internal = self._client.send(outgoing, stream=True, follow_redirects=False)
-            response = _SecureTransportResponse(request, internal, self._max_response_bytes)
-            try:
-                _check_reply_size(internal, self._max_response_bytes)
-                if not stream:
-                    # azure-core's non-stream contract: the body is loaded, the connection freed.
-                    response.read()
-            except BaseException:
-                response.close()
-                raise
-        return response
+        return send_through(self._client, request, kwargs, self._max_response_bytes)
 
 
 class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
@@ -436,32 +439,61 @@ class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
 
     async def send(self, request: HttpRequest, **kwargs: Any) -> _AsyncSecureTransportResponse:
         await self.open()
-        stream, timeout = _send_options(self._client, kwargs)
-        limit = _attempt_limit(timeout)
-        outgoing = _build_request(
-            self._client, request, _within(timeout, limit), self._max_response_bytes
-        )
-        response = None
-        with anyio.move_on_after(math.inf if limit is None else limit) as attempt:
-            with _azure_errors():
-                internal = await self._client.send(outgoing, stream=True, follow_redirects=False)
-            response = _AsyncSecureTransportResponse(request, internal, self._max_response_bytes)
-            try:
-                _check_reply_size(internal, self._max_response_bytes)
-                if not stream:
-                    await response.read()
-            except BaseException:
-                await _close_shielded(response)
-                raise
-        if attempt.cancelled_caught:
-            if response is not None:
-                await _close_shielded(response)
-            raise _attempt_timed_out(limit)
-        assert response is not None
-        return response
+        return await send_through_async(self._client, request, kwargs, self._max_response_bytes)
 
 
-async def _close_shielded(response: _AsyncSecureTransportResponse) -> None:
+def send_through(
+    client: httpx.Client, request: HttpRequest, kwargs: dict[str, Any], max_bytes: int | None
+) -> _SecureTransportResponse:
+    """One attempt of an azure-core request through an httpx client built here (the secure
+    client, or the managed-identity one of ``_identity``), bounded in time and size."""
+    stream, timeout = _send_options(client, kwargs)
+    limit = _attempt_limit(timeout)
+    outgoing = _build_request(client, request, _within(timeout, limit), max_bytes)
+    # The sockets of the clients built here end every operation by this deadline.
+    with deadline(math.inf if limit is None else limit):
+        with _azure_errors():
+            internal = client.send(outgoing, stream=True, follow_redirects=False)
+        response = _SecureTransportResponse(request, internal, max_bytes)
+        try:
+            _check_reply_size(internal, max_bytes)
+            if not stream:
+                # azure-core's non-stream contract: the body is loaded, the connection freed.
+                response.read()
+        except BaseException:
+            response.close()
+            raise
+    return response
+
+
+async def send_through_async(
+    client: httpx.AsyncClient, request: HttpRequest, kwargs: dict[str, Any], max_bytes: int | None
+) -> _AsyncSecureTransportResponse:
+    """The asyncio twin of :func:`send_through`."""
+    stream, timeout = _send_options(client, kwargs)
+    limit = _attempt_limit(timeout)
+    outgoing = _build_request(client, request, _within(timeout, limit), max_bytes)
+    response = None
+    with anyio.move_on_after(math.inf if limit is None else limit) as attempt:
+        with _azure_errors():
+            internal = await client.send(outgoing, stream=True, follow_redirects=False)
+        response = _AsyncSecureTransportResponse(request, internal, max_bytes)
+        try:
+            _check_reply_size(internal, max_bytes)
+            if not stream:
+                await response.read()
+        except BaseException:
+            await close_shielded(response)
+            raise
+    if attempt.cancelled_caught:
+        if response is not None:
+            await close_shielded(response)
+        raise _attempt_timed_out(limit)
+    assert response is not None
+    return response
+
+
+async def close_shielded(response: _AsyncSecureTransportResponse) -> None:
     # Also when the attempt's time is up: a connection is never left half-read.
     with anyio.CancelScope(shield=True):
         await response.close()

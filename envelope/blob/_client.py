@@ -1,0 +1,241 @@
+"""``EncryptedBlobClient``: envelope messages in Azure block blobs, over a ``BlobClient``.
+
+The I/O of each verb, in the order the asyncio twin (``aio/_client.py``) repeats it; what
+needs no I/O is in ``_layout``.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobBlock, BlobClient
+
+from .. import Envelope
+from .._bodies import StoredBody
+from .._files import atomic_output
+from . import _layout
+from ._layout import HEADER_READ, BufferSink, FrameReader, StreamSink
+
+__all__ = ["EncryptedBlobClient"]
+
+
+@dataclass(frozen=True)
+class OpenedBlob:
+    """A blob's header read and its keys unwrapped: its body, ready to fetch and open."""
+
+    body: StoredBody
+    header_length: int
+    etag: str
+
+
+class EncryptedBlobClient:
+    """Envelope messages in one Azure block blob, through ``blob_client`` (an
+    ``azure.storage.blob.BlobClient``) and ``envelope`` (the layers and keys).
+
+    * :meth:`upload` streams in constant memory: the header in a block of its own, the body
+      in blocks of whole frames (``block_size`` bytes of plaintext, rounded down to whole
+      frames), up to ``max_concurrency`` of them uploaded at once, then one commit; a
+      message that fits in one block is written in one request.
+    * :meth:`download` and :meth:`download_to` release only verified plaintext; a ranged
+      read fetches only the frames that hold the range and verifies them, the final frame
+      (and its flag) included whenever the range reaches the end.
+    * :meth:`rewrap` rewrites the header only: a new header block and a block list that
+      reuses the committed body blocks, so the body is never downloaded or uploaded again.
+
+    By default (``bind_to_blob=True``) the blob's account, container and name are bound
+    into the message's encryption context (the reserved keys ``envelope.blob.account``,
+    ``envelope.blob.container`` and ``envelope.blob.name``): a blob copied or renamed fails
+    to decrypt. Pass ``bind_to_blob=False`` for messages meant to move between blobs.
+
+    An ``http://`` storage URL is refused (:class:`~envelope.InsecureTransportError`).
+    Storage failures (a missing blob, a refused credential, a blob changed during a read)
+    are the Azure SDK's own exceptions; every integrity failure is a
+    :class:`~envelope.DecryptionError`.
+    """
+
+    def __init__(
+        self,
+        blob_client: BlobClient,
+        envelope: Envelope,
+        *,
+        bind_to_blob: bool = True,
+        block_size: int = _layout.DEFAULT_BLOCK_SIZE,
+        max_concurrency: int = 4,
+    ) -> None:
+        _layout.check_https(blob_client.url)
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError("max_concurrency must be a positive integer")
+        self._blob = blob_client
+        self._envelope = envelope
+        self._bind = bind_to_blob
+        self._frames_per_block = _layout.frames_per_block(envelope.frame_size, block_size)
+        self._block_plaintext = self._frames_per_block * envelope.frame_size
+        self._max_concurrency = max_concurrency
+
+    @property
+    def blob_client(self) -> BlobClient:
+        return self._blob
+
+    @property
+    def envelope(self) -> Envelope:
+        return self._envelope
+
+    def context(self, context: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The whole encryption context of a message in this blob: ``context`` and, when
+        bound, the blob's identity."""
+        return _layout.blob_context(self._blob, context, self._bind)
+
+    def __repr__(self) -> str:
+        return f"EncryptedBlobClient({self._blob.url!r}, {self._envelope!r})"
+
+    # -- upload ---------------------------------------------------------------------------
+
+    def upload(
+        self, data: Any, *, context: Mapping[str, str] | None = None, overwrite: bool = False
+    ) -> dict[str, Any]:
+        """Encrypt ``data`` (a bytes-like object or a binary stream) into the blob; returns
+        the service's reply (``etag``, ``last_modified`` ...). Nothing is visible in the
+        blob until the last block is committed. Without ``overwrite`` an existing blob is
+        left alone (``ResourceExistsError``)."""
+        header, writer = self._envelope._begin_body(self.context(context))
+        pieces = _layout.chunks(data, self._block_plaintext)
+        first, last = next(pieces)
+        if last:
+            block = _layout.seal_block(writer, first, True)
+            return self._blob.upload_blob(bytes(header) + block, overwrite=overwrite)
+        if not overwrite and self._blob.exists():
+            raise ResourceExistsError(f"{self._blob.url} exists; pass overwrite=True")
+        token = _layout.new_token()
+        ids = [_layout.block_id("h", 0, token)]
+        with concurrent.futures.ThreadPoolExecutor(self._max_concurrency) as pool:
+            pending = collections.deque([pool.submit(self._blob.stage_block, ids[0], header)])
+            try:
+                for index, (piece, final) in enumerate(_with_first(first, last, pieces), 1):
+                    _layout.check_block_count(index)
+                    block = _layout.seal_block(writer, piece, final)
+                    ids.append(_layout.block_id("b", index, token))
+                    pending.append(pool.submit(self._blob.stage_block, ids[-1], bytes(block)))
+                    while len(pending) > self._max_concurrency:
+                        pending.popleft().result()
+                while pending:
+                    pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+        blocks = [BlobBlock(block_id) for block_id in ids]
+        return self._blob.commit_block_list(blocks, **_layout.commit_conditions(overwrite))
+
+    # -- download -------------------------------------------------------------------------
+
+    def download(
+        self,
+        *,
+        context: Mapping[str, str] | None = None,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> bytearray:
+        """The plaintext, or its bytes ``[offset, offset + length)``, once every frame that
+        holds them verified; nothing otherwise."""
+        opened = self.open(context)
+        frames, skip, size = _layout.plan_range(opened.body, offset, length)
+        out = bytearray(size)
+        try:
+            self._fetch(opened, frames, BufferSink(out, skip))
+        except BaseException:
+            out[:] = bytes(size)
+            raise
+        return out
+
+    def download_to(self, writable: Any, *, context: Mapping[str, str] | None = None) -> int:
+        """Decrypt the whole blob into ``writable``: a path (the file appears, mode 0600,
+        only once every frame verified) or a binary stream (only verified frames are
+        written, and on failure a seekable stream is cut back to where it started). Returns
+        the plaintext's length."""
+        opened = self.open(context)
+        frames = opened.body.frames(0, opened.body.plaintext_length)
+        if isinstance(writable, (str, os.PathLike)):
+            with atomic_output(writable) as sink:
+                self._fetch(opened, frames, StreamSink(sink))
+            return opened.body.plaintext_length
+        stream = StreamSink(writable)
+        try:
+            self._fetch(opened, frames, stream)
+        except BaseException:
+            stream.roll_back()
+            raise
+        return opened.body.plaintext_length
+
+    def open(self, context: Mapping[str, str] | None = None) -> OpenedBlob:
+        """Read the blob's header, check its context and key ids, unwrap its data keys."""
+        header, size, properties = self._read_header()
+        body, header_length = self._envelope._open_body(header, size, self.context(context))
+        return OpenedBlob(body, header_length, properties.etag)
+
+    def _read_header(self) -> tuple[bytes, int, Any]:
+        """The blob's first bytes, its header whole among them; its size; its properties.
+        Every later read and write is conditional on this version (its ETag)."""
+        downloader = self._blob.download_blob(offset=0, length=HEADER_READ)
+        prefix = downloader.readall()
+        properties = downloader.properties
+        size = _layout.total_size(properties.content_range, len(prefix))
+        needed = _layout.header_length_needed(prefix, size)
+        if needed > len(prefix):
+            rest = self._blob.download_blob(
+                offset=len(prefix), length=needed - len(prefix), **_layout.pinned(properties)
+            )
+            prefix += rest.readall()
+        return prefix[:needed], size, properties
+
+    def _fetch(self, opened: OpenedBlob, frames: range, sink: _layout.Sink) -> None:
+        reader = FrameReader(opened.body, frames, sink, self._frames_per_block)
+        start, stop = opened.body.body_span(frames)
+        try:
+            if stop > start:
+                downloader = self._blob.download_blob(
+                    offset=opened.header_length + start,
+                    length=stop - start,
+                    etag=opened.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                    max_concurrency=self._max_concurrency,
+                )
+                for chunk in downloader.chunks():
+                    reader.feed(chunk)
+            reader.finish()
+        except BaseException:
+            reader.wipe()
+            raise
+
+    # -- rewrap ---------------------------------------------------------------------------
+
+    def rewrap(self) -> dict[str, Any]:
+        """Re-wrap the message's data keys under the envelope's current KEKs.
+
+        A blob written in blocks gets a new header block and a block list of that block and
+        its committed body blocks, committed only if the blob is still the one whose header
+        was read (its ETag); a blob written in one piece is rewritten whole under the same
+        condition. Content settings and metadata are kept."""
+        header, _, properties = self._read_header()
+        pinned = _layout.pinned(properties)
+        kept = _layout.kept_properties(properties)
+        committed, _ = self._blob.get_block_list("committed")
+        body_ids = _layout.body_blocks(committed, len(header))
+        if body_ids is None:
+            message = self._envelope.rewrap(self._blob.download_blob(**pinned).readall())
+            return self._blob.upload_blob(bytes(message), overwrite=True, **pinned, **kept)
+        new_header, _ = self._envelope._rewrap_header(memoryview(header))
+        new_id = _layout.header_block_id([block.id for block in committed])
+        self._blob.stage_block(new_id, new_header)
+        blocks = _layout.rewrapped_block_list(new_id, body_ids)
+        return self._blob.commit_block_list(blocks, **pinned, **kept)
+
+
+def _with_first(first: Any, last: bool, rest: Any) -> Any:
+    yield first, last
+    yield from rest

@@ -1,0 +1,360 @@
+"""How an envelope message lies in a block blob, and everything about it that needs no I/O:
+the context that binds the blob's name, block ids, the blocks of an upload, the frames a
+ranged read needs, and the loop that opens frames as the download's chunks arrive. The sync
+and asyncio clients (``_client``, ``aio._client``) do only the I/O, side by side.
+
+Layout of a blob written by :meth:`EncryptedBlobClient.upload`::
+
+    block 0        the header, alone
+    block 1 … n    the body: whole frames, ``frames_per_block`` of them per block; the last
+                   block ends with the final frame (an empty final frame rides in the last
+                   full block when the plaintext ends on a block boundary)
+
+A message whose plaintext fits in one block is written in one piece (Put Blob). Because
+the header has a block of its own, a rewrap stages a new header block and commits a block
+list that names it and then the committed body blocks as they are.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from azure.core import MatchConditions
+from azure.storage.blob import BlobBlock, BlockState, ContentSettings
+
+from .._bodies import BodyWriter, StoredBody
+from .._buffers import contiguous
+from .._errors import DecryptionError, InsecureTransportError
+from .._format import PREFIX_BYTES, header_length_from_prefix
+
+__all__ = [
+    "ACCOUNT_KEY",
+    "CONTAINER_KEY",
+    "DEFAULT_BLOCK_SIZE",
+    "HEADER_READ",
+    "NAME_KEY",
+    "RESERVED_KEYS",
+    "FrameReader",
+    "Sink",
+    "block_id",
+    "blob_context",
+    "check_https",
+    "frames_per_block",
+    "header_block_id",
+    "header_length_needed",
+    "total_size",
+]
+
+#: The context keys that bind a message to its blob (FORMAT.md has no notion of blobs: these
+#: are ordinary context entries, authenticated by every frame like any other).
+ACCOUNT_KEY = "envelope.blob.account"
+CONTAINER_KEY = "envelope.blob.container"
+NAME_KEY = "envelope.blob.name"
+RESERVED_KEYS = frozenset({ACCOUNT_KEY, CONTAINER_KEY, NAME_KEY})
+
+#: Plaintext per body block, rounded down to whole frames: large enough that a block's
+#: request overhead is small, small enough to upload several at once in constant memory.
+DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
+#: Bytes asked for when a blob's header is read: every real header fits (two layers with two
+#: RSA-4096 wraps each are under 3 KiB); a larger one costs a second request.
+HEADER_READ = 16 * 1024
+#: Azure's limit on the blocks of one blob.
+MAX_BLOCKS = 50_000
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+# Block ids of one blob must all have the same length: a kind, a 10-digit index and a
+# token of the upload, "h-0000000000-<16 hex>" (29 characters).
+_TOKEN_BYTES = 8
+
+
+def check_https(url: str) -> None:
+    """Refuse a storage URL that is not https, before any request."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme != "https":
+        raise InsecureTransportError(
+            f"refused a {scheme or 'scheme-less'} storage URL; only https is allowed",
+            reason="plaintext",
+        )
+
+
+def blob_context(client: Any, context: Mapping[str, str] | None, bind: bool) -> dict[str, str]:
+    """The context a message in this blob is written and read with: the caller's, and (when
+    ``bind``) the blob's account, container and name under :data:`RESERVED_KEYS`."""
+    merged = dict(context or {})
+    reserved = sorted(RESERVED_KEYS & set(merged))
+    if reserved:
+        raise ValueError(f"context keys {reserved} are reserved for the blob's identity")
+    if bind:
+        merged[ACCOUNT_KEY] = client.account_name
+        merged[CONTAINER_KEY] = client.container_name
+        merged[NAME_KEY] = client.blob_name
+    return merged
+
+
+def frames_per_block(frame_size: int, block_size: int) -> int:
+    if not isinstance(block_size, int) or block_size <= 0:
+        raise ValueError("block_size must be a positive integer")
+    return max(1, block_size // frame_size)
+
+
+def new_token() -> str:
+    return secrets.token_hex(_TOKEN_BYTES)
+
+
+def block_id(kind: str, index: int, token: str) -> str:
+    """The id of block ``index`` of an upload: ``kind`` is ``h`` (header) or ``b`` (body)."""
+    return f"{kind}-{index:010d}-{token}"
+
+
+def header_block_id(existing: list[str]) -> str:
+    """A new header block id for a rewrap: as long as the blob's other ids (Azure requires
+    one length per blob) and equal to none of them."""
+    length = len(existing[0]) if existing else len(block_id("h", 0, new_token()))
+    taken = set(existing)
+    while True:
+        candidate = block_id("h", 0, new_token())
+        if len(candidate) != length:
+            candidate = secrets.token_hex(length)[:length]
+        if candidate not in taken:
+            return candidate
+
+
+def total_size(content_range: str | None, received: int) -> int:
+    """The blob's whole size, from a ranged reply's ``Content-Range`` (``bytes a-b/total``);
+    a reply without one held the whole blob."""
+    if not content_range:
+        return received
+    match = _CONTENT_RANGE.fullmatch(content_range.strip())
+    if match is None:
+        raise DecryptionError()
+    return int(match[3])
+
+
+def header_length_needed(prefix: bytes | bytearray | memoryview, blob_size: int) -> int:
+    """How many bytes from the start of the blob hold its header (checked against the limit
+    before anything is read or allocated). A blob shorter than that fails here."""
+    from .._errors import FormatError  # noqa: PLC0415 - one use
+
+    if blob_size < PREFIX_BYTES or len(prefix) < PREFIX_BYTES:
+        raise FormatError("the blob is shorter than an envelope header")
+    length = header_length_from_prefix(contiguous(prefix)[:PREFIX_BYTES])
+    if length > blob_size:
+        raise FormatError("the blob is shorter than its header")
+    return length
+
+
+class Sink(Protocol):
+    def __call__(self, plaintext: memoryview, /) -> None: ...
+
+
+class FrameReader:
+    """Opens frames as the bytes of a ranged download arrive, in order, in chunks of any
+    size: whole batches of frames are opened from one reused buffer and handed to
+    ``emit`` (a view, valid until the next call; wiped if a later frame fails)."""
+
+    def __init__(self, body: StoredBody, frames: range, emit: Sink, batch: int) -> None:
+        self._body = body
+        self._emit = emit
+        self._next = frames.start
+        self._stop = frames.stop
+        start, stop = body.body_span(frames)
+        self._expected = stop - start
+        self._received = 0
+        per_batch = max(1, batch)
+        self._batch = per_batch
+        self._sealed = memoryview(bytearray(min(per_batch * body.sealed_frame, self._expected)))
+        plain = body.plaintext_span(range(frames.start, min(frames.stop, frames.start + per_batch)))
+        self._plain = memoryview(bytearray(plain[1] - plain[0]))
+        self._filled = 0
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        view = memoryview(chunk).cast("B")
+        self._received += len(view)
+        if self._received > self._expected:
+            raise DecryptionError()  # the store sent more than the range holds
+        while view:
+            room = len(self._sealed) - self._filled
+            taken = view[:room]
+            self._sealed[self._filled : self._filled + len(taken)] = taken
+            self._filled += len(taken)
+            view = view[len(taken) :]
+            if self._filled == len(self._sealed) and self._filled:
+                self._open_batch()
+
+    def finish(self) -> None:
+        """Open what is left; fail unless every byte of the range came."""
+        if self._received != self._expected:
+            raise DecryptionError()
+        if self._filled:
+            self._open_batch()
+        if self._next != self._stop:
+            raise DecryptionError()
+
+    def wipe(self) -> None:
+        self._plain[:] = bytes(len(self._plain))
+        self._sealed[:] = bytes(len(self._sealed))
+
+    def _open_batch(self) -> None:
+        frames = range(self._next, min(self._stop, self._next + self._batch))
+        start, stop = self._body.plaintext_span(frames)
+        sealed_start, sealed_stop = self._body.body_span(frames)
+        sealed = self._sealed[: sealed_stop - sealed_start]
+        if self._filled != len(sealed):
+            raise DecryptionError()
+        out = self._plain[: stop - start]
+        self._body.open(frames, sealed, out)
+        self._emit(out)
+        self._next = frames.stop
+        self._filled = 0
+
+
+class BufferSink:
+    """The part of the verified plaintext a ranged read asked for, copied into one output
+    buffer: the frames' first ``skip`` bytes are not asked for, nor what follows ``out``."""
+
+    def __init__(self, out: bytearray, skip: int) -> None:
+        self._out = memoryview(out)
+        self._skip = skip
+        self._position = 0
+
+    def __call__(self, plaintext: memoryview, /) -> None:
+        if self._skip:
+            dropped = min(self._skip, len(plaintext))
+            plaintext = plaintext[dropped:]
+            self._skip -= dropped
+        taken = plaintext[: len(self._out) - self._position]
+        self._out[self._position : self._position + len(taken)] = taken
+        self._position += len(taken)
+
+
+def plan_range(body: StoredBody, offset: int, length: int | None) -> tuple[range, int, int]:
+    """For plaintext bytes ``[offset, offset + length)`` (``length`` None: to the end):
+    the frames to fetch and open, how many of their first plaintext bytes to skip, and how
+    many bytes the caller gets."""
+    if not isinstance(offset, int) or offset < 0 or offset > body.plaintext_length:
+        raise ValueError(f"offset must be 0 to {body.plaintext_length} (the plaintext's length)")
+    if length is None:
+        length = body.plaintext_length - offset
+    if not isinstance(length, int) or length < 0:
+        raise ValueError("length must be a non-negative integer or None")
+    length = min(length, body.plaintext_length - offset)
+    frames = body.frames(offset, length)
+    return frames, offset - body.plaintext_span(frames)[0], length
+
+
+def seal_block(writer: BodyWriter, plaintext: memoryview, final: bool) -> bytearray:
+    """One body block: ``plaintext`` (whole frames unless ``final``) sealed."""
+    block = bytearray(writer.sealed_size(len(plaintext), final=final))
+    writer.seal(plaintext, memoryview(block), final=final)
+    return block
+
+
+def check_block_count(index: int) -> None:
+    if index >= MAX_BLOCKS:
+        raise ValueError(
+            f"the upload needs more than {MAX_BLOCKS} blocks (Azure's limit): use a larger "
+            "block_size"
+        )
+
+
+def body_blocks(committed: Sequence[Any], header_length: int) -> list[str] | None:
+    """The ids of the body blocks when the committed block list has the header in a block
+    of its own (a header-only rewrap can keep them); None otherwise."""
+    if len(committed) < 2 or committed[0].size != header_length:
+        return None
+    return [block.id for block in committed[1:]]
+
+
+def rewrapped_block_list(header_id: str, body_ids: Sequence[str]) -> list[BlobBlock]:
+    """The new header block, then the body blocks as they are committed."""
+    blocks = [BlobBlock(header_id, BlockState.UNCOMMITTED)]
+    return blocks + [BlobBlock(block_id, BlockState.COMMITTED) for block_id in body_ids]
+
+
+def pinned(properties: Any) -> dict[str, Any]:
+    """The condition that a request applies to the version of the blob ``properties``
+    describe: a blob replaced in between fails the request instead of mixing versions."""
+    return {"etag": properties.etag, "match_condition": MatchConditions.IfNotModified}
+
+
+def kept_properties(properties: Any) -> dict[str, Any]:
+    """What a rewrite of the blob keeps: its content settings (but not the old content's
+    MD5, which the new content would not match) and its metadata."""
+    settings = properties.content_settings
+    return {
+        "content_settings": ContentSettings(
+            content_type=settings.content_type,
+            content_encoding=settings.content_encoding,
+            content_language=settings.content_language,
+            content_disposition=settings.content_disposition,
+            cache_control=settings.cache_control,
+        ),
+        "metadata": dict(properties.metadata or {}),
+    }
+
+
+def commit_conditions(overwrite: bool) -> dict[str, Any]:
+    """Without ``overwrite`` the commit succeeds only if no blob of that name exists."""
+    return {} if overwrite else {"etag": "*", "match_condition": MatchConditions.IfMissing}
+
+
+def chunks(data: Any, size: int) -> Iterator[tuple[memoryview, bool]]:
+    """``data`` (a bytes-like object, or a binary stream with ``read``) in pieces of ``size``
+    bytes, each with whether it is the last; one piece is read ahead to know that."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        view = contiguous(data)
+        for start in range(0, max(len(view), 1), size):
+            yield view[start : start + size], start + size >= len(view)
+        return
+    read = getattr(data, "read", None)
+    if read is None:
+        raise TypeError("data must be a bytes-like object or a binary stream with read()")
+    current = read_exactly(read, size)
+    while True:
+        following = read_exactly(read, size) if len(current) == size else b""
+        yield memoryview(current), not following
+        if not following:
+            return
+        current = following
+
+
+class StreamSink:
+    """Verified plaintext written to a caller's binary stream. On failure, a seekable stream
+    is cut back to where it stood, so it keeps nothing of this download."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._start: int | None = None
+        try:
+            if stream.seekable():
+                self._start = stream.tell()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self._start = None
+
+    def __call__(self, plaintext: memoryview, /) -> None:
+        self._stream.write(plaintext)
+
+    def roll_back(self) -> None:
+        if self._start is None:
+            return
+        self._stream.seek(self._start)
+        self._stream.truncate()
+
+
+def read_exactly(read: Callable[[int], Any], size: int) -> bytes:
+    """Up to ``size`` bytes from a sync ``read``, fewer only at the end of the input."""
+    parts: list[bytes] = []
+    wanted = size
+    while wanted > 0:
+        chunk = read(wanted)
+        if chunk is None:
+            raise BlockingIOError("the source has no data ready; uploads need a blocking source")
+        if not chunk:
+            break
+        parts.append(bytes(chunk))
+        wanted -= len(chunk)
+    return b"".join(parts)

@@ -1,0 +1,63 @@
+"""Blob clients on the TLS-only transport, with the library's default credential."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.storage.blob import BlobClient, ContainerClient
+
+from ..transport import SecureTransport, TLSPolicy
+from ._layout import check_https
+
+__all__ = ["secure_blob_client", "secure_container_client", "storage_options"]
+
+#: Per attempt: connecting, then each read or write of a block. A block is a few MiB.
+_TIMEOUTS = {"connection_timeout": 10, "read_timeout": 120}
+
+
+def storage_options(
+    url: str, credential: Any, tls_policy: TLSPolicy | None, transport: Any, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The keywords of a storage client on ``transport``: the URL checked, the default
+    credential filled in, and the keywords that would weaken or bypass TLS refused."""
+    check_https(url)
+    for name in ("transport", "connection_verify", "connection_cert"):
+        if name in kwargs:
+            raise TypeError(f"{name}= would bypass the TLS policy; give tls_policy= instead")
+    if credential is None:
+        from ..keyvault import DefaultCredential  # noqa: PLC0415 - azure-identity on use
+
+        credential = DefaultCredential(tls_policy)
+    return {"credential": credential, "transport": transport, **_TIMEOUTS, **kwargs}
+
+
+def secure_blob_client(
+    blob_url: str,
+    credential: Any = None,
+    *,
+    tls_policy: TLSPolicy | None = None,
+    **kwargs: Any,
+) -> BlobClient:
+    """A ``BlobClient`` for ``blob_url`` (``https://ACCOUNT.blob.core.windows.net/CONTAINER/
+    NAME``) whose every request goes through :class:`~envelope.transport.SecureTransport`
+    under ``tls_policy``. ``credential`` is any credential the SDK takes (a token credential,
+    a SAS, an account key); the default is :class:`envelope.keyvault.DefaultCredential`
+    (managed identity included), which the caller closes (``client.credential.close()``).
+    Other keywords go to ``BlobClient.from_blob_url``."""
+    options = storage_options(blob_url, credential, tls_policy, SecureTransport(tls_policy), kwargs)
+    return BlobClient.from_blob_url(blob_url, **options)
+
+
+def secure_container_client(
+    container_url: str,
+    credential: Any = None,
+    *,
+    tls_policy: TLSPolicy | None = None,
+    **kwargs: Any,
+) -> ContainerClient:
+    """The ``ContainerClient`` twin of :func:`secure_blob_client` (its blob clients share
+    its transport)."""
+    options = storage_options(
+        container_url, credential, tls_policy, SecureTransport(tls_policy), kwargs
+    )
+    return ContainerClient.from_container_url(container_url, **options)
