@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobBlock, BlobClient
+from azure.storage.blob import BlobClient
 
-from .. import Envelope
 from .._bodies import StoredBody
-from .._files import atomic_output
 from . import _layout
-from ._layout import HEADER_READ, BufferSink, FrameReader, StreamSink
+from ._layout import HEADER_READ, BlobClientBase, BlockUpload, FrameReader
 
 __all__ = ["EncryptedBlobClient"]
 
@@ -35,7 +32,7 @@ class OpenedBlob:
     etag: str
 
 
-class EncryptedBlobClient:
+class EncryptedBlobClient(BlobClientBase):
     """Envelope messages in one Azure block blob, through ``blob_client`` (an
     ``azure.storage.blob.BlobClient``) and ``envelope`` (the layers and keys).
 
@@ -60,40 +57,9 @@ class EncryptedBlobClient:
     :class:`~envelope.DecryptionError`.
     """
 
-    def __init__(
-        self,
-        blob_client: BlobClient,
-        envelope: Envelope,
-        *,
-        bind_to_blob: bool = True,
-        block_size: int = _layout.DEFAULT_BLOCK_SIZE,
-        max_concurrency: int = 4,
-    ) -> None:
-        _layout.check_https(blob_client.url)
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError("max_concurrency must be a positive integer")
-        self._blob = blob_client
-        self._envelope = envelope
-        self._bind = bind_to_blob
-        self._frames_per_block = _layout.frames_per_block(envelope.frame_size, block_size)
-        self._block_plaintext = self._frames_per_block * envelope.frame_size
-        self._max_concurrency = max_concurrency
-
     @property
     def blob_client(self) -> BlobClient:
-        return self._blob
-
-    @property
-    def envelope(self) -> Envelope:
-        return self._envelope
-
-    def context(self, context: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The whole encryption context of a message in this blob: ``context`` and, when
-        bound, the blob's identity."""
-        return _layout.blob_context(self._blob, context, self._bind)
-
-    def __repr__(self) -> str:
-        return f"EncryptedBlobClient({self._blob.url!r}, {self._envelope!r})"
+        return cast("BlobClient", self._blob)
 
     # -- upload ---------------------------------------------------------------------------
 
@@ -109,19 +75,17 @@ class EncryptedBlobClient:
         first, last = next(pieces)
         if last:
             block = _layout.seal_block(writer, first, True)
-            return self._blob.upload_blob(bytes(header) + block, overwrite=overwrite)
+            return _reply(self._blob.upload_blob(bytes(header) + block, overwrite=overwrite))
         if not overwrite and self._blob.exists():
             raise ResourceExistsError(f"{self._blob.url} exists; pass overwrite=True")
-        token = _layout.new_token()
-        ids = [_layout.block_id("h", 0, token)]
+        upload = BlockUpload(header, writer)
         with concurrent.futures.ThreadPoolExecutor(self._max_concurrency) as pool:
-            pending = collections.deque([pool.submit(self._blob.stage_block, ids[0], header)])
+            stage = self._blob.stage_block
+            pending = collections.deque([pool.submit(stage, upload.ids[0], header)])
             try:
-                for index, (piece, final) in enumerate(_with_first(first, last, pieces), 1):
-                    _layout.check_block_count(index)
-                    block = _layout.seal_block(writer, piece, final)
-                    ids.append(_layout.block_id("b", index, token))
-                    pending.append(pool.submit(self._blob.stage_block, ids[-1], bytes(block)))
+                for piece, final in _with_first(first, last, pieces):
+                    block_id, content = upload.block(piece, final)
+                    pending.append(pool.submit(stage, block_id, content))
                     while len(pending) > self._max_concurrency:
                         pending.popleft().result()
                 while pending:
@@ -129,8 +93,8 @@ class EncryptedBlobClient:
             finally:
                 for future in pending:
                     future.cancel()
-        blocks = [BlobBlock(block_id) for block_id in ids]
-        return self._blob.commit_block_list(blocks, **_layout.commit_conditions(overwrite))
+        conditions = _layout.commit_conditions(overwrite)
+        return _reply(self._blob.commit_block_list(upload.block_list(), **conditions))
 
     # -- download -------------------------------------------------------------------------
 
@@ -145,12 +109,8 @@ class EncryptedBlobClient:
         holds them verified; nothing otherwise."""
         opened = self.open(context)
         frames, skip, size = _layout.plan_range(opened.body, offset, length)
-        out = bytearray(size)
-        try:
-            self._fetch(opened, frames, BufferSink(out, skip))
-        except BaseException:
-            out[:] = bytes(size)
-            raise
+        with _layout.buffer_output(size, skip) as (out, sink):
+            self._fetch(opened, frames, sink)
         return out
 
     def download_to(self, writable: Any, *, context: Mapping[str, str] | None = None) -> int:
@@ -159,17 +119,8 @@ class EncryptedBlobClient:
         written, and on failure a seekable stream is cut back to where it started). Returns
         the plaintext's length."""
         opened = self.open(context)
-        frames = opened.body.frames(0, opened.body.plaintext_length)
-        if isinstance(writable, (str, os.PathLike)):
-            with atomic_output(writable) as sink:
-                self._fetch(opened, frames, StreamSink(sink))
-            return opened.body.plaintext_length
-        stream = StreamSink(writable)
-        try:
-            self._fetch(opened, frames, stream)
-        except BaseException:
-            stream.roll_back()
-            raise
+        with _layout.output_sink(writable) as sink:
+            self._fetch(opened, opened.body.frames(0, opened.body.plaintext_length), sink)
         return opened.body.plaintext_length
 
     def open(self, context: Mapping[str, str] | None = None) -> OpenedBlob:
@@ -181,7 +132,8 @@ class EncryptedBlobClient:
     def _read_header(self) -> tuple[bytes, int, Any]:
         """The blob's first bytes, its header whole among them; its size; its properties.
         Every later read and write is conditional on this version (its ETag)."""
-        downloader = self._blob.download_blob(offset=0, length=HEADER_READ)
+        with _layout.empty_blob_is_no_message():
+            downloader = self._blob.download_blob(offset=0, length=HEADER_READ)
         prefix = downloader.readall()
         properties = downloader.properties
         size = _layout.total_size(properties.content_range, len(prefix))
@@ -228,12 +180,17 @@ class EncryptedBlobClient:
         body_ids = _layout.body_blocks(committed, len(header))
         if body_ids is None:
             message = self._envelope.rewrap(self._blob.download_blob(**pinned).readall())
-            return self._blob.upload_blob(bytes(message), overwrite=True, **pinned, **kept)
+            return _reply(self._blob.upload_blob(bytes(message), overwrite=True, **pinned, **kept))
         new_header, _ = self._envelope._rewrap_header(memoryview(header))
         new_id = _layout.header_block_id([block.id for block in committed])
         self._blob.stage_block(new_id, new_header)
         blocks = _layout.rewrapped_block_list(new_id, body_ids)
-        return self._blob.commit_block_list(blocks, **pinned, **kept)
+        return _reply(self._blob.commit_block_list(blocks, **pinned, **kept))
+
+
+def _reply(reply: Any) -> dict[str, Any]:
+    """The service's reply to a write, as the SDK returns it."""
+    return dict(reply)
 
 
 def _with_first(first: Any, last: bool, rest: Any) -> Any:

@@ -17,18 +17,23 @@ list that names it and then the committed body blocks as they are.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobBlock, BlockState, ContentSettings
 
 from .._bodies import BodyWriter, StoredBody
 from .._buffers import contiguous
-from .._errors import DecryptionError, InsecureTransportError
+from .._envelope import Envelope
+from .._errors import DecryptionError, FormatError, InsecureTransportError
+from .._files import atomic_output
 from .._format import PREFIX_BYTES, header_length_from_prefix
 
 __all__ = [
@@ -134,17 +139,83 @@ def total_size(content_range: str | None, received: int) -> int:
     return int(match[3])
 
 
+@contextlib.contextmanager
+def empty_blob_is_no_message() -> Iterator[None]:
+    """A ranged read of an empty blob is refused (416): that blob holds no message."""
+    try:
+        yield
+    except HttpResponseError as exc:
+        if exc.status_code == 416:
+            raise FormatError("the blob is empty, not an envelope message") from None
+        raise
+
+
 def header_length_needed(prefix: bytes | bytearray | memoryview, blob_size: int) -> int:
     """How many bytes from the start of the blob hold its header (checked against the limit
     before anything is read or allocated). A blob shorter than that fails here."""
-    from .._errors import FormatError  # noqa: PLC0415 - one use
-
     if blob_size < PREFIX_BYTES or len(prefix) < PREFIX_BYTES:
         raise FormatError("the blob is shorter than an envelope header")
     length = header_length_from_prefix(contiguous(prefix)[:PREFIX_BYTES])
     if length > blob_size:
         raise FormatError("the blob is shorter than its header")
     return length
+
+
+class BlobClientBase:
+    """What the sync and asyncio clients share: the configuration, and the context."""
+
+    def __init__(
+        self,
+        blob_client: Any,
+        envelope: Envelope,
+        *,
+        bind_to_blob: bool = True,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        max_concurrency: int = 4,
+    ) -> None:
+        check_https(blob_client.url)
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError("max_concurrency must be a positive integer")
+        self._blob = blob_client
+        self._envelope = envelope
+        self._bind = bind_to_blob
+        self._frames_per_block = frames_per_block(envelope.frame_size, block_size)
+        self._block_plaintext = self._frames_per_block * envelope.frame_size
+        self._max_concurrency = max_concurrency
+
+    @property
+    def envelope(self) -> Envelope:
+        return self._envelope
+
+    def context(self, context: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The whole encryption context of a message in this blob: ``context`` and, when
+        bound, the blob's identity."""
+        return blob_context(self._blob, context, self._bind)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._blob.url!r}, {self._envelope!r})"
+
+
+class BlockUpload:
+    """The blocks of one staged upload as they are sealed: the header block, then body
+    blocks, each id unique to this upload."""
+
+    def __init__(self, header: bytes, writer: BodyWriter) -> None:
+        self._token = new_token()
+        self._writer = writer
+        self.ids = [block_id("h", 0, self._token)]
+        self.header = header
+
+    def block(self, plaintext: memoryview, final: bool) -> tuple[str, bytes]:
+        """The next body block: its id and content."""
+        index = len(self.ids)
+        check_block_count(index)
+        content = bytes(seal_block(self._writer, plaintext, final))
+        self.ids.append(block_id("b", index, self._token))
+        return self.ids[-1], content
+
+    def block_list(self) -> list[BlobBlock]:
+        return [BlobBlock(block_id) for block_id in self.ids]
 
 
 class Sink(Protocol):
@@ -229,6 +300,35 @@ class BufferSink:
         taken = plaintext[: len(self._out) - self._position]
         self._out[self._position : self._position + len(taken)] = taken
         self._position += len(taken)
+
+
+@contextlib.contextmanager
+def buffer_output(size: int, skip: int) -> Iterator[tuple[bytearray, Sink]]:
+    """A buffer for ``size`` bytes of plaintext and the sink that fills it; zeroed if the
+    block fails, so no plaintext of a failed download remains."""
+    out = bytearray(size)
+    try:
+        yield out, BufferSink(out, skip)
+    except BaseException:
+        out[:] = bytes(size)
+        raise
+
+
+@contextlib.contextmanager
+def output_sink(writable: Any) -> Iterator[Sink]:
+    """The sink of ``download_to``: a path gets crash-safe file output (the file appears
+    once every frame verified); a stream gets verified frames, and is cut back to where it
+    stood if the download fails (when it is seekable)."""
+    if isinstance(writable, (str, os.PathLike)):
+        with atomic_output(writable) as handle:
+            yield StreamSink(handle)
+        return
+    stream = StreamSink(writable)
+    try:
+        yield stream
+    except BaseException:
+        stream.roll_back()
+        raise
 
 
 def plan_range(body: StoredBody, offset: int, length: int | None) -> tuple[range, int, int]:
