@@ -30,6 +30,13 @@ class OpenedBlob:
     body: StoredBody
     header_length: int
     etag: str
+    #: The blob's first bytes as read with the header: a small blob's body is among them.
+    prefix: bytes = b""
+
+    def cached(self, start: int, stop: int) -> bytes | None:
+        """Body bytes ``[start, stop)`` if the first read brought them, else None."""
+        begin, end = self.header_length + start, self.header_length + stop
+        return self.prefix[begin:end] if end <= len(self.prefix) else None
 
 
 class EncryptedBlobClient(BlobClientBase):
@@ -125,12 +132,15 @@ class EncryptedBlobClient(BlobClientBase):
 
     def open(self, context: Mapping[str, str] | None = None) -> OpenedBlob:
         """Read the blob's header, check its context and key ids, unwrap its data keys."""
-        header, size, properties = self._read_header()
-        body, header_length = self._envelope._open_body(header, size, self.context(context))
-        return OpenedBlob(body, header_length, properties.etag)
+        first = self._read_header()
+        body, header_length = self._envelope._open_body(
+            first.header, first.size, self.context(context)
+        )
+        return OpenedBlob(body, header_length, first.properties.etag, first.prefix)
 
-    def _read_header(self) -> tuple[bytes, int, Any]:
-        """The blob's first bytes, its header whole among them; its size; its properties.
+    def _read_header(self) -> _layout.FirstRead:
+        """The blob's first bytes (its header whole, and whatever else the first read
+        brought); its size; its properties.
         Every later read and write is conditional on this version (its ETag)."""
         with _layout.empty_blob_is_no_message():
             downloader = self._blob.download_blob(offset=0, length=HEADER_READ)
@@ -143,13 +153,16 @@ class EncryptedBlobClient(BlobClientBase):
                 offset=len(prefix), length=needed - len(prefix), **_layout.pinned(properties)
             )
             prefix += rest.readall()
-        return prefix[:needed], size, properties
+        return _layout.FirstRead(prefix, needed, size, properties)
 
     def _fetch(self, opened: OpenedBlob, frames: range, sink: _layout.Sink) -> None:
         reader = FrameReader(opened.body, frames, sink, self._frames_per_block)
         start, stop = opened.body.body_span(frames)
+        cached = opened.cached(start, stop)
         try:
-            if stop > start:
+            if cached is not None:
+                reader.feed(cached)
+            else:
                 downloader = self._blob.download_blob(
                     offset=opened.header_length + start,
                     length=stop - start,
@@ -173,7 +186,8 @@ class EncryptedBlobClient(BlobClientBase):
         its committed body blocks, committed only if the blob is still the one whose header
         was read (its ETag); a blob written in one piece is rewritten whole under the same
         condition. Content settings and metadata are kept."""
-        header, _, properties = self._read_header()
+        first = self._read_header()
+        header, properties = first.header, first.properties
         pinned = _layout.pinned(properties)
         kept = _layout.kept_properties(properties)
         committed, _ = self._blob.get_block_list("committed")

@@ -23,7 +23,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError
@@ -159,6 +159,21 @@ def header_length_needed(prefix: bytes | bytearray | memoryview, blob_size: int)
     if length > blob_size:
         raise FormatError("the blob is shorter than its header")
     return length
+
+
+class FirstRead(NamedTuple):
+    """What the first read of a blob brought: its first bytes (the whole header among
+    them), the header's length, the blob's size and its properties (the ETag pins every
+    later request to this version)."""
+
+    prefix: bytes
+    header_length: int
+    size: int
+    properties: Any
+
+    @property
+    def header(self) -> bytes:
+        return self.prefix[: self.header_length]
 
 
 class BlobClientBase:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from azure.storage.blob import BlobClient, ContainerClient
 
 from ..transport import SecureTransport, TLSPolicy
 from ._layout import check_https
 
-__all__ = ["secure_blob_client", "secure_container_client", "storage_options"]
+__all__ = ["STORAGE_CLIENT", "secure_blob_client", "secure_container_client", "storage_options"]
 
-#: Per attempt: connecting, then each read or write of a block. A block is a few MiB.
-_TIMEOUTS = {"connection_timeout": 10, "read_timeout": 120}
+#: The storage clients' httpx settings: a block (a few MiB) may take its time; many
+#: concurrent requests queue for one of the pool's connections rather than fail, and the
+#: connections stay open for the next ones (a TLS handshake costs more than a small block).
+STORAGE_CLIENT = {
+    "timeout": httpx.Timeout(120.0, connect=10.0),
+    "limits": httpx.Limits(max_connections=64, max_keepalive_connections=64),
+}
 
 
 def storage_options(
@@ -28,7 +34,7 @@ def storage_options(
         from ..keyvault import DefaultCredential  # noqa: PLC0415 - azure-identity on use
 
         credential = DefaultCredential(tls_policy)
-    return {"credential": credential, "transport": transport, **_TIMEOUTS, **kwargs}
+    return {"credential": credential, "transport": transport, **kwargs}
 
 
 def secure_blob_client(
@@ -44,7 +50,13 @@ def secure_blob_client(
     a SAS, an account key); the default is :class:`envelope.keyvault.DefaultCredential`
     (managed identity included), which the caller closes (``client.credential.close()``).
     Other keywords go to ``BlobClient.from_blob_url``."""
-    options = storage_options(blob_url, credential, tls_policy, SecureTransport(tls_policy), kwargs)
+    options = storage_options(
+        blob_url,
+        credential,
+        tls_policy,
+        SecureTransport(tls_policy, client_options=STORAGE_CLIENT),
+        kwargs,
+    )
     return BlobClient.from_blob_url(blob_url, **options)
 
 
@@ -58,6 +70,10 @@ def secure_container_client(
     """The ``ContainerClient`` twin of :func:`secure_blob_client` (its blob clients share
     its transport)."""
     options = storage_options(
-        container_url, credential, tls_policy, SecureTransport(tls_policy), kwargs
+        container_url,
+        credential,
+        tls_policy,
+        SecureTransport(tls_policy, client_options=STORAGE_CLIENT),
+        kwargs,
     )
     return ContainerClient.from_container_url(container_url, **options)

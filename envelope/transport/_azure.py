@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import anyio
@@ -338,6 +338,16 @@ def _checked_client(client: httpx.Client | httpx.AsyncClient, policy: TLSPolicy 
         )
 
 
+def _own_options(client: object, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keywords of the client a transport builds itself (``secure_client`` refuses any
+    that would weaken or bypass the policy)."""
+    if not options:
+        return {}
+    if client is not None:
+        raise ValueError("give client_options= or a client built with them, not both")
+    return dict(options)
+
+
 def _check_limit(max_response_bytes: int | None) -> None:
     if max_response_bytes is not None and (
         not isinstance(max_response_bytes, int) or max_response_bytes <= 0
@@ -353,7 +363,9 @@ class SecureTransport(HttpTransport):  # type: ignore[type-arg]
     proxy) the caller keeps ownership and closes it; otherwise the transport owns its client.
     Per-request ``connection_verify=False`` is refused; ``connection_timeout`` and
     ``read_timeout`` are honoured, the read timeout as a wall-clock bound on the whole
-    attempt (a reply trickled a byte at a time cannot stretch it). ``max_response_bytes``
+    attempt (a reply trickled a byte at a time cannot stretch it). ``client_options`` are
+    keywords of the client the transport builds itself (``timeout``, ``limits`` ...), as
+    :func:`secure_client` takes them. ``max_response_bytes``
     caps a reply's body (see the module docstring); a larger one is an
     ``azure.core.exceptions.HttpResponseError``.
     """
@@ -364,19 +376,21 @@ class SecureTransport(HttpTransport):  # type: ignore[type-arg]
         *,
         client: httpx.Client | None = None,
         max_response_bytes: int | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ):
         if client is not None:
             _checked_client(client, policy)
         _check_limit(max_response_bytes)
         self._policy = policy
+        self._client_options = _own_options(client, client_options)
         self._owns_client = client is None
-        self._client = secure_client(policy) if client is None else client
+        self._client = secure_client(policy, **self._client_options) if client is None else client
         self._max_response_bytes = max_response_bytes
 
     def open(self) -> None:
         # azure-core reopens a transport after close() when a client is used again.
         if self._owns_client and self._client.is_closed:
-            self._client = secure_client(self._policy)
+            self._client = secure_client(self._policy, **self._client_options)
 
     def close(self) -> None:
         if self._owns_client:
@@ -409,18 +423,22 @@ class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
         *,
         client: httpx.AsyncClient | None = None,
         max_response_bytes: int | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ):
         if client is not None:
             _checked_client(client, policy)
         _check_limit(max_response_bytes)
         self._policy = policy
+        self._client_options = _own_options(client, client_options)
         self._owns_client = client is None
-        self._client = secure_async_client(policy) if client is None else client
+        self._client = (
+            secure_async_client(policy, **self._client_options) if client is None else client
+        )
         self._max_response_bytes = max_response_bytes
 
     async def open(self) -> None:
         if self._owns_client and self._client.is_closed:
-            self._client = secure_async_client(self._policy)
+            self._client = secure_async_client(self._policy, **self._client_options)
 
     async def close(self) -> None:
         if self._owns_client:

@@ -93,11 +93,14 @@ class EncryptedBlobClient(BlobClientBase):
 
     async def open(self, context: Mapping[str, str] | None = None) -> OpenedBlob:
         """See :meth:`envelope.blob.EncryptedBlobClient.open`."""
-        header, size, properties = await self._read_header()
-        opened = await self._envelope._open_body_async(header, size, self.context(context))
-        return OpenedBlob(opened[0], opened[1], properties.etag)
+        first = await self._read_header()
+        context = self.context(context)
+        body, header_length = await self._envelope._open_body_async(
+            first.header, first.size, context
+        )
+        return OpenedBlob(body, header_length, first.properties.etag, first.prefix)
 
-    async def _read_header(self) -> tuple[bytes, int, Any]:
+    async def _read_header(self) -> _layout.FirstRead:
         with _layout.empty_blob_is_no_message():
             downloader = await self._blob.download_blob(offset=0, length=HEADER_READ)
         prefix = await downloader.readall()
@@ -110,13 +113,16 @@ class EncryptedBlobClient(BlobClientBase):
                 offset=len(prefix), length=needed - len(prefix), **pinned
             )
             prefix += await rest.readall()
-        return prefix[:needed], size, properties
+        return _layout.FirstRead(prefix, needed, size, properties)
 
     async def _fetch(self, opened: OpenedBlob, frames: range, sink: _layout.Sink) -> None:
         reader = FrameReader(opened.body, frames, sink, self._frames_per_block)
         start, stop = opened.body.body_span(frames)
+        cached = opened.cached(start, stop)
         try:
-            if stop > start:
+            if cached is not None:
+                reader.feed(cached)
+            else:
                 downloader = await self._blob.download_blob(
                     offset=opened.header_length + start,
                     length=stop - start,
@@ -135,7 +141,8 @@ class EncryptedBlobClient(BlobClientBase):
 
     async def rewrap(self) -> dict[str, Any]:
         """See :meth:`envelope.blob.EncryptedBlobClient.rewrap`."""
-        header, _, properties = await self._read_header()
+        first = await self._read_header()
+        header, properties = first.header, first.properties
         pinned = _layout.pinned(properties)
         kept = _layout.kept_properties(properties)
         committed, _ = await self._blob.get_block_list("committed")

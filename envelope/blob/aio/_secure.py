@@ -8,7 +8,7 @@ from typing import Any
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from ...transport import AsyncSecureTransport, TLSPolicy
-from .._secure import storage_options
+from .._secure import STORAGE_CLIENT, storage_options
 
 __all__ = ["secure_blob_client", "secure_container_client"]
 
@@ -18,7 +18,13 @@ def _options(url: str, credential: Any, tls_policy: TLSPolicy | None, kwargs: An
         from ...keyvault import AsyncDefaultCredential  # noqa: PLC0415
 
         credential = AsyncDefaultCredential(tls_policy)
-    return storage_options(url, credential, tls_policy, AsyncSecureTransport(tls_policy), kwargs)
+    return storage_options(
+        url,
+        credential,
+        tls_policy,
+        AsyncSecureTransport(tls_policy, client_options=STORAGE_CLIENT),
+        kwargs,
+    )
 
 
 def secure_blob_client(
