@@ -79,6 +79,7 @@ def network_log() -> NetworkLog:
     """The process's network log (see the module docstring); ``mark()`` then ``since()``."""
     return NETWORK
 
+
 TIMEOUTS = {"connection_timeout": 5, "read_timeout": 10}
 
 FAST = {

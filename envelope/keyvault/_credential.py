@@ -27,7 +27,12 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from .._errors import InsecureTransportError
 from ..transport import TLSPolicy
-from ..transport._identity import AsyncIdentityTransport, IdentityTransport, identity_endpoints
+from ..transport._identity import (
+    REFUSED,
+    AsyncIdentityTransport,
+    IdentityTransport,
+    identity_endpoints,
+)
 
 __all__ = ["AsyncDefaultCredential", "DefaultCredential", "MAX_REPLY_BYTES"]
 
@@ -94,16 +99,19 @@ def _refusal(exc: BaseException) -> InsecureTransportError | None:
 def _explained() -> Iterator[None]:
     """A refusal of the TLS policy as itself; any other failure as one
     ``ClientAuthenticationError`` whose first line names the credential and what to do."""
+    token = REFUSED.set(None)
     try:
         yield
     except ClientAuthenticationError as exc:
-        refused = _refusal(exc)
+        refused = _refusal(exc) or REFUSED.get()
         if refused is not None:
             raise refused from exc
         detail = " ".join(str(exc.message).split())
         raise ClientAuthenticationError(
             message=f"{_which()}. The credential failed: {detail[:600]}"
         ) from exc
+    finally:
+        REFUSED.reset(token)
 
 
 class DefaultCredential:

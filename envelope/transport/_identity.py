@@ -25,6 +25,7 @@ before. Vault and storage clients never use this transport.
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import os
 import socket
@@ -51,12 +52,19 @@ from ._httpx import secure_async_client, secure_client
 from ._policy import TLSPolicy
 
 __all__ = [
+    "REFUSED",
     "AsyncIdentityTransport",
     "IdentityEndpoint",
     "IdentityTransport",
     "identity_endpoints",
     "is_host_local",
 ]
+
+#: The last refusal of an identity transport in this thread or task: azure-identity's
+#: credential chain reports a failure in a new exception of its own, without the cause.
+REFUSED: contextvars.ContextVar[InsecureTransportError | None] = contextvars.ContextVar(
+    "envelope_identity_refused", default=None
+)
 
 #: IMDS, and the path its override (``AZURE_POD_IDENTITY_AUTHORITY_HOST``) is given.
 IMDS_ENDPOINT = "http://169.254.169.254/metadata/identity/oauth2/token"
@@ -338,17 +346,21 @@ class IdentityTransport(HttpTransport):  # type: ignore[type-arg]
         self._secure.sleep(duration)
 
     def send(self, request: HttpRequest, **kwargs: Any) -> Any:
-        if not self._routes.plain(request):
-            return self._secure.send(request, **kwargs)
-        if self._plain is None:
-            self._plain = _plain_client(self._timeout)
-        response = send_through(self._plain, request, kwargs, self._max_response_bytes)
         try:
-            _refuse_redirect(response.status_code, request)
-        except BaseException:
-            response.close()
+            if not self._routes.plain(request):
+                return self._secure.send(request, **kwargs)
+            if self._plain is None:
+                self._plain = _plain_client(self._timeout)
+            response = send_through(self._plain, request, kwargs, self._max_response_bytes)
+            try:
+                _refuse_redirect(response.status_code, request)
+            except BaseException:
+                response.close()
+                raise
+            return response
+        except InsecureTransportError as exc:
+            REFUSED.set(exc)
             raise
-        return response
 
 
 class AsyncIdentityTransport(AsyncHttpTransport):  # type: ignore[type-arg]
@@ -390,14 +402,20 @@ class AsyncIdentityTransport(AsyncHttpTransport):  # type: ignore[type-arg]
         await self._secure.sleep(duration)
 
     async def send(self, request: HttpRequest, **kwargs: Any) -> Any:
-        if not self._routes.plain(request):
-            return await self._secure.send(request, **kwargs)
-        if self._plain is None:
-            self._plain = _plain_async_client(self._timeout)
-        response = await send_through_async(self._plain, request, kwargs, self._max_response_bytes)
         try:
-            _refuse_redirect(response.status_code, request)
-        except BaseException:
-            await close_shielded(response)
+            if not self._routes.plain(request):
+                return await self._secure.send(request, **kwargs)
+            if self._plain is None:
+                self._plain = _plain_async_client(self._timeout)
+            response = await send_through_async(
+                self._plain, request, kwargs, self._max_response_bytes
+            )
+            try:
+                _refuse_redirect(response.status_code, request)
+            except BaseException:
+                await close_shielded(response)
+                raise
+            return response
+        except InsecureTransportError as exc:
+            REFUSED.set(exc)
             raise
-        return response

@@ -72,6 +72,26 @@ class Recorder:
         blob.upload_blob = upload_blob  # type: ignore[method-assign]
 
 
+def test_public_surface() -> None:
+    import envelope.blob
+    import envelope.blob.aio
+
+    assert envelope.blob.__all__ == [
+        "ACCOUNT_KEY",
+        "CONTAINER_KEY",
+        "NAME_KEY",
+        "EncryptedBlobClient",
+        "OpenedBlob",
+        "secure_blob_client",
+        "secure_container_client",
+    ]
+    assert envelope.blob.aio.__all__ == [
+        "EncryptedBlobClient",
+        "secure_blob_client",
+        "secure_container_client",
+    ]
+
+
 # -- round trips ------------------------------------------------------------------------------
 
 
