@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -24,6 +26,8 @@ from azure.keyvault.keys._shared import http_challenge_cache
 from envelope import Envelope
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
+
+from .azurite import Azurite
 
 T = TypeVar("T")
 
@@ -89,6 +93,17 @@ FAST = {
     "read_timeout": 5.0,
     "timeout": 10.0,
 }
+
+
+@pytest.fixture(scope="module")
+def azurite() -> Iterator[Azurite]:
+    """Azurite over HTTPS on 127.0.0.1, one per test module (``tests/azurite.py``)."""
+    with tempfile.TemporaryDirectory(prefix="envelope-azurite-") as workdir:
+        server = Azurite(Path(workdir))
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -381,6 +381,52 @@ def _target_ids(built: Built) -> tuple[tuple[str, ...], ...]:
     )
 
 
+@cli.command("rewrap-blobs")
+@click.argument("container_url", metavar="CONTAINER_URL")
+@click.option("--prefix", default="", help="Only the blobs whose names start with PREFIX.")
+@_key_options
+@_common
+def rewrap_blobs_command(
+    container_url: str,
+    prefix: str,
+    keys: Sequence[str],
+    config: str | None,
+    ca_file: str | None,
+    jobs: int,
+    quiet: bool,
+) -> int:
+    """Rewrap every blob under CONTAINER_URL (https://ACCOUNT.blob.core.windows.net/
+    CONTAINER) whose name starts with --prefix: the header block of each only, in place,
+    several blobs at once (-j, default 8). Run it again after an interruption: the blobs
+    already done are skipped.
+
+    \b
+    Storage credentials: a SAS in the URL; else the account key in AZURE_STORAGE_KEY;
+    else the Key Vault credential (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET,
+    or managed identity and the developer sign-ins). --ca-file also replaces the trusted
+    roots for storage."""
+    from ..blob import secure_container_client  # noqa: PLC0415 - the Storage SDK on use
+    from ..blob._secure import has_sas  # noqa: PLC0415
+    from ._blobs import DEFAULT_JOBS, rewrap_blobs, storage_credential  # noqa: PLC0415
+
+    recipe = load_recipe(keys, config, (), ca_file)
+    built = recipe.build()
+    try:
+        assert built.remote is not None
+        policy, fallback = built.remote()
+        credential = storage_credential(container_url, fallback)
+        container = secure_container_client(container_url, credential, tls_policy=policy)
+        built.closers.append(container.close)
+        if credential is None and not has_sas(container_url):
+            # The library's default credential, made for this container: closed with it.
+            built.closers.append(container.credential.close)
+        target_ids = _target_ids(built)
+        reporter = make_reporter(quiet)
+        return rewrap_blobs(container, prefix, built, target_ids, reporter, jobs or DEFAULT_JOBS)
+    finally:
+        built.close()
+
+
 # -- inspect -----------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobClient
 
 from .._bodies import StoredBody
+from .._inspect import MessageInfo, header_info
 from . import _layout
 from ._layout import HEADER_READ, BlobClientBase, BlockUpload, FrameReader
 
@@ -129,6 +130,13 @@ class EncryptedBlobClient(BlobClientBase):
         with _layout.output_sink(writable) as sink:
             self._fetch(opened, opened.body.frames(0, opened.body.plaintext_length), sink)
         return opened.body.plaintext_length
+
+    def inspect(self) -> MessageInfo:
+        """What the blob's header says, read without keys (one small read): version, frame
+        size, context, each layer's key ids, the plaintext's length. Nothing in it is
+        authenticated until the blob is decrypted."""
+        first = self._read_header()
+        return header_info(first.header, first.size)
 
     def open(self, context: Mapping[str, str] | None = None) -> OpenedBlob:
         """Read the blob's header, check its context and key ids, unwrap its data keys."""

@@ -10,7 +10,13 @@ from azure.storage.blob import BlobClient, ContainerClient
 from ..transport import SecureTransport, TLSPolicy
 from ._layout import check_https
 
-__all__ = ["STORAGE_CLIENT", "secure_blob_client", "secure_container_client", "storage_options"]
+__all__ = [
+    "STORAGE_CLIENT",
+    "has_sas",
+    "secure_blob_client",
+    "secure_container_client",
+    "storage_options",
+]
 
 #: The storage clients' httpx settings: a block (a few MiB) may take its time; many
 #: concurrent requests queue for one of the pool's connections rather than fail, and the
@@ -19,6 +25,11 @@ STORAGE_CLIENT = {
     "timeout": httpx.Timeout(120.0, connect=10.0),
     "limits": httpx.Limits(max_connections=64, max_keepalive_connections=64),
 }
+
+
+def has_sas(url: str) -> bool:
+    """Whether ``url`` carries a shared access signature (which then is the credential)."""
+    return "sig=" in url.partition("?")[2]
 
 
 def storage_options(
@@ -30,7 +41,7 @@ def storage_options(
     for name in ("transport", "connection_verify", "connection_cert"):
         if name in kwargs:
             raise TypeError(f"{name}= would bypass the TLS policy; give tls_policy= instead")
-    if credential is None:
+    if credential is None and not has_sas(url):
         from ..keyvault import DefaultCredential  # noqa: PLC0415 - azure-identity on use
 
         credential = DefaultCredential(tls_policy)
@@ -47,7 +58,8 @@ def secure_blob_client(
     """A ``BlobClient`` for ``blob_url`` (``https://ACCOUNT.blob.core.windows.net/CONTAINER/
     NAME``) whose every request goes through :class:`~envelope.transport.SecureTransport`
     under ``tls_policy``. ``credential`` is any credential the SDK takes (a token credential,
-    a SAS, an account key); the default is :class:`envelope.keyvault.DefaultCredential`
+    an account key; none for a URL with a SAS); the default is
+    :class:`envelope.keyvault.DefaultCredential`
     (managed identity included), which the caller closes (``client.credential.close()``).
     Other keywords go to ``BlobClient.from_blob_url``."""
     options = storage_options(

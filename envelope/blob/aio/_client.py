@@ -13,6 +13,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import BlobClient
 
+from ..._inspect import MessageInfo, header_info
 from .. import _layout
 from .._client import OpenedBlob
 from .._layout import HEADER_READ, BlobClientBase, BlockUpload, FrameReader
@@ -90,6 +91,11 @@ class EncryptedBlobClient(BlobClientBase):
         with _layout.output_sink(writable) as sink:
             await self._fetch(opened, opened.body.frames(0, opened.body.plaintext_length), sink)
         return opened.body.plaintext_length
+
+    async def inspect(self) -> MessageInfo:
+        """See :meth:`envelope.blob.EncryptedBlobClient.inspect`."""
+        first = await self._read_header()
+        return header_info(first.header, first.size)
 
     async def open(self, context: Mapping[str, str] | None = None) -> OpenedBlob:
         """See :meth:`envelope.blob.EncryptedBlobClient.open`."""

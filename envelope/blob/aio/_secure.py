@@ -8,13 +8,13 @@ from typing import Any
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from ...transport import AsyncSecureTransport, TLSPolicy
-from .._secure import STORAGE_CLIENT, storage_options
+from .._secure import STORAGE_CLIENT, has_sas, storage_options
 
 __all__ = ["secure_blob_client", "secure_container_client"]
 
 
 def _options(url: str, credential: Any, tls_policy: TLSPolicy | None, kwargs: Any) -> Any:
-    if credential is None:
+    if credential is None and not has_sas(url):
         from ...keyvault import AsyncDefaultCredential  # noqa: PLC0415
 
         credential = AsyncDefaultCredential(tls_policy)
