@@ -1,136 +1,18 @@
-"""Azurite, the Azure Storage emulator, over HTTPS on 127.0.0.1 with a trustme certificate,
-one per test module, always with ``--disableTelemetry`` (without it Azurite tries to report
-to an outside host), stopped when the module ends.
-
-The command comes from ``ENVELOPE_AZURITE`` (``make test`` sets it from
-``.ci/install-azurite``, which installs the pinned version), else ``azurite-blob`` on the
-PATH. Without either the tests fail, saying how to install it: they are not optional.
-"""
+"""The Azurite of the tests: ``envelope.testing.Azurite``; without the emulator installed the
+tests fail (they are not optional), saying how to install it."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import threading
-import uuid
-from pathlib import Path
-
 import pytest
-import trustme
-from azure.storage.blob import ContainerClient
 
-from envelope.blob import secure_container_client
-from envelope.transport import TLSPolicy
+from envelope.testing import Azurite
+from envelope.testing._azurite import ACCOUNT, ACCOUNT_KEY, AzuriteNotFound
 
-#: Azurite's well-known development account (public, documented by Microsoft).
-ACCOUNT = "devstoreaccount1"
-ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-_LISTENING = re.compile(r"listens on https://127\.0\.0\.1:(\d+)")
-_START_TIMEOUT = 60
+__all__ = ["ACCOUNT", "ACCOUNT_KEY", "Azurite", "start_azurite"]
 
 
-def azurite_command() -> str:
-    command = os.environ.get("ENVELOPE_AZURITE") or shutil.which("azurite-blob")
-    if not command or not os.path.exists(command):
-        pytest.fail(
-            "Azurite is not installed: run the tests with 'make test' (it installs the pinned "
-            "version), or set ENVELOPE_AZURITE to the output of .ci/install-azurite"
-        )
-    return command
-
-
-class Azurite:
-    """A running Azurite blob service: ``url`` (the account's endpoint), ``tls_policy`` and
-    ``ca_file`` (its CA), ``credential`` (the account key)."""
-
-    def __init__(self, workdir: Path) -> None:
-        ca = trustme.CA()
-        leaf = ca.issue_cert("127.0.0.1")
-        cert, key = workdir / "cert.pem", workdir / "key.pem"
-        leaf.cert_chain_pems[0].write_to_path(str(cert))
-        leaf.private_key_pem.write_to_path(str(key))
-        self.ca_file = str(workdir / "ca.pem")
-        ca.cert_pem.write_to_path(self.ca_file)
-        self.tls_policy = TLSPolicy(ca_data=ca.cert_pem.bytes())
-        self.credential = {"account_name": ACCOUNT, "account_key": ACCOUNT_KEY}
-        environment = {
-            k: v for k, v in os.environ.items() if not k.upper().endswith(("_PROXY", "PROXY"))
-        }
-        self._process = subprocess.Popen(
-            [
-                azurite_command(),
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                "0",
-                "--cert",
-                str(cert),
-                "--key",
-                str(key),
-                "--inMemoryPersistence",
-                "--extentMemoryLimit",
-                "2048",
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-                "--silent",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=environment,
-            cwd=workdir,
-        )
-        self.port = self._wait_for_port()
-        self.url = f"https://127.0.0.1:{self.port}/{ACCOUNT}"
-        # Keep reading its output, so a full pipe never blocks it.
-        self._drainer = threading.Thread(target=self._drain, daemon=True)
-        self._drainer.start()
-
-    def _wait_for_port(self) -> int:
-        assert self._process.stdout is not None
-        lines: list[str] = []
-        timer = threading.Timer(_START_TIMEOUT, self._process.kill)
-        timer.start()
-        try:
-            for line in self._process.stdout:
-                lines.append(line)
-                match = _LISTENING.search(line)
-                if match:
-                    return int(match[1])
-        finally:
-            timer.cancel()
-        self.stop()
-        raise RuntimeError("Azurite did not start:\n" + "".join(lines))
-
-    def _drain(self) -> None:
-        assert self._process.stdout is not None
-        for _ in self._process.stdout:
-            pass
-
-    def container(self, name: str | None = None) -> ContainerClient:
-        """A new container, through envelope's TLS-only transport."""
-        client = secure_container_client(
-            f"{self.url}/{name or 'c' + uuid.uuid4().hex[:12]}",
-            self.credential,
-            tls_policy=self.tls_policy,
-        )
-        client.create_container()
-        return client
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        drainer = getattr(self, "_drainer", None)
-        if drainer is not None:
-            drainer.join(10)
-        if self._process.stdout is not None:
-            self._process.stdout.close()
+def start_azurite() -> Azurite:
+    try:
+        return Azurite()
+    except AzuriteNotFound as exc:
+        pytest.fail(str(exc))

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -27,7 +25,7 @@ from envelope import Envelope
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
 
-from .azurite import Azurite
+from .azurite import Azurite, start_azurite
 
 T = TypeVar("T")
 
@@ -98,12 +96,8 @@ FAST = {
 @pytest.fixture(scope="module")
 def azurite() -> Iterator[Azurite]:
     """Azurite over HTTPS on 127.0.0.1, one per test module (``tests/azurite.py``)."""
-    with tempfile.TemporaryDirectory(prefix="envelope-azurite-") as workdir:
-        server = Azurite(Path(workdir))
-        try:
-            yield server
-        finally:
-            server.stop()
+    with start_azurite() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def remote(client: KeyClient, method: str, path: str, body: dict[str, Any] | Non
 
 
 def test_public_surface():
-    assert envelope.testing.__all__ == ["Fault", "Identity", "LocalKeyVault"]
+    assert envelope.testing.__all__ == ["Azurite", "Fault", "Identity", "LocalKeyVault"]
 
 
 def test_key_lifecycle(vault):
