@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml Makefile
 
 ## make bench: the benchmark suite on the embedded defaults (local keys, local Key Vault)
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	ENVELOPE_AZURITE="$$(.ci/install-azurite)" $(PY) -m benchmarks
 
 bench-quick: $(STAMP)
-	$(PY) -m benchmarks --quick
+	ENVELOPE_AZURITE="$$(.ci/install-azurite)" $(PY) -m benchmarks --quick
 
 ## make test: every check (ruff, ruff format, mypy strict, pytest); the blob tests run
 ## Azurite, which .ci/install-azurite installs (pinned, into a cache) on first use

@@ -236,6 +236,24 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
                 "short on purpose and reported per message."
             )
 
+    blob = recorder.cases.get("blob")
+    if blob is not None:
+        out += ["", "Blob Storage (Azurite over TLS on loopback, 4 requests at a time)"]
+        if blob["status"] != "ok":
+            out.append(f"  skipped: {blob['reason']}")
+        else:
+            records = [r for r in results if r["group"] == "blob storage"]
+            rows = [
+                [r["impl"], r["op"], size_label(r["size"]), _rate(r), f"{r['median_s']:.3f}"]
+                for r in records
+            ]
+            out += table(["implementation", "operation", "blob", "MB/s", "median s"], rows)
+            out.append(
+                "  rotate: envelope rewrites the header block only; azure-storage-blob's "
+                "encryption has no rewrap, so rotating its key means downloading and uploading "
+                "the blob again."
+            )
+
     out += ["", "Targets (the benchmark never fails on speed)"]
     rows = []
     for t in recorder.targets:
