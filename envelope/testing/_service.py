@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Request", "Response", "Service"]
 
+#: The client-assertion type of workload identity federation (RFC 7523).
+_JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
 logger = logging.getLogger("envelope.testing")
 
 MAX_PAGE = 25
@@ -376,7 +379,7 @@ class Service:
                 "issuer": self.issuer,
                 "token_endpoint": f"{base}/oauth2/v2.0/token",
                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                "token_endpoint_auth_methods_supported": ["client_secret_post"],
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
                 "response_types_supported": ["token"],
                 "tenant_region_scope": "local",
             },
@@ -400,11 +403,16 @@ class Service:
         fields = {key: values[0] for key, values in form.items() if values}
         if fields.get("grant_type") != "client_credentials":
             return refuse(400, "unsupported_grant_type", "Only client_credentials is supported.")
-        identity = self.identities.authenticate(
-            fields.get("client_id", ""), fields.get("client_secret", "")
-        )
+        if fields.get("client_assertion_type") == _JWT_BEARER:
+            identity = self.identities.authenticate_assertion(
+                fields.get("client_id", ""), fields.get("client_assertion", "")
+            )
+        else:
+            identity = self.identities.authenticate(
+                fields.get("client_id", ""), fields.get("client_secret", "")
+            )
         if identity is None:
-            return refuse(401, "invalid_client", "Invalid client secret or unknown client.")
+            return refuse(401, "invalid_client", "Invalid client credential or unknown client.")
         scopes = fields.get("scope", "").split()
         if f"{VAULT_AUDIENCE}/.default" not in scopes:
             return refuse(400, "invalid_scope", f"Only {VAULT_AUDIENCE}/.default is issued here.")

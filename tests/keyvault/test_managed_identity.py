@@ -206,6 +206,35 @@ def test_many_threads_share_the_default_credential(vault, endpoint, no_identity)
     assert errors == []
 
 
+def test_workload_identity_keeps_working_over_https(
+    vault, no_identity, network_log, tmp_path
+) -> None:
+    # AKS: a projected service-account token, exchanged at Microsoft Entra ID over TLS (the
+    # local vault's identity provider here, trusted through the key's TLS policy).
+    token_file = tmp_path / "token"
+    token_file.write_text(vault.federated_token())
+    no_identity.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    no_identity.setenv("AZURE_CLIENT_ID", vault.identity().client_id)
+    no_identity.setenv("AZURE_TENANT_ID", vault.tenant_id)
+    no_identity.setenv("AZURE_AUTHORITY_HOST", vault.url)
+    mark = network_log.mark()
+    round_trip(vault)
+    assert vault.operation_counts()["token"] >= 1
+    assert connections(network_log, mark) == {"127.0.0.1"}
+
+
+def test_a_wrong_workload_token_names_the_credential(vault, no_identity, tmp_path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("not the projected token")
+    no_identity.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    no_identity.setenv("AZURE_CLIENT_ID", vault.identity().client_id)
+    no_identity.setenv("AZURE_TENANT_ID", vault.tenant_id)
+    no_identity.setenv("AZURE_AUTHORITY_HOST", vault.url)
+    with default_key(vault, "mi-inner") as key, pytest.raises(KeyAccessError) as caught:
+        key.wrap_key(bytes(32))
+    assert "WorkloadIdentityCredential (AZURE_FEDERATED_TOKEN_FILE" in str(caught.value)
+
+
 # -- what stays refused -----------------------------------------------------------------------
 
 
