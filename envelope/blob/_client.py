@@ -34,6 +34,12 @@ class OpenedBlob:
     #: The blob's first bytes as read with the header: a small blob's body is among them.
     prefix: bytes = b""
 
+    def ranges(self, start: int, stop: int, chunk: int) -> list[tuple[int, int]]:
+        """Body bytes ``[start, stop)`` as ``(blob offset, length)`` reads of ``chunk``."""
+        return [
+            (self.header_length + at, min(chunk, stop - at)) for at in range(start, stop, chunk)
+        ]
+
     def cached(self, start: int, stop: int) -> bytes | None:
         """Body bytes ``[start, stop)`` if the first read brought them, else None."""
         begin, end = self.header_length + start, self.header_length + stop
@@ -164,26 +170,43 @@ class EncryptedBlobClient(BlobClientBase):
         return _layout.FirstRead(prefix, needed, size, properties)
 
     def _fetch(self, opened: OpenedBlob, frames: range, sink: _layout.Sink) -> None:
+        """Fetch the body bytes of ``frames``, in ranges of about a block, up to
+        ``max_concurrency`` at once, and open them in order as they come."""
         reader = FrameReader(opened.body, frames, sink, self._frames_per_block)
         start, stop = opened.body.body_span(frames)
         cached = opened.cached(start, stop)
+        ranges = [] if cached is not None else opened.ranges(start, stop, self._chunk)
         try:
             if cached is not None:
                 reader.feed(cached)
-            else:
-                downloader = self._blob.download_blob(
-                    offset=opened.header_length + start,
-                    length=stop - start,
-                    etag=opened.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                    max_concurrency=self._max_concurrency,
-                )
-                for chunk in downloader.chunks():
-                    reader.feed(chunk)
+            if len(ranges) == 1:
+                reader.feed(self._read_range(opened.etag, *ranges[0]))
+            elif ranges:
+                with concurrent.futures.ThreadPoolExecutor(self._max_concurrency) as pool:
+                    pending: collections.deque[concurrent.futures.Future[bytes]]
+                    pending = collections.deque()
+                    try:
+                        for offset, length in ranges:
+                            pending.append(
+                                pool.submit(self._read_range, opened.etag, offset, length)
+                            )
+                            if len(pending) >= self._max_concurrency:
+                                reader.feed(pending.popleft().result())
+                        while pending:
+                            reader.feed(pending.popleft().result())
+                    finally:
+                        for future in pending:
+                            future.cancel()
             reader.finish()
         except BaseException:
             reader.wipe()
             raise
+
+    def _read_range(self, etag: str, offset: int, length: int) -> bytes:
+        downloader = self._blob.download_blob(
+            offset=offset, length=length, etag=etag, match_condition=MatchConditions.IfNotModified
+        )
+        return bytes(downloader.readall())
 
     # -- rewrap ---------------------------------------------------------------------------
 

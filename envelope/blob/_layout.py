@@ -34,7 +34,7 @@ from .._buffers import contiguous
 from .._envelope import Envelope
 from .._errors import DecryptionError, FormatError, InsecureTransportError
 from .._files import atomic_output
-from .._format import PREFIX_BYTES, header_length_from_prefix
+from .._format import PREFIX_BYTES, TAG_BYTES, header_length_from_prefix
 
 __all__ = [
     "ACCOUNT_KEY",
@@ -196,6 +196,9 @@ class BlobClientBase:
         self._bind = bind_to_blob
         self._frames_per_block = frames_per_block(envelope.frame_size, block_size)
         self._block_plaintext = self._frames_per_block * envelope.frame_size
+        # A download reads the body in ranges of a block's sealed frames.
+        sealed_frame = envelope.frame_size + TAG_BYTES * len(envelope.layers)
+        self._chunk = self._frames_per_block * sealed_frame
         self._max_concurrency = max_concurrency
 
     @property

@@ -122,26 +122,35 @@ class EncryptedBlobClient(BlobClientBase):
         return _layout.FirstRead(prefix, needed, size, properties)
 
     async def _fetch(self, opened: OpenedBlob, frames: range, sink: _layout.Sink) -> None:
+        """See the sync client's ``_fetch``: ranges of about a block, up to
+        ``max_concurrency`` at once, opened in order."""
         reader = FrameReader(opened.body, frames, sink, self._frames_per_block)
         start, stop = opened.body.body_span(frames)
         cached = opened.cached(start, stop)
+        ranges = [] if cached is not None else opened.ranges(start, stop, self._chunk)
+        pending: collections.deque[asyncio.Future[bytes]] = collections.deque()
         try:
             if cached is not None:
                 reader.feed(cached)
-            else:
-                downloader = await self._blob.download_blob(
-                    offset=opened.header_length + start,
-                    length=stop - start,
-                    etag=opened.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                    max_concurrency=self._max_concurrency,
-                )
-                async for chunk in downloader.chunks():
-                    reader.feed(chunk)
+            for offset, length in ranges:
+                pending.append(asyncio.ensure_future(self._read_range(opened.etag, offset, length)))
+                if len(pending) >= self._max_concurrency:
+                    reader.feed(await pending.popleft())
+            while pending:
+                reader.feed(await pending.popleft())
             reader.finish()
         except BaseException:
             reader.wipe()
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             raise
+
+    async def _read_range(self, etag: str, offset: int, length: int) -> bytes:
+        downloader = await self._blob.download_blob(
+            offset=offset, length=length, etag=etag, match_condition=MatchConditions.IfNotModified
+        )
+        return bytes(await downloader.readall())
 
     # -- rewrap ---------------------------------------------------------------------------
 
