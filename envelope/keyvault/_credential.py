@@ -54,34 +54,45 @@ def _options(retry: dict[str, Any] | None) -> dict[str, Any]:
     return options
 
 
-def _which() -> str:
-    """The credential of DefaultAzureCredential's chain that the environment selects, and
-    what to check when it fails."""
+def _which() -> tuple[str, str]:
+    """The credential of DefaultAzureCredential's chain that the environment selects (its
+    class name and what it uses), and what to check when it fails."""
     env = os.environ
     if env.get("AZURE_CLIENT_SECRET") or env.get("AZURE_CLIENT_CERTIFICATE_PATH"):
-        return (
+        return "EnvironmentCredential", (
             "EnvironmentCredential (AZURE_TENANT_ID, AZURE_CLIENT_ID and a secret or certificate): "
             "check those variables and that the app registration may use the vault"
         )
     if env.get("AZURE_FEDERATED_TOKEN_FILE"):
-        return (
+        return "WorkloadIdentityCredential", (
             "WorkloadIdentityCredential (AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID, "
             "AZURE_TENANT_ID): check the pod's service account federation and the identity's "
             "access to the vault"
         )
     for endpoint in identity_endpoints():
         if endpoint.source not in ("IMDS", "Azure Arc"):
-            return (
+            return "ManagedIdentityCredential", (
                 f"ManagedIdentityCredential ({endpoint.source}={endpoint.url}): check that the "
                 "resource has a managed identity (set AZURE_CLIENT_ID for a user-assigned one) "
                 "and that it may use the vault"
             )
-    return (
+    return "", (
         "ManagedIdentityCredential (IMDS at 169.254.169.254), then the developer tools' "
         "sign-ins (Azure CLI, azd, PowerShell): on Azure, give the resource a managed identity; "
         "elsewhere, sign in with 'az login' or set AZURE_TENANT_ID, AZURE_CLIENT_ID and "
         "AZURE_CLIENT_SECRET, or pass a credential"
     )
+
+
+def _reason(message: str, name: str) -> str:
+    """What DefaultAzureCredential's report says of the credential ``name`` (its report
+    lists every credential it tried, one per line), else the whole report; one line."""
+    lines = [line.strip() for line in message.splitlines()]
+    if name:
+        for line in lines:
+            if line.startswith(f"{name}:"):
+                return line[len(name) + 1 :].strip()[:600]
+    return " ".join(" ".join(lines).split())[:600]
 
 
 def _refusal(exc: BaseException) -> InsecureTransportError | None:
@@ -106,9 +117,9 @@ def _explained() -> Iterator[None]:
         refused = _refusal(exc) or REFUSED.get()
         if refused is not None:
             raise refused from exc
-        detail = " ".join(str(exc.message).split())
+        name, hint = _which()
         raise ClientAuthenticationError(
-            message=f"{_which()}. The credential failed: {detail[:600]}"
+            message=f"{hint}. It failed: {_reason(str(exc.message), name)}"
         ) from exc
     finally:
         REFUSED.reset(token)

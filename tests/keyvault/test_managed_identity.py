@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -300,6 +301,49 @@ def test_a_redirect_from_the_endpoint_is_refused(vault, endpoint, no_identity) -
         assert other.requests == []
     finally:
         other.close()
+
+
+def test_a_trickling_endpoint_cannot_hold_a_call_past_its_time_limit(vault, no_identity) -> None:
+    # Headers, then one byte of the body every 0.2 s, for ever: each read returns in time,
+    # so only the wall-clock bound of the call ends it.
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 60000\r\n\r\n")
+                while not stop.wait(0.2):
+                    try:
+                        connection.sendall(b"{")
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        app_service(no_identity, f"http://127.0.0.1:{port}{APP_SERVICE_PATH}")
+        options: dict[str, Any] = {**FAST, "read_timeout": 1.0, "timeout": 3.0}
+        key = KeyVaultKey(f"{vault.url}/keys/mi-inner", tls_policy=vault.tls_policy, **options)
+        started = time.monotonic()
+        with key, pytest.raises(KeyAccessError) as caught:
+            key.wrap_key(bytes(32))
+        assert time.monotonic() - started < 3.0 + 1.5
+        # Ended by the call's wall-clock deadline, not by a failure of another kind.
+        message = str(caught.value)
+        assert any(
+            reason in message
+            for reason in ("no complete reply within", "within the call", "past the deadline")
+        ), message
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
 
 
 def test_a_failing_endpoint_names_the_credential_and_what_to_do(
