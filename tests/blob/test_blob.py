@@ -273,6 +273,16 @@ def _cut_inside_a_frame(blob: BlobClient, other: BlobClient) -> None:
     blob.upload_blob(raw[:-5], overwrite=True)
 
 
+def _duplicate_a_block(blob: BlobClient, other: BlobClient) -> None:
+    ids = _ids(blob)
+    _commit(blob, [ids[0], ids[1], ids[1], *ids[2:]])
+
+
+def _append_a_block(blob: BlobClient, other: BlobClient) -> None:
+    ids = _ids(blob)
+    _commit(blob, [*ids, ids[1]])
+
+
 ATTACKS: dict[str, Callable[[BlobClient, BlobClient], None]] = {
     "a body block replaced": _replace_block,
     "a block dropped": _drop_block,
@@ -282,6 +292,8 @@ ATTACKS: dict[str, Callable[[BlobClient, BlobClient], None]] = {
     "truncated to its full blocks": _truncate_to_the_full_blocks,
     "a header from another blob": _header_from_another_blob,
     "cut inside a frame": _cut_inside_a_frame,
+    "a block duplicated": _duplicate_a_block,
+    "a block appended": _append_a_block,
 }
 
 
