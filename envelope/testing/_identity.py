@@ -97,7 +97,9 @@ class IdentityProvider:
     def __init__(self, audience: str = VAULT_AUDIENCE) -> None:
         # The resource of the vault's challenge, and so the audience of its tokens:
         # https://vault.azure.net for a vault, https://managedhsm.azure.net for a Managed HSM.
+        # Vaults that share this provider (one tenant) add theirs to ``audiences``.
         self.audience = audience
+        self.audiences = {audience}
         self.tenant_id = str(uuid.uuid4())
         self._signing_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
@@ -170,8 +172,10 @@ class IdentityProvider:
         signature = hmac.new(self._signing_key, signing_input.encode(), hashlib.sha256).digest()
         return signing_input + "." + b64url_encode(signature), expires
 
-    def verify(self, token: str, issuer: str) -> Identity:
-        """The identity a token speaks for, or ``TokenError`` saying why it is refused."""
+    def verify(self, token: str, issuer: str, audience: str | None = None) -> Identity:
+        """The identity a token for ``audience`` (default: the provider's own) speaks for,
+        or ``TokenError`` saying why it is refused."""
+        expected_audience = self.audience if audience is None else audience
         if len(token) > MAX_TOKEN_CHARS:
             raise TokenError("The access token is too long.")
         parts = token.split(".")
@@ -201,9 +205,9 @@ class IdentityProvider:
             raise TokenError("The access token has expired.")
         if now < nbf - CLOCK_SKEW:
             raise TokenError("The access token is not yet valid.")
-        audience = claims.get("aud")
-        if not isinstance(audience, str) or audience.rstrip("/") != self.audience:
-            raise TokenError(f"Invalid audience. Expected {self.audience}, found: {audience}.")
+        found = claims.get("aud")
+        if not isinstance(found, str) or found.rstrip("/") != expected_audience:
+            raise TokenError(f"Invalid audience. Expected {expected_audience}, found: {found}.")
         if claims.get("iss") != issuer or claims.get("tid") != self.tenant_id:
             raise TokenError("Invalid issuer.")
         subject = claims.get("sub")

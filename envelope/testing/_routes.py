@@ -75,6 +75,8 @@ def route(method: str, path: str) -> Route | None:
         return Route("getRandomBytes") if method == "POST" else None
     if len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
         return Route("openidConfiguration", head) if method == "GET" else None
+    if len(parts) == 4 and parts[1:] == ["discovery", "v2.0", "keys"]:
+        return Route("signingKeys", head) if method == "GET" else None
     if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "token"]:
         return Route("token", head) if method == "POST" else None
     return None

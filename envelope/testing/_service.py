@@ -62,9 +62,18 @@ class Service:
         store: KeyStore,
         backup_key: Callable[[], bytes],
         audience: str,
+        authority: Service | None = None,
     ) -> None:
         self.url = url
-        self.identities = IdentityProvider(audience)
+        self.audience = audience
+        # A vault that shares another's tenant takes its identity provider and token
+        # endpoint, as vaults of one Microsoft Entra tenant share login.microsoftonline.com.
+        self._authority = authority
+        if authority is None:
+            self.identities = IdentityProvider(audience)
+        else:
+            self.identities = authority.identities
+            self.identities.audiences.add(audience)
         self.store = store
         self.keys = KeysApi(store, backup_key)
         self.faults = FaultSet()
@@ -102,14 +111,19 @@ class Service:
         }
 
     @property
+    def authority_url(self) -> str:
+        """Where the tenant's token endpoint is: this vault, or the vault it shares."""
+        return self.url if self._authority is None else self._authority.url
+
+    @property
     def issuer(self) -> str:
-        return f"{self.url}/{self.identities.tenant_id}/v2.0"
+        return f"{self.authority_url}/{self.identities.tenant_id}/v2.0"
 
     @property
     def challenge(self) -> str:
         return (
-            f'Bearer authorization="{self.url}/{self.identities.tenant_id}", '
-            f'resource="{self.identities.audience}"'
+            f'Bearer authorization="{self.authority_url}/{self.identities.tenant_id}", '
+            f'resource="{self.audience}"'
         )
 
     # counters
@@ -158,6 +172,9 @@ class Service:
         query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
         if matched.operation == "openidConfiguration":
             return self._openid_configuration(matched)
+        if matched.operation == "signingKeys":
+            # Tokens are MACed with a key only the vault holds: there is no public key to show.
+            return json_response(200, {"keys": []})
         if matched.operation == "token":
             return self._token(matched, request)
         identity = self._authenticate(request)
@@ -225,7 +242,7 @@ class Service:
         if scheme.lower() != "bearer" or not token.strip():
             raise _Challenge("The Authorization header is not a Bearer token.")
         try:
-            return self.identities.verify(token.strip(), self.issuer)
+            return self.identities.verify(token.strip(), self.issuer, self.audience)
         except TokenError as exc:
             raise _Challenge(str(exc)) from None
 
@@ -247,13 +264,14 @@ class Service:
                 400,
                 {"error": "invalid_tenant", "error_description": "Tenant not found."},
             )
-        base = f"{self.url}/{matched.name}"
+        base = f"{self.authority_url}/{matched.name}"
         return json_response(
             200,
             {
                 "issuer": self.issuer,
                 "token_endpoint": f"{base}/oauth2/v2.0/token",
                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
                 "token_endpoint_auth_methods_supported": ["client_secret_post"],
                 "response_types_supported": ["token"],
                 "tenant_region_scope": "local",
@@ -284,10 +302,12 @@ class Service:
         if identity is None:
             return refuse(401, "invalid_client", "Invalid client secret or unknown client.")
         scopes = fields.get("scope", "").split()
-        audience = self.identities.audience
-        if f"{audience}/.default" not in scopes:
-            return refuse(400, "invalid_scope", f"Only {audience}/.default is issued here.")
-        token, _ = self.identities.issue(identity, self.issuer)
+        audiences = sorted(self.identities.audiences)
+        wanted = [aud for aud in audiences if f"{aud}/.default" in scopes]
+        if not wanted:
+            allowed = ", ".join(f"{aud}/.default" for aud in audiences)
+            return refuse(400, "invalid_scope", f"Only {allowed} is issued here.")
+        token, _ = self.identities.issue(identity, self.issuer, audience=wanted[0])
         return json_response(
             200,
             {

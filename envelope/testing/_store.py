@@ -241,8 +241,10 @@ class KeyStore:
         raise key_not_found(name, version)
 
     def versions(self, name: str) -> list[KeyVersion]:
+        """Every version of a key; none for an unknown name, as the service answers (200 and
+        an empty list, not 404)."""
         with self._lock:
-            return list(self._versions(name))
+            return list(self._keys.get(name.lower(), ()))
 
     def latest_of_each(self) -> list[KeyVersion]:
         with self._lock:

@@ -75,7 +75,13 @@ class LocalKeyVault:
     resolves the name to 127.0.0.1, port 443 to the vault's port. ``path`` keeps the keys in
     a file that survives a restart. ``backup_key`` (32 bytes) seals key backups; vaults with
     the same one (by default, every vault of this process) restore each other's backups.
+    ``identity_from`` joins another vault's tenant: its identities, token endpoint and CA,
+    so that one credential works with both (a vault and a Managed HSM, say); close the
+    vault that owns the tenant last.
     """
+
+    _ca: trustme.CA
+    _service: Service
 
     def __init__(
         self,
@@ -84,10 +90,12 @@ class LocalKeyVault:
         host: str | None = None,
         path: str | os.PathLike[str] | None = None,
         backup_key: bytes | None = None,
+        identity_from: LocalKeyVault | None = None,
     ) -> None:
         if backup_key is not None and (not isinstance(backup_key, bytes) or len(backup_key) != 32):
             raise ValueError("backup_key must be 32 bytes")
         self._host = None if host is None else _check_host(host)
+        self._tenant_owner = identity_from
         self._backup_key = _PROCESS_BACKUP_KEY if backup_key is None else backup_key
         self._clock = VaultClock()
         self._store = KeyStore(self._clock)
@@ -115,7 +123,8 @@ class LocalKeyVault:
                 raise
 
     def _start(self, port: int) -> None:
-        self._ca = trustme.CA()
+        owner = self._tenant_owner
+        self._ca = trustme.CA() if owner is None else owner._ca
         names = ["127.0.0.1", "localhost"] if self._host is None else [self._host, "127.0.0.1"]
         cert = self._ca.issue_cert(*names)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -132,7 +141,12 @@ class LocalKeyVault:
         self._closed = False
         # The URL is known only once the socket is bound; the service learns it right after.
         self._service = Service(
-            "", self._stop, self._store, lambda: self._backup_key, _audience(self._host)
+            "",
+            self._stop,
+            self._store,
+            lambda: self._backup_key,
+            _audience(self._host),
+            None if owner is None else owner._service,
         )
         try:
             self._server = TLSServer(port, context, self._service)
@@ -151,7 +165,8 @@ class LocalKeyVault:
                 self._tmp.cleanup()
                 raise
         self._service.url = self._url
-        self._service.identities.add(DEFAULT_IDENTITY)
+        if owner is None:
+            self._service.identities.add(DEFAULT_IDENTITY)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -284,7 +299,7 @@ class LocalKeyVault:
             "tenant_id": self.tenant_id,
             "client_id": identity.client_id,
             "client_secret": identity.client_secret,
-            "authority": self._url,
+            "authority": self._service.authority_url,
             "disable_instance_discovery": True,
             "connection_verify": self._ca_file,
         }
@@ -305,7 +320,7 @@ class LocalKeyVault:
         token, _ = self._service.identities.issue(
             self.identity(name),
             self._service.issuer,
-            audience=audience,
+            audience=self._service.audience if audience is None else audience,
             lifetime=lifetime,
             now=time.time() if issued_at is None else issued_at,
         )
