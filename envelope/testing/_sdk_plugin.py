@@ -37,7 +37,7 @@ def _advance(seconds: Any) -> None:
             vault.advance_time(seconds)
 
 
-def _virtual_sleep(seconds: float) -> None:
+def _virtual_sleep(seconds: Any) -> None:
     _advance(seconds)
 
 

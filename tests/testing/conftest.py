@@ -4,9 +4,38 @@ or injects faults."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterator
+
 import pytest
+
+from tests.testing.sdk_surface import recording, resolve
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "covers(*methods): SDK client methods (e.g. 'aio.KeyClient.get_key') the test calls "
+        "against LocalKeyVault; checked while it runs",
+    )
 
 
 @pytest.fixture(autouse=True)
 def _fresh_vault(fresh: None) -> None:
     pass
+
+
+@pytest.fixture(autouse=True)
+def _covered_methods_are_called(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """A test that claims to cover an SDK method must call it: the claim is checked."""
+    names = [name for mark in request.node.iter_markers("covers") for name in mark.args]
+    calls: set[str] = set()
+    for name in names:
+        cls, method = resolve(name)
+        original = inspect.getattr_static(cls, method)
+        monkeypatch.setattr(cls, method, recording(original, name, calls))
+    yield
+    missing = sorted(set(names) - calls)
+    assert missing == [], f"marked as covered but never called: {missing}"

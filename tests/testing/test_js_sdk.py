@@ -11,8 +11,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from envelope.testing import LocalKeyVault
 
 JS = Path(__file__).resolve().parent / "js"

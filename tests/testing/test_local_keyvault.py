@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,10 +25,9 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
-from azure.keyvault.keys import KeyClient, KeyType, KeyVaultKey
+from azure.keyvault.keys import KeyClient, KeyType
 from azure.keyvault.keys._shared import http_challenge_cache
 from azure.keyvault.keys.crypto import (
-    CryptographyClient,
     EncryptionAlgorithm,
     KeyWrapAlgorithm,
 )
@@ -38,48 +35,16 @@ from azure.keyvault.keys.crypto import (
 import envelope.testing
 from envelope.testing import LocalKeyVault
 from tests.conftest import TIMEOUTS, StaticToken, key_client
-
-API = "api-version=7.6"
-
-
-def code_of(error: HttpResponseError) -> str:
-    assert error.error is not None
-    return str(error.error.code)
-
-
-def headers_of(error: HttpResponseError) -> Any:
-    assert error.response is not None
-    return error.response.headers  # type: ignore[attr-defined]
-
-
-def jwk(key: KeyVaultKey) -> Any:
-    # JsonWebKey's fields are set dynamically; the stubs do not list them.
-    return key.key
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def crypto_client(vault: LocalKeyVault, key_id: str, credential=None) -> CryptographyClient:
-    return CryptographyClient(
-        key_id,
-        credential or vault.credential,
-        verify_challenge_resource=False,
-        connection_verify=vault.ca_file,
-        retry_backoff_factor=0.01,
-        **TIMEOUTS,
-    )
-
-
-def remote(client: KeyClient, method: str, path: str, body: dict[str, Any] | None = None):
-    """A request through the client's own auth and retry pipeline; forces remote crypto."""
-    request = HttpRequest(method, f"{path}?{API}", json=body)
-    return client.send_request(request)
+from tests.testing.kv import (
+    API,
+    b64url,
+    code_of,
+    crypto_client,
+    headers_of,
+    jwk,
+    remote,
+    unb64url,
+)
 
 
 def test_public_surface():
