@@ -25,6 +25,8 @@ __all__ = ["TLSServer"]
 logger = logging.getLogger("envelope.testing")
 
 MAX_BODY_BYTES = 1024 * 1024
+# A body up to this size is read and dropped before the 413; a bigger one is not read at all.
+MAX_DRAIN_BYTES = 8 * 1024 * 1024
 _PHRASES = frozenset(status.value for status in HTTPStatus)
 # Connections waiting to be accepted: a burst of clients must not be refused.
 LISTEN_BACKLOG = 1024
@@ -72,12 +74,16 @@ class _Handler(BaseHTTPRequestHandler):
                 411, VaultError(411, "LengthRequired", "Send a Content-Length.").body()
             )
         raw = self.headers.get("Content-Length", "0").strip() or "0"
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             return b"", json_response(
                 400, VaultError(400, "BadParameter", "Invalid Content-Length.").body()
             )
-        length = int(raw)
+        length = int(raw) if len(raw) <= 18 else MAX_DRAIN_BYTES + 1
         if length > MAX_BODY_BYTES:
+            if length <= MAX_DRAIN_BYTES:
+                # Read what the client is sending anyway, so that it gets the 413 reply
+                # instead of a connection reset in the middle of its upload.
+                self._discard(length)
             return b"", json_response(
                 413,
                 VaultError(
@@ -88,6 +94,13 @@ class _Handler(BaseHTTPRequestHandler):
         if len(body) != length:
             return b"", Response(400, drop=True)
         return body, None
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 64 * 1024))
+            if not chunk:
+                return
+            length -= len(chunk)
 
     def _send(self, response: Response, *, close: bool = False) -> None:
         self.log_request(response.status)
