@@ -4,12 +4,11 @@ or injects faults."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 
 import pytest
 
-from tests.testing.sdk_surface import recording, resolve
+from tests.testing.sdk_surface import claims_checked
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,11 +30,5 @@ def _covered_methods_are_called(
 ) -> Iterator[None]:
     """A test that claims to cover an SDK method must call it: the claim is checked."""
     names = [name for mark in request.node.iter_markers("covers") for name in mark.args]
-    calls: set[str] = set()
-    for name in names:
-        cls, method = resolve(name)
-        original = inspect.getattr_static(cls, method)
-        monkeypatch.setattr(cls, method, recording(original, name, calls))
-    yield
-    missing = sorted(set(names) - calls)
-    assert missing == [], f"marked as covered but never called: {missing}"
+    with claims_checked(names, monkeypatch):
+        yield

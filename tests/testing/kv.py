@@ -4,6 +4,8 @@ through a client's own pipeline (to force remote cryptography), base64url, error
 from __future__ import annotations
 
 import base64
+import socket
+import ssl
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
@@ -88,3 +90,17 @@ def async_crypto_client(
         retry_backoff_factor=0.01,
         **TIMEOUTS,
     )
+
+
+def raw_exchange(vault: LocalKeyVault, payload: bytes) -> bytes:
+    """Bytes that no HTTP client would send, over TLS; everything the vault answers."""
+    context = ssl.create_default_context(cafile=vault.ca_file)
+    with (
+        socket.create_connection(("127.0.0.1", vault.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(payload)
+        chunks = []
+        while chunk := tls.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)

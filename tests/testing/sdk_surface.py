@@ -7,9 +7,12 @@ Tests say which they exercise with ``@pytest.mark.covers("KeyClient.get_key", ..
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import pytest
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.aio import KeyClient as AsyncKeyClient
 from azure.keyvault.keys.crypto import CryptographyClient
@@ -60,3 +63,19 @@ def recording(original: Any, name: str, calls: set[str]) -> Any:
         return original(*args, **kwargs)
 
     return wrapped
+
+
+@contextlib.contextmanager
+def claims_checked(names: Iterable[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Record calls of the named methods while the block runs; fail if one was never
+    called. The originals come back when ``monkeypatch`` undoes its changes."""
+    claimed = list(names)
+    calls: set[str] = set()
+    for name in claimed:
+        cls, method = resolve(name)
+        monkeypatch.setattr(
+            cls, method, recording(inspect.getattr_static(cls, method), name, calls)
+        )
+    yield
+    missing = sorted(set(claimed) - calls)
+    assert missing == [], f"marked as covered but never called: {missing}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from tests.testing.kv import (
     crypto_client,
     headers_of,
     jwk,
+    raw_exchange,
     remote,
     unb64url,
 )
@@ -549,28 +549,14 @@ def test_two_vaults_are_isolated(vault):
         assert "getKey" not in vault.operation_counts()
 
 
-def _raw_exchange(vault: LocalKeyVault, payload: bytes) -> bytes:
-    context = ssl.create_default_context(cafile=vault.ca_file)
-    port = int(vault.url.rsplit(":", 1)[1])
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        tls.sendall(payload)
-        chunks = []
-        while chunk := tls.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def test_oversized_and_garbage_requests(vault):
-    oversized = _raw_exchange(
+    oversized = raw_exchange(
         vault,
         b"POST /keys/big/create?api-version=7.6 HTTP/1.1\r\nHost: x\r\n"
         b"Content-Length: 1000000000\r\nConnection: close\r\n\r\n",
     )
     assert oversized.startswith(b"HTTP/1.1 413")
-    garbage = _raw_exchange(vault, b"\x00\xffGARBAGE\r\n\r\n")
+    garbage = raw_exchange(vault, b"\x00\xffGARBAGE\r\n\r\n")
     assert garbage.startswith(b"HTTP/1.1 400")
     assert b'"code": "BadRequest"' in garbage
     with key_client(vault) as client:
