@@ -22,7 +22,7 @@ from ._identity import b64url_decode, b64url_encode
 from ._jwk import KeyMaterial, RecordError, check_key_ops, generate_material, parse_jwk
 from ._records import MAX_BACKUP_BYTES, open_backup, release_policy_from, seal_backup, tags_from
 from ._routes import Route
-from ._store import KeyStore, KeyVersion, new_version_id, new_version_like
+from ._store import KeyStore, KeyVersion, new_version, new_version_like
 
 __all__ = ["KeysApi", "regenerate"]
 
@@ -108,17 +108,7 @@ class KeysApi:
         extras = _extras(body)
         if attributes.get("exportable") and "release_policy" not in extras:
             raise bad_parameter("An exportable key needs a release policy.")
-        now = self.now()
-        return KeyVersion(
-            name=name,
-            version=new_version_id(),
-            material=material,
-            key_ops=material.default_ops if ops is None else ops,
-            created=now,
-            updated=now,
-            **attributes,
-            **extras,
-        )
+        return new_version(name, material, ops, self.now(), **attributes, **extras)
 
     def create(self, matched: Route, body: dict[str, Any], base: str) -> Response:
         kty = body.get("kty")

@@ -353,15 +353,20 @@ class KeyStore:
             generation = self._changed()
         self._notify(generation)
 
+    def _put(self, stored: StoredKey | DeletedKey) -> int:
+        """Under the lock: make a key with these versions and policy live."""
+        key = stored.versions[-1].name.lower()
+        self._keys[key] = list(stored.versions)
+        if stored.policy is not None:
+            self._policies[key] = stored.policy
+        return self._changed()
+
     def recover(self, name: str) -> KeyVersion:
         with self._lock:
             deleted = self._deleted.pop(name.lower(), None)
             if deleted is None:
                 raise deleted_key_not_found(name)
-            self._keys[name.lower()] = list(deleted.versions)
-            if deleted.policy is not None:
-                self._policies[name.lower()] = deleted.policy
-            generation = self._changed()
+            generation = self._put(deleted)
         self._notify(generation)
         return deleted.versions[-1]
 
@@ -373,10 +378,7 @@ class KeyStore:
             self._refuse_deleted(name)
             if name.lower() in self._keys:
                 raise conflict(f"Key {name} already exists; restore needs a free name.")
-            self._keys[name.lower()] = list(stored.versions)
-            if stored.policy is not None:
-                self._policies[name.lower()] = stored.policy
-            generation = self._changed()
+            generation = self._put(stored)
         self._notify(generation)
         return stored.versions[-1]
 
@@ -420,17 +422,22 @@ class KeyStore:
         return True
 
 
+def new_version(
+    name: str,
+    material: KeyMaterial,
+    key_ops: tuple[str, ...] | None,
+    created: int,
+    **attributes: Any,
+) -> KeyVersion:
+    """A version with a fresh id, created (and updated) at ``created``; the key type's
+    default operations unless ``key_ops`` is given."""
+    ops = material.default_ops if key_ops is None else key_ops
+    return KeyVersion(name, new_version_id(), material, ops, created, created, **attributes)
+
+
 def new_version_like(latest: KeyVersion, material: KeyMaterial, created: int) -> KeyVersion:
     """The next version of a key: same type, operations and tags, new material."""
-    return KeyVersion(
-        name=latest.name,
-        version=new_version_id(),
-        material=material,
-        key_ops=latest.key_ops,
-        created=created,
-        updated=created,
-        tags=dict(latest.tags),
-    )
+    return new_version(latest.name, material, latest.key_ops, created, tags=dict(latest.tags))
 
 
 def check_version_id(version: str) -> None:

@@ -19,7 +19,7 @@ from ._jwk import check_key_ops, generate_material
 from ._resolver import release_name, serve_name
 from ._server import TLSServer
 from ._service import Service
-from ._store import KeyStore, KeyVersion, check_name, new_version_id
+from ._store import KeyStore, check_name, new_version
 from ._vaultfile import VaultFile
 
 if TYPE_CHECKING:
@@ -347,14 +347,11 @@ class LocalKeyVault:
         check_name(name)
         ops = None if key_ops is None else check_key_ops(list(key_ops))
         material = generate_material(kty, size, curve, None)
-        now = self._clock.seconds()
-        version = KeyVersion(
-            name=name,
-            version=new_version_id(),
-            material=material,
-            key_ops=material.default_ops if ops is None else ops,
-            created=now,
-            updated=now,
+        version = new_version(
+            name,
+            material,
+            ops,
+            self._clock.seconds(),
             enabled=enabled,
             nbf=not_before,
             exp=expires_on,

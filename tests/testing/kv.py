@@ -27,6 +27,18 @@ def code_of(error: HttpResponseError) -> str:
     return str(error.error.code)
 
 
+def inner_code(error: HttpResponseError) -> str:
+    assert error.error is not None
+    return str(error.error.innererror["code"])
+
+
+def span(properties: Any) -> Any:
+    """``expires_on - created_on`` of a key version's properties."""
+    assert properties.expires_on is not None
+    assert properties.created_on is not None
+    return properties.expires_on - properties.created_on
+
+
 def headers_of(error: HttpResponseError) -> Any:
     assert error.response is not None
     return error.response.headers  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from typing import Any
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
@@ -36,7 +37,10 @@ def test_url_certificate_and_resolution(named):
         socket.create_connection(("myvault.vault.azure.net", 443), timeout=5) as raw,
         context.wrap_socket(raw, server_hostname="myvault.vault.azure.net") as tls,
     ):
-        names = [value for _, value in tls.getpeercert()["subjectAltName"]]
+        certificate = tls.getpeercert()
+    assert certificate is not None
+    alternative: Any = certificate["subjectAltName"]
+    names = [value for _, value in alternative]
     assert "myvault.vault.azure.net" in names
     # Other names are untouched.
     assert socket.getaddrinfo("localhost", 80)[0][4][0] in ("127.0.0.1", "::1")

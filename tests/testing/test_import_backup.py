@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -32,7 +33,7 @@ def _octets(value: int, length: int | None = None) -> bytes:
     return value.to_bytes(length or max(1, (value.bit_length() + 7) // 8), "big")
 
 
-def rsa_jwk(key: rsa.RSAPrivateKey, *, crt: bool = True, **overrides) -> dict:
+def rsa_jwk(key: rsa.RSAPrivateKey, *, crt: bool = True, **overrides: Any) -> dict[str, Any]:
     numbers = key.private_numbers()
     fields = {
         "kty": "RSA",
@@ -48,7 +49,7 @@ def rsa_jwk(key: rsa.RSAPrivateKey, *, crt: bool = True, **overrides) -> dict:
     return {k: b64url(_octets(v)) if isinstance(v, int) else v for k, v in fields.items()}
 
 
-def ec_jwk(key: ec.EllipticCurvePrivateKey, crv: str, **overrides) -> dict:
+def ec_jwk(key: ec.EllipticCurvePrivateKey, crv: str, **overrides: Any) -> dict[str, Any]:
     numbers = key.private_numbers()
     fields = {
         "kty": "EC",
@@ -108,7 +109,7 @@ def test_import_ec_and_sign(vault, crv):
     digest = hashes.Hash(digest_algorithm)
     digest.update(b"m")
     with crypto_client(vault, kid) as crypto:
-        raw = crypto.sign(algorithm, digest.finalize()).signature
+        raw = crypto.sign(SignatureAlgorithm(algorithm), digest.finalize()).signature
     half = len(raw) // 2
     der = utils.encode_dss_signature(
         int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
@@ -142,7 +143,7 @@ def test_import_symmetric_key_never_returns_k(vault):
     assert aes_key_unwrap(secret, unb64url(wrapped.json()["value"])) == b"k" * 32
 
 
-def _bad_imports() -> list[tuple[str, dict]]:
+def _bad_imports() -> list[tuple[str, dict[str, Any]]]:
     r = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
@@ -320,7 +321,8 @@ def test_key_names_are_case_insensitive(vault):
         assert again.name == "MixedCase-Name"  # a key keeps the spelling it was made with
         versions = list(client.list_properties_of_key_versions("mixedCASE-name"))
         assert len(versions) == 2
-        assert client.get_key("MIXEDCASE-NAME", created.properties.version.upper()).id == created.id
+        version = str(created.properties.version)
+        assert client.get_key("MIXEDCASE-NAME", version.upper()).id == created.id
         client.begin_delete_key("mixedcase-NAME", _polling_interval=0.01).result()
         with pytest.raises(ResourceExistsError):
             client.create_ec_key("Mixedcase-Name")

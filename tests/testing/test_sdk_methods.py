@@ -23,6 +23,8 @@ from tests.testing.kv import (
     async_key_client,
     code_of,
     crypto_client,
+    inner_code,
+    jwk,
     transport,
 )
 
@@ -72,9 +74,8 @@ def test_key_client_lifecycle(vault):
     for count in (0, 129):
         response = client.send_request(HttpRequest("POST", f"/rng?{API}", json={"count": count}))
         assert response.status_code == 400
-    assert client.send_request(HttpRequest("GET", f"/keys/sync-life/?{API}")).json()["key"][
-        "kid"
-    ] == rsa.id.replace(rsa.properties.version, rotated.properties.version)
+    latest = client.send_request(HttpRequest("GET", f"/keys/sync-life/?{API}")).json()
+    assert latest["key"]["kid"] == rotated.id != rsa.id
     client.close()
 
 
@@ -110,7 +111,7 @@ def test_release_and_attestation_are_refused_clearly(vault):
                 call()
             assert refused.value.status_code == 400
             assert code_of(refused.value) == "BadParameter"
-            assert refused.value.error.innererror["code"] == UNSUPPORTED
+            assert inner_code(refused.value) == UNSUPPORTED
         with pytest.raises(ResourceNotFoundError):
             client.release_key("missing", "attestation-token")
 
@@ -153,7 +154,7 @@ async def test_async_key_client_everything(vault):
         imported = await client.import_key(
             "aio-imported", JsonWebKey(kty="oct-HSM", k=os.urandom(16))
         )
-        assert imported.key.k is None
+        assert jwk(imported).k is None
         assert (await client.get_key("aio-ec")).id == ec.id
         rotated = await client.rotate_key("aio-rsa")
         await client.update_key_properties("aio-rsa", enabled=False)
@@ -179,7 +180,7 @@ async def test_async_key_client_everything(vault):
         for call in (client.release_key("aio-ec", "token"), client.get_key_attestation("aio-ec")):
             with pytest.raises(HttpResponseError) as refused:
                 await call
-            assert refused.value.error.innererror["code"] == UNSUPPORTED
+            assert inner_code(refused.value) == UNSUPPORTED
         await client.close()
 
 
