@@ -258,8 +258,9 @@ class LocalKeyVault:
         self, name: str, permissions: Iterable[str] | None = None, **credential_kwargs: Any
     ) -> ClientSecretCredential:
         """Register an identity with the given key permissions (all when None) and return a
-        credential for it. Permission names are Key Vault's: get, list, create, update, delete,
-        recover, purge, rotate, encrypt, decrypt, wrapKey, unwrapKey."""
+        credential for it. Permission names are Key Vault's: get, list, create, import,
+        update, delete, recover, purge, backup, restore, rotate, getrotationpolicy,
+        setrotationpolicy, encrypt, decrypt, wrapKey, unwrapKey, sign, verify, release."""
         self._service.identities.add(name, permissions)
         return self.get_credential(name, **credential_kwargs)
 

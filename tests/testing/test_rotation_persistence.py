@@ -349,3 +349,45 @@ def test_a_disabled_key_in_the_file_stays_disabled(tmp_path):
         with pytest.raises(HttpResponseError) as refused:
             client.get_key("off-after-restart")
         assert refused.value.status_code == 403
+
+
+CRASHING_WRITER = """
+import sys
+from envelope.testing import LocalKeyVault
+
+with LocalKeyVault(path=sys.argv[1]) as vault:
+    for n in range(10_000):
+        vault.create_key(f"k{n}", "oct-HSM", 128)
+        print(n, flush=True)
+"""
+
+
+def test_a_killed_vault_leaves_a_file_that_loads(tmp_path):
+    """kill -9 in the middle of a stream of writes: the file is always a whole state (the
+    last one written before the kill), never a torn one."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "vault.json"
+    for round_ in range(3):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_WRITER, str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout is not None
+        acknowledged = -1
+        for line in writer.stdout:
+            acknowledged = int(line)
+            if acknowledged >= 20 + 15 * round_:
+                break
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+        writer.stdout.close()
+        # The kernel dropped the dead process's lock: the next vault starts at once.
+        with LocalKeyVault(path=path) as vault, key_client(vault) as client:
+            names = {p.name for p in client.list_properties_of_keys()}
+        # Every key the writer acknowledged is there (each change is durable before the
+        # call returns); a later one may be too.
+        assert {f"k{n}" for n in range(acknowledged + 1)} <= names

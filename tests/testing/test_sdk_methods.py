@@ -229,3 +229,18 @@ async def test_async_cryptography_client_everything(vault):
     assert counts["sign"] == 1
     assert counts["unwrapKey"] == 1
     assert rsa_kid.startswith(vault.url)
+
+
+@pytest.mark.parametrize(
+    "api_version", ["2025-07-01", "7.0", "2016-10-01", "2099-12-31-preview", "x"]
+)
+def test_any_api_version_is_accepted(vault, api_version):
+    vault.create_key("versioned-api", "EC")
+    with key_client(vault) as client:
+        response = client.send_request(
+            HttpRequest("GET", f"/keys/versioned-api/?api-version={api_version}")
+        )
+        assert response.status_code == 200
+        assert response.json()["key"]["crv"] == "P-256"
+        missing = client.send_request(HttpRequest("GET", "/keys/versioned-api/"))
+        assert missing.status_code == 400
