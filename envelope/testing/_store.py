@@ -309,6 +309,8 @@ class KeyStore:
                 index = matches[0]
             current = versions[index]
             policy = changes.get("release_policy")
+            if changes.get("exportable") and (policy or current.release_policy) is None:
+                raise bad_parameter("An exportable key needs a release policy.")
             if (
                 policy is not None
                 and current.release_policy is not None

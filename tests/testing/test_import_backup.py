@@ -330,3 +330,27 @@ def test_key_names_are_case_insensitive(vault):
         assert client.get_deleted_key("MIXEDCASE-name").name == "MixedCase-Name"
         client.purge_deleted_key("mixedcase-name")
         assert client.create_ec_key("mixedcase-NAME").name == "mixedcase-NAME"
+
+
+def test_exportable_needs_a_release_policy_and_an_immutable_one_stays(vault):
+    import json
+
+    policy = {"anyOf": [{"anyOf": [{"claim": "x", "equals": True}], "authority": "https://a/"}]}
+    data = b64url(json.dumps(policy).encode())
+    with key_client(vault) as client:
+        body = {"kty": "RSA-HSM", "attributes": {"exportable": True}}
+        assert remote(client, "POST", "/keys/exportable/create", body).status_code == 400
+        body["release_policy"] = {"data": data, "immutable": True}
+        created = remote(client, "POST", "/keys/exportable/create", body)
+        assert created.status_code == 200
+        assert created.json()["release_policy"]["immutable"] is True
+        other = {"data": b64url(b'{"anyOf": []}'), "immutable": True}
+        changed = remote(client, "PATCH", "/keys/exportable/", {"release_policy": other})
+        assert changed.status_code == 400
+        vault.create_key("plain-key", "RSA")
+        made_exportable = remote(
+            client, "PATCH", "/keys/plain-key/", {"attributes": {"exportable": True}}
+        )
+        assert made_exportable.status_code == 400
+        bad_policy = {"release_policy": {"data": b64url(b"not json")}}
+        assert remote(client, "PATCH", "/keys/plain-key/", bad_policy).status_code == 400
