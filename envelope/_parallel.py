@@ -74,6 +74,9 @@ def frame_size_for(frame_size: int, nbytes: int, workers: int) -> int:
 
 def seal_body(cipher: FrameCipher, plaintext: memoryview, out: memoryview, workers: int) -> None:
     """Seal a whole plaintext into the whole body ``out``, on up to ``workers`` threads."""
+    if workers == 1 or len(plaintext) < 2 * RUN_BYTES:  # small messages never pay for it
+        cipher.seal_all(plaintext, out)
+        return
     spans = _spans(frame_count(len(plaintext), cipher.frame_size), cipher.frame_size, workers)
     if len(spans) == 1:
         cipher.seal_all(plaintext, out)
@@ -89,6 +92,9 @@ def open_body(cipher: FrameCipher, body: memoryview, out: memoryview, workers: i
     """Open a whole body into ``out``, on up to ``workers`` threads. Raises the first
     failure once every run has ended; ``out`` may then hold unverified bytes (the caller
     wipes it)."""
+    if workers == 1 or len(out) < 2 * RUN_BYTES:
+        cipher.open_all(body, out)
+        return
     spans = _spans(frame_count(len(out), cipher.frame_size), cipher.frame_size, workers)
     if len(spans) == 1:
         cipher.open_all(body, out)
