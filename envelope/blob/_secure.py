@@ -59,17 +59,12 @@ def secure_blob_client(
     NAME``) whose every request goes through :class:`~envelope.transport.SecureTransport`
     under ``tls_policy``. ``credential`` is any credential the SDK takes (a token credential,
     an account key; none for a URL with a SAS); the default is
-    :class:`envelope.keyvault.DefaultCredential`
-    (managed identity included), which the caller closes (``client.credential.close()``).
-    Other keywords go to ``BlobClient.from_blob_url``."""
-    options = storage_options(
-        blob_url,
-        credential,
-        tls_policy,
-        SecureTransport(tls_policy, client_options=STORAGE_CLIENT),
-        kwargs,
+    :class:`envelope.keyvault.DefaultCredential` (managed identity included), which the
+    caller closes (``client.credential.close()``). Other keywords go to
+    ``BlobClient.from_blob_url``."""
+    return BlobClient.from_blob_url(
+        blob_url, **_sync_options(blob_url, credential, tls_policy, kwargs)
     )
-    return BlobClient.from_blob_url(blob_url, **options)
 
 
 def secure_container_client(
@@ -81,11 +76,12 @@ def secure_container_client(
 ) -> ContainerClient:
     """The ``ContainerClient`` twin of :func:`secure_blob_client` (its blob clients share
     its transport)."""
-    options = storage_options(
-        container_url,
-        credential,
-        tls_policy,
-        SecureTransport(tls_policy, client_options=STORAGE_CLIENT),
-        kwargs,
-    )
+    options = _sync_options(container_url, credential, tls_policy, kwargs)
     return ContainerClient.from_container_url(container_url, **options)
+
+
+def _sync_options(
+    url: str, credential: Any, tls_policy: TLSPolicy | None, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    transport = SecureTransport(tls_policy, client_options=STORAGE_CLIENT)
+    return storage_options(url, credential, tls_policy, transport, kwargs)

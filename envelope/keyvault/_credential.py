@@ -54,6 +54,12 @@ def _options(retry: dict[str, Any] | None) -> dict[str, Any]:
     return options
 
 
+def _transport_options(
+    timeout: httpx.Timeout | None = None, max_response_bytes: int | None = MAX_REPLY_BYTES
+) -> dict[str, Any]:
+    return {"timeout": timeout or _DEFAULT_TIMEOUT, "max_response_bytes": max_response_bytes}
+
+
 def _which() -> tuple[str, str]:
     """The credential of DefaultAzureCredential's chain that the environment selects (its
     class name and what it uses), and what to check when it fails."""
@@ -147,9 +153,7 @@ class DefaultCredential:
         from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - heavy import
 
         self._transport = IdentityTransport(
-            tls_policy,
-            timeout=timeout or _DEFAULT_TIMEOUT,
-            max_response_bytes=max_response_bytes,
+            tls_policy, **_transport_options(timeout, max_response_bytes)
         )
         self._credential = DefaultAzureCredential(transport=self._transport, **_options(retry))
 
@@ -173,24 +177,15 @@ class DefaultCredential:
 
 
 class AsyncDefaultCredential:
-    """The ``azure.identity.aio`` twin of :class:`DefaultCredential`; close it with
+    """The ``azure.identity.aio`` twin of :class:`DefaultCredential`, with the same keywords
+    (``timeout``, ``retry``, ``max_response_bytes``); close it with
     ``await credential.close()`` (or ``async with``)."""
 
-    def __init__(
-        self,
-        tls_policy: TLSPolicy | None = None,
-        *,
-        timeout: httpx.Timeout | None = None,
-        retry: dict[str, Any] | None = None,
-        max_response_bytes: int | None = MAX_REPLY_BYTES,
-    ) -> None:
+    def __init__(self, tls_policy: TLSPolicy | None = None, **options: Any) -> None:
         from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
 
-        self._transport = AsyncIdentityTransport(
-            tls_policy,
-            timeout=timeout or _DEFAULT_TIMEOUT,
-            max_response_bytes=max_response_bytes,
-        )
+        retry = options.pop("retry", None)
+        self._transport = AsyncIdentityTransport(tls_policy, **_transport_options(**options))
         self._credential = DefaultAzureCredential(transport=self._transport, **_options(retry))
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> Any:

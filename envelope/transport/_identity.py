@@ -201,24 +201,17 @@ class _LocalBackend(httpcore.NetworkBackend):
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
+        self, host: str, port: int, timeout: float | None = None, *args: Any, **options: Any
     ) -> httpcore.NetworkStream:
-        last: Exception | None = None
+        failure: Exception = httpcore.ConnectError(f"cannot connect to {host}")
         for address in _local_addresses(host, port):
             try:
-                stream = self._inner.connect_tcp(
-                    address, port, _bounded(timeout), local_address, socket_options
-                )
+                stream = self._inner.connect_tcp(address, port, _bounded(timeout), *args, **options)
             except httpcore.ConnectError as exc:
-                last = exc
-                continue
-            return _DeadlineStream(stream)
-        raise last if last is not None else httpcore.ConnectError(f"cannot connect to {host}")
+                failure = exc
+            else:
+                return _DeadlineStream(stream)
+        raise failure
 
     def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
         raise _not_local("a unix socket")
@@ -234,22 +227,15 @@ class _AsyncLocalBackend(httpcore.AsyncNetworkBackend):
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
+        self, host: str, port: int, timeout: float | None = None, *args: Any, **options: Any
     ) -> httpcore.AsyncNetworkStream:
-        last: Exception | None = None
+        failure: Exception = httpcore.ConnectError(f"cannot connect to {host}")
         for address in _local_addresses(host, port):
             try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
+                return await self._inner.connect_tcp(address, port, timeout, *args, **options)
             except httpcore.ConnectError as exc:
-                last = exc
-        raise last if last is not None else httpcore.ConnectError(f"cannot connect to {host}")
+                failure = exc
+        raise failure
 
     async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
         raise _not_local("a unix socket")
@@ -298,6 +284,21 @@ class _Routes:
         return False
 
 
+class _Settings:
+    """What an identity transport is made with: its clients' timeouts, the reply cap, and
+    the routes of the endpoints (default: those the environment names now)."""
+
+    def __init__(
+        self,
+        timeout: httpx.Timeout | None = None,
+        max_response_bytes: int | None = None,
+        endpoints: Iterable[IdentityEndpoint] | None = None,
+    ) -> None:
+        self.timeout = timeout if timeout is not None else httpx.Timeout(10.0, connect=3.0)
+        self.max_response_bytes = max_response_bytes
+        self.routes = _Routes(endpoints)
+
+
 def _refuse_redirect(status: int, request: HttpRequest) -> None:
     if 300 <= status < 400:
         raise InsecureTransportError(
@@ -320,11 +321,11 @@ class IdentityTransport(HttpTransport):  # type: ignore[type-arg]
         max_response_bytes: int | None = None,
         endpoints: Iterable[IdentityEndpoint] | None = None,
     ) -> None:
-        self._timeout = timeout if timeout is not None else httpx.Timeout(10.0, connect=3.0)
+        settings = _Settings(timeout, max_response_bytes, endpoints)
+        self._timeout, self._max_response_bytes = settings.timeout, max_response_bytes
+        self._routes = settings.routes
         self._http = secure_client(policy, timeout=self._timeout)
         self._secure = SecureTransport(client=self._http, max_response_bytes=max_response_bytes)
-        self._routes = _Routes(endpoints)
-        self._max_response_bytes = max_response_bytes
         self._plain: httpx.Client | None = None
 
     def open(self) -> None:
@@ -364,23 +365,16 @@ class IdentityTransport(HttpTransport):  # type: ignore[type-arg]
 
 
 class AsyncIdentityTransport(AsyncHttpTransport):  # type: ignore[type-arg]
-    """The asyncio twin of :class:`IdentityTransport`."""
+    """The asyncio twin of :class:`IdentityTransport`, with the same keywords."""
 
-    def __init__(
-        self,
-        policy: TLSPolicy | None = None,
-        *,
-        timeout: httpx.Timeout | None = None,
-        max_response_bytes: int | None = None,
-        endpoints: Iterable[IdentityEndpoint] | None = None,
-    ) -> None:
-        self._timeout = timeout if timeout is not None else httpx.Timeout(10.0, connect=3.0)
+    def __init__(self, policy: TLSPolicy | None = None, **options: Any) -> None:
+        settings = _Settings(**options)
+        self._timeout, self._max_response_bytes = settings.timeout, settings.max_response_bytes
+        self._routes = settings.routes
         self._http = secure_async_client(policy, timeout=self._timeout)
         self._secure = AsyncSecureTransport(
-            client=self._http, max_response_bytes=max_response_bytes
+            client=self._http, max_response_bytes=self._max_response_bytes
         )
-        self._routes = _Routes(endpoints)
-        self._max_response_bytes = max_response_bytes
         self._plain: httpx.AsyncClient | None = None
 
     async def open(self) -> None:

@@ -37,20 +37,24 @@ def upload(container: ContainerClient, envelope: Envelope, name: str, size: int)
     return data
 
 
+@pytest.fixture
+def rotation(keys: Keys, tmp_path: Path) -> tuple[Envelope, Path]:
+    """The envelope the blobs were written with, and a new outer key file."""
+    old = Envelope([LocalKey.load(keys.inner), LocalKey.load(keys.outer)], frame_size=FRAME)
+    new_key = tmp_path / "outer-2027.key"
+    LocalKey.generate().save(new_key)
+    return old, new_key
+
+
 def committed(container: ContainerClient, name: str) -> list[tuple[str, int]]:
     blocks, _ = container.get_blob_client(name).get_block_list("committed")
     return [(b.id, b.size) for b in blocks]
 
 
 def test_rewraps_every_blob_under_the_prefix_header_blocks_only(
-    azurite: Azurite,
-    container: ContainerClient,
-    keys: Keys,
-    tmp_path: Path,
+    azurite: Azurite, container: ContainerClient, keys: Keys, rotation: tuple[Envelope, Path]
 ) -> None:
-    old = Envelope([LocalKey.load(keys.inner), LocalKey.load(keys.outer)], frame_size=FRAME)
-    new_key = tmp_path / "outer-2027.key"
-    LocalKey.generate().save(new_key)
+    old, new_key = rotation
     contents = {
         f"reports/{n:02d}.bin": upload(
             container, old, f"reports/{n:02d}.bin", n * 3001 + 5 * BLOCK % (n + 1)
@@ -99,14 +103,9 @@ def test_rewraps_every_blob_under_the_prefix_header_blocks_only(
 
 
 def test_resumes_after_an_interruption_and_reports_a_bad_blob(
-    azurite: Azurite,
-    container: ContainerClient,
-    keys: Keys,
-    tmp_path: Path,
+    azurite: Azurite, container: ContainerClient, keys: Keys, rotation: tuple[Envelope, Path]
 ) -> None:
-    old = Envelope([LocalKey.load(keys.inner), LocalKey.load(keys.outer)], frame_size=FRAME)
-    new_key = tmp_path / "new.key"
-    LocalKey.generate().save(new_key)
+    old, new_key = rotation
     names = [f"p/{n}" for n in range(6)]
     for name in names:
         upload(container, old, name, 3 * BLOCK + 1)
@@ -157,15 +156,10 @@ def test_an_http_container_url_is_refused(keys: Keys) -> None:
 
 
 def test_the_old_keys_no_longer_open_a_rewrapped_blob(
-    azurite: Azurite,
-    container: ContainerClient,
-    keys: Keys,
-    tmp_path: Path,
+    azurite: Azurite, container: ContainerClient, keys: Keys, rotation: tuple[Envelope, Path]
 ) -> None:
-    old = Envelope([LocalKey.load(keys.inner), LocalKey.load(keys.outer)], frame_size=FRAME)
+    old, new_key = rotation
     upload(container, old, "q/one", 2 * BLOCK)
-    new_key = tmp_path / "new.key"
-    LocalKey.generate().save(new_key)
     common = ["rewrap-blobs", container.url, "--prefix", "q/", "--ca-file", azurite.ca_file]
     bridge = ["--key", f"local:{keys.inner}", "--key", f"local:{new_key},local:{keys.outer}"]
     final = ["--key", f"local:{keys.inner}", "--key", f"local:{new_key}"]
