@@ -23,6 +23,8 @@ __all__ = ["TLSServer"]
 logger = logging.getLogger("envelope.testing")
 
 MAX_BODY_BYTES = 1024 * 1024
+# Connections waiting to be accepted: a burst of clients must not be refused.
+LISTEN_BACKLOG = 1024
 HANDSHAKE_TIMEOUT = 10.0
 # Idle keep-alive connections are closed after this; close() does not wait for it.
 IDLE_TIMEOUT = 30.0
@@ -113,6 +115,7 @@ class TLSServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, port: int, context: ssl.SSLContext, service: Service) -> None:
         self.context = context
@@ -125,6 +128,8 @@ class TLSServer(ThreadingHTTPServer):
         raw: socket.socket = request
         self._track(raw)
         try:
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             raw.settimeout(HANDSHAKE_TIMEOUT)
             try:
                 tls = self.context.wrap_socket(raw, server_side=True)
