@@ -146,7 +146,7 @@ async def _close_at_loop_end(clients: _Clients, forget: Any) -> AsyncIterator[No
 
 
 #: Connections per client to the vault, and the bound on requests in flight to one vault.
-DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_MAX_CONNECTIONS = 16
 
 
 class KeyVaultKey:

@@ -66,13 +66,15 @@ class Turn:
 class _Waiter:
     """A caller queued for a turn: a thread blocked on an event, or a task on a future."""
 
-    __slots__ = ("event", "future", "limit", "loop", "turn", "verdict")
+    __slots__ = ("caller", "event", "future", "loop", "operation", "turn", "verdict")
 
-    def __init__(self, limit: int, turn: Turn) -> None:
-        self.limit = limit
+    def __init__(self, caller: Caller, operation: str, turn: Turn) -> None:
+        self.caller = caller
+        self.operation = operation
         self.turn = turn
-        # "granted" (a slot is held for it) or "down" (the vault went down while it waited)
-        self.verdict: str | None = None
+        # "granted" (a slot is held for it), or the error to raise when the vault went down
+        # while it waited (made then: the vault may be up again by the time it wakes)
+        self.verdict: str | KeyAccessError | None = None
         self.loop = running_loop()
         self.event: threading.Event | None = None
         self.future: asyncio.Future[None] | None = None
@@ -121,7 +123,7 @@ class Vault:
             except BaseException:
                 self._leave_queue(waiter)
                 raise
-            self._check_verdict(waiter, caller, operation)
+            self._check_verdict(waiter)
         with self._held(turn, caller):
             yield turn
 
@@ -140,7 +142,7 @@ class Vault:
             except BaseException:  # cancelled while queued, or after its turn came
                 self._leave_queue(waiter)
                 raise
-            self._check_verdict(waiter, caller, operation)
+            self._check_verdict(waiter)
         with self._held(turn, caller):
             yield turn
 
@@ -167,7 +169,7 @@ class Vault:
                 self._in_flight += 1
                 turn.holding = True
                 return None
-            waiter = _Waiter(caller.limit, turn)
+            waiter = _Waiter(caller, operation, turn)
             self._queue.append(waiter)
             return waiter
 
@@ -177,10 +179,10 @@ class Vault:
         with self._lock:
             return waiter.verdict is None
 
-    def _check_verdict(self, waiter: _Waiter, caller: Caller, operation: str) -> None:
-        if waiter.verdict == "down":
-            with self._lock:
-                raise self._down_error(caller, operation)
+    @staticmethod
+    def _check_verdict(waiter: _Waiter) -> None:
+        if isinstance(waiter.verdict, KeyAccessError):
+            raise waiter.verdict
 
     def _leave_queue(self, waiter: _Waiter) -> None:
         """A waiter that will not use its turn: out of the queue, or its slot given back."""
@@ -240,16 +242,20 @@ class Vault:
             self._down_for = min(self._down_for * 2, caller.max_down_time)
         self._down_until = max(self._down_until or 0.0, now + self._down_for)
         self._cause = cause
-        # Nobody queued may send now: tell them at once rather than when a slot frees.
-        while self._queue:
-            waiter = self._queue.popleft()
+        # Nobody queued may send now: tell them at once rather than when a slot frees
+        # (except the callers whose breaker is off, who wait on).
+        waiting, self._queue = self._queue, deque()
+        for waiter in waiting:
+            if waiter.caller.down_time == 0:
+                self._queue.append(waiter)
+                continue
             if waiter.turn.probe:
                 self._probing = waiter.turn.probe = False
-            waiter.verdict = "down"
+            waiter.verdict = self._down_error(waiter.caller, waiter.operation)
             waiter.wake()
 
     def _grant(self) -> None:
-        while self._queue and self._in_flight < self._queue[0].limit:
+        while self._queue and self._in_flight < self._queue[0].caller.limit:
             waiter = self._queue.popleft()
             waiter.verdict = "granted"
             waiter.turn.holding = True
