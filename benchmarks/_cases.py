@@ -266,12 +266,14 @@ def frame_sizes(plan: Plan, recorder: Recorder) -> None:
     size = plan.frame_message
     recorder.progress.step(f"preparing {size_label(size)}")
     data = _data(size)
+    # One worker: several would seal a message this large in frames of at least 1 MiB,
+    # whatever the frame size asked for (the thread-scaling case measures them).
     pairs = {
-        size_label(frame): c.envelope_into_pair(c.make_envelope(2, frame), data)
+        size_label(frame): c.envelope_into_pair(c.make_envelope(2, frame, workers=1), data)
         for frame in plan.frame_sizes
     }
     plain = {
-        size_label(frame): c.envelope_pair(c.make_envelope(2, frame), data)
+        size_label(frame): c.envelope_pair(c.make_envelope(2, frame, workers=1), data)
         for frame in plan.frame_sizes
     }
     for op in OPS:
@@ -417,11 +419,42 @@ def key_vault(plan: Plan, recorder: Recorder) -> None:
     recorder.target("Key Vault messages/s, cache vs none", outcome["speedup"], ">=", 50, "x")
 
 
+def thread_scaling(plan: Plan, recorder: Recorder) -> None:
+    """One large message on 1, 2, 4 ... workers up to every CPU: into a reused buffer (the
+    CPU-bound path) and through the plain API (fresh output, page faults included)."""
+    if not c.workers_supported():
+        recorder.skip("thread scaling", "envelope", NO_WORKERS)
+        return
+    size = plan.frame_message
+    recorder.progress.step(f"preparing {size_label(size)}")
+    data = _data(size)
+    counts = sorted({1, _cpus(), *(n for n in (2, 4, 8, 16) if n < _cpus())})
+    label = {n: f"{n} worker{'s' if n > 1 else ''}" for n in counts}
+    into = {label[n]: c.envelope_into_pair(c.make_envelope(workers=n), data) for n in counts}
+    plain = {label[n]: c.envelope_pair(c.make_envelope(workers=n), data) for n in counts}
+    for group, pairs in (
+        ("thread scaling, into reused buffer", into),
+        ("thread scaling, plain API", plain),
+    ):
+        for op in OPS:
+            stats = _measure(plan, recorder, group, op, size, pairs)
+            for n in counts[1:]:
+                recorder.ratio(
+                    f"{size_label(size)} {op} ({group}): {label[n]} / 1 worker",
+                    stats,
+                    label[n],
+                    label[1],
+                    context={"op": op, "size": size, "group": group},
+                )
+    del into, plain, data
+
+
 CASES: tuple[tuple[str, Callable[[Plan, Recorder], None]], ...] = (
     ("one-shot", one_shot),
     ("1 KiB cache", small_messages),
     ("layers", layers),
     ("frame sizes", frame_sizes),
+    ("thread scaling", thread_scaling),
     ("allocation wall", allocation_wall),
     ("stream", streaming),
     ("key vault", key_vault),

@@ -66,10 +66,11 @@ def workers_supported(envelope_class: type = Envelope) -> bool:
     return "workers" in parameters
 
 
-def make_envelope(layers: int = 2, frame_size: int = 65536) -> Envelope:
+def make_envelope(layers: int = 2, frame_size: int = 65536, workers: int | None = None) -> Envelope:
     """Two layers (GCM inside, OCB3 outside) of fresh local KEKs and every other option at
-    its default, the number of worker threads included."""
-    return Envelope([LocalKey.generate() for _ in range(layers)], frame_size=frame_size)
+    its default, the number of worker threads included unless ``workers`` is given."""
+    keys = [LocalKey.generate() for _ in range(layers)]
+    return Envelope(keys, frame_size=frame_size, workers=workers)
 
 
 # -- envelope ---------------------------------------------------------------------------

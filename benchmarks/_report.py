@@ -143,19 +143,8 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
             )
         out += table(header, rows)
 
-    frame_records = [r for r in results if r["group"].startswith("frame size")]
-    if frame_records:
-        size = frame_records[0]["size"]
-        out += ["", f"Frame size ({size_label(size)} message, MB/s)"]
-        groups = ("frame size, plain API", "frame size, into reused buffer")
-        header = ["frame"] + [f"{op} {g.split(', ')[1]}" for g in groups for op in OPS]
-        rows = []
-        for label in dict.fromkeys(r["impl"] for r in frame_records):
-            rows.append(
-                [label]
-                + [_rate(_find(results, group=g, op=op, impl=label)) for g in groups for op in OPS]
-            )
-        out += table(header, rows)
+    out += _variants(results, "frame size", "Frame size", "frame")
+    out += _variants(results, "thread scaling", "One message on several threads", "workers")
 
     wall_sizes = sorted({r["size"] for r in results if r["group"] == "allocation wall"})
     if wall_sizes:
@@ -333,3 +322,18 @@ def plot(recorder: Recorder, path: Path, *, title: str, headline: str = "best ro
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _variants(results: list[dict[str, Any]], kind: str, title: str, column: str) -> list[str]:
+    """A table of one message's variants (frame sizes, worker counts): MB/s through the
+    plain API and into a reused buffer, encrypt and decrypt."""
+    records = [r for r in results if r["group"].startswith(kind)]
+    if not records:
+        return []
+    groups = (f"{kind}, plain API", f"{kind}, into reused buffer")
+    header = [column] + [f"{op} {g.split(', ')[1]}" for g in groups for op in OPS]
+    rows = [
+        [label] + [_rate(_find(results, group=g, op=op, impl=label)) for g in groups for op in OPS]
+        for label in dict.fromkeys(r["impl"] for r in records)
+    ]
+    return ["", f"{title} ({size_label(records[0]['size'])} message, MB/s)", *table(header, rows)]

@@ -39,7 +39,7 @@ from ._message import (
     rewrapped_header,
     sealed,
 )
-from ._parallel import check_workers, one_shot_frame_size, seal_body
+from ._parallel import check_workers, frame_size_for, seal_body
 from ._streams import Readable, Writable, decrypt_frames, encrypt_frames, read_header_bytes
 from ._unwrap import LayerKeys, Unwrapper
 
@@ -178,11 +178,7 @@ class Envelope:
     ) -> int:
         """Encrypt everything ``src`` yields into ``dst``, one frame at a time, in constant
         memory. Returns the number of bytes written."""
-        # Streams never use the data-key cache: their length is unknown up front.
-        encoded = encode_context(context)
-        header, cipher = self._writer.begin(encoded, self._data_keys.fresh(), self._frame_size)
-        dst.write(header)
-        return len(header) + encrypt_frames(cipher, src, dst, self._workers)
+        return self._encrypt_stream(src, dst, encode_context(context), self._frame_size)
 
     def encrypt_file(
         self,
@@ -190,9 +186,14 @@ class Envelope:
         dst: str | os.PathLike[str],
         context: Mapping[str, str] | None = None,
     ) -> int:
-        """Encrypt the file ``src`` into ``dst``, atomically (see :meth:`decrypt_file`)."""
+        """Encrypt the file ``src`` into ``dst``, atomically (see :meth:`decrypt_file`). A
+        file large enough to be sealed by several workers gets frames of at least 1 MiB, as
+        a one-shot message does."""
+        encoded = encode_context(context)
         with open(src, "rb") as source, atomic_output(dst) as sink:
-            return self.encrypt_stream(source, sink, context)
+            size = os.fstat(source.fileno()).st_size
+            frame_size = frame_size_for(self._frame_size, size, self._workers)
+            return self._encrypt_stream(source, sink, encoded, frame_size)
 
     # -- decryption ---------------------------------------------------------------------
 
@@ -306,11 +307,23 @@ class Envelope:
     ) -> tuple[bytes, FrameCipher]:
         """The header and body cipher of a one-shot message of ``nbytes``: with larger
         frames when it is large enough to be sealed on several threads."""
-        frame_size = one_shot_frame_size(self._frame_size, nbytes, self._workers)
+        frame_size = frame_size_for(self._frame_size, nbytes, self._workers)
+        return self._writer_for(frame_size).begin(context, data_keys, nbytes)
+
+    def _encrypt_stream(
+        self, src: Readable, dst: Writable, context: Context, frame_size: int
+    ) -> int:
+        # Streams never use the data-key cache: their length is unknown up front.
+        data_keys = self._data_keys.fresh()
+        header, cipher = self._writer_for(frame_size).begin(context, data_keys, frame_size)
+        dst.write(header)
+        return len(header) + encrypt_frames(cipher, src, dst, self._workers)
+
+    def _writer_for(self, frame_size: int) -> MessageWriter:
         writer = self._writers.get(frame_size)
         if writer is None:
             writer = self._writers[frame_size] = MessageWriter(self._algorithms, frame_size)
-        return writer.begin(context, data_keys, nbytes)
+        return writer
 
     def _encrypt_with(
         self,
