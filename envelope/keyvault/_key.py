@@ -113,6 +113,22 @@ class _KeyInfo:
     fetched: float
 
 
+#: The flight of a claim that waits for nothing.
+_LANDED = Flight()
+_LANDED.land()
+
+
+@dataclass(frozen=True)
+class _InfoClaim:
+    """Where a caller that needs the key bundle stands: ``info`` when it is fresh; else the
+    flight of its fetch, which the caller ``leading`` makes, or ``waits`` for."""
+
+    info: _KeyInfo | None
+    flight: Flight
+    leading: bool
+    waits: bool
+
+
 class _Clients:
     """The SDK client of one flavour (sync, or async on one event loop) and what must be
     closed with it."""
@@ -398,58 +414,67 @@ class KeyVaultKey:
     def _key_info(self) -> _KeyInfo:
         """The key bundle, at most ``key_info_ttl`` old: one fetch for every caller that
         needs it meanwhile, threads and tasks alike, which share its outcome."""
-        while True:
-            info, flight, leading = self._claim_info()
-            if flight is None or leading or not flight.wait():
-                break
-            if (shared := _shared_outcome(flight)) is not None:
-                return shared
-        if info is not None:
-            return info
-        with self._sharing(flight, leading) as fetch:
+        claim = self._claim_info()
+        while claim.waits and claim.flight.wait():
+            claim = self._after_waiting(claim.flight)
+        if claim.info is not None:
+            return claim.info
+        with self._fetching(claim) as fetch:
             fetch.outcome = self._store_info(self._call("getKey", "GET", self._info_path()))
         return fetch.outcome  # type: ignore[no-any-return]
 
     async def _key_info_async(self) -> _KeyInfo:
         """The asyncio twin of :meth:`_key_info`."""
-        while True:
-            info, flight, leading = self._claim_info()
-            if flight is None or leading or not await flight.wait_async():
-                break
-            if (shared := _shared_outcome(flight)) is not None:
-                return shared
-        if info is not None:
-            return info
-        with self._sharing(flight, leading) as fetch:
+        claim = self._claim_info()
+        while claim.waits and await claim.flight.wait_async():
+            claim = self._after_waiting(claim.flight)
+        if claim.info is not None:
+            return claim.info
+        with self._fetching(claim) as fetch:
             bundle = await self._call_async("getKey", "GET", self._info_path())
             fetch.outcome = self._store_info(bundle)
         return fetch.outcome  # type: ignore[no-any-return]
 
-    def _claim_info(self) -> tuple[_KeyInfo | None, Flight | None, bool]:
-        """``(info, None, False)`` when the bundle is fresh; else the fetch in flight, and
-        whether this caller leads it (a new flight) or waits for it."""
+    def _claim_info(self) -> _InfoClaim:
+        """The bundle when it is fresh; else the fetch in flight, which this caller either
+        leads (a new flight) or waits for."""
         with self._lock:
             info = self._info
             if info is not None and time.monotonic() - info.fetched < self._key_info_ttl:
-                return info, None, False
+                return _InfoClaim(info, _LANDED, leading=False, waits=False)
             if self._info_flight is not None:
-                return None, self._info_flight, False
+                return _InfoClaim(None, self._info_flight, leading=False, waits=True)
             self._info_flight = Flight()
-            return None, self._info_flight, True
+            return _InfoClaim(None, self._info_flight, leading=True, waits=False)
+
+    def _after_waiting(self, flight: Flight) -> _InfoClaim:
+        """What the fetch this caller waited for gave: the bundle, or its error raised again
+        (a copy: each waiter raises its own); if it ended otherwise (cancelled), look again."""
+        outcome = flight.outcome
+        if isinstance(outcome, _KeyInfo):
+            return _InfoClaim(outcome, _LANDED, leading=False, waits=False)
+        shared: EnvelopeError | None = None
+        if isinstance(outcome, KeyAccessError):
+            shared = KeyAccessError(str(outcome), code=outcome.code, key_id=outcome.key_id)
+        elif isinstance(outcome, InsecureTransportError):
+            shared = InsecureTransportError(str(outcome), reason=outcome.reason)
+        if shared is not None:
+            raise shared from outcome
+        return self._claim_info()
 
     @contextlib.contextmanager
-    def _sharing(self, flight: Flight | None, leading: bool) -> Iterator[Flight]:
+    def _fetching(self, claim: _InfoClaim) -> Iterator[Flight]:
         """Around a fetch of the bundle, the flight to record its outcome in: the leader's
         outcome, success or error, goes to the waiters, and its flight ends; a caller that
-        could not wait does its own fetch and shares it with nobody."""
-        fetch = flight if leading and flight is not None else Flight()
+        could not wait (the fetch runs in its own thread) fetches for itself alone."""
+        fetch = claim.flight if claim.leading else Flight()
         try:
             yield fetch
         except BaseException as exc:
             fetch.outcome = exc
             raise
         finally:
-            if leading:
+            if claim.leading:
                 with self._lock:
                     self._info_flight = None
                 fetch.land()
@@ -644,23 +669,6 @@ def _send_options(turn: Turn) -> tuple[dict[str, Any], LastReply]:
     if turn.probe:
         options["retry_total"] = 0
     return options, last
-
-
-def _shared_outcome(flight: Flight) -> _KeyInfo | None:
-    """What a fetch this caller waited for gave: the bundle, or its error raised again (a
-    copy: each waiter raises its own); None if it ended otherwise (cancelled), and the
-    caller should look again."""
-    outcome = flight.outcome
-    if isinstance(outcome, _KeyInfo):
-        return outcome
-    shared: EnvelopeError | None = None
-    if isinstance(outcome, KeyAccessError):
-        shared = KeyAccessError(str(outcome), code=outcome.code, key_id=outcome.key_id)
-    elif isinstance(outcome, InsecureTransportError):
-        shared = InsecureTransportError(str(outcome), reason=outcome.reason)
-    if shared is not None:
-        raise shared from outcome
-    return None
 
 
 def _check_data_key(data_key: bytes) -> None:

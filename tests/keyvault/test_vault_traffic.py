@@ -22,8 +22,7 @@ from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
 from envelope.transport import TLSPolicy
 from tests.conftest import kek, run_threads
-from tests.keyvault.hostile import Reply, ScriptedVault, scripted_vault
-from tests.transport.servers import Certificates, issue_certificates
+from tests.keyvault.hostile import Reply, ScriptedVault
 
 _names = iter(range(10**6))
 
@@ -91,17 +90,6 @@ def test_a_failed_fetch_fails_its_waiters_with_the_same_error_and_is_not_kept(va
 # -- turns: at most max_connections in flight to a vault ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def certs() -> Certificates:
-    return issue_certificates()
-
-
-@pytest.fixture
-def scripted(certs: Certificates) -> Iterator[ScriptedVault]:
-    with scripted_vault(certs) as server:
-        yield server
-
-
 class InFlight:
     """A script that holds each request ``hold`` seconds and records how many were held at
     once, before the vault answers it as usual."""
@@ -122,14 +110,14 @@ class InFlight:
         return self.server._serve("unwrapKey", "k" if "/keys/k/" in handler.path else "o", body)
 
 
-def test_requests_in_flight_to_a_vault_stay_within_max_connections(scripted):
+def test_requests_in_flight_to_a_vault_stay_within_max_connections(hostile):
     """Two keys of one vault, 12 threads and 60 tasks of a loop in another thread: never
     more than 3 requests at the vault at once, and nobody times out while queued (60
     requests of 0.1 s, 3 at a time, take 2 s or more; the time bound is 1 s)."""
-    counter = InFlight(scripted, hold=0.1)
-    scripted.scripts["unwrapKey"] = counter
+    counter = InFlight(hostile, hold=0.1)
+    hostile.scripts["unwrapKey"] = counter
     options = {"max_connections": 3, "timeout": 1.0, "read_timeout": 1.0}
-    rsa_key, oct_key = scripted.kek("k", **options), scripted.kek("o", **options)
+    rsa_key, oct_key = hostile.kek("k", **options), hostile.kek("o", **options)
     wrapped = [rsa_key.wrap_key(os.urandom(32)), oct_key.wrap_key(os.urandom(32))]
     keys = [rsa_key, oct_key]
 
@@ -157,13 +145,13 @@ def test_requests_in_flight_to_a_vault_stay_within_max_connections(scripted):
         key.close()
 
 
-def test_a_sync_call_inside_a_running_loop_is_not_queued_and_a_pool_wait_says_so(scripted):
+def test_a_sync_call_inside_a_running_loop_is_not_queued_and_a_pool_wait_says_so(hostile):
     """Its turn may be held by the very loop it blocks: it goes ahead at once. Here the
     key's one connection is busy in another thread, so it waits for the pool, and its
     error says so: a pool wait, not an unreachable vault, and the vault stays up."""
-    hold = InFlight(scripted, hold=1.5)
-    scripted.scripts["unwrapKey"] = hold
-    key = scripted.kek("k", max_connections=1, connect_timeout=0.3)
+    hold = InFlight(hostile, hold=1.5)
+    hostile.scripts["unwrapKey"] = hold
+    key = hostile.kek("k", max_connections=1, connect_timeout=0.3)
     wrapped = key.wrap_key(os.urandom(32))
     busy = threading.Thread(target=key.unwrap_key, args=(wrapped,))
     busy.start()
