@@ -486,11 +486,9 @@ def key_vault_load(plan: Plan, recorder: Recorder) -> None:
 
 KV_LOAD_ERRORS = "Key Vault under load: failed messages in every burst"
 KV_LOAD_CALLS = "Key Vault under load: calls in a cold burst with caches"
-KV_REQUEST = "LocalKeyVault: one request on loopback (median, ms)"
-KV_FAILOVER_HUNG = "Failover, one of two vaults hung: p95 decrypt after the first failure (s)"
-KV_FAILOVER_REFUSED = (
-    "Failover, one of two vaults refusing: p95 decrypt after the first failure (s)"
-)
+KV_REQUEST = "LocalKeyVault: one request on loopback (median)"
+KV_FAILOVER_HUNG = "Failover, one of two vaults hung: p95 decrypt after the first failure"
+KV_FAILOVER_REFUSED = "Failover, one of two vaults refusing: p95 decrypt after the first failure"
 
 
 CASES: tuple[tuple[str, Callable[[Plan, Recorder], None]], ...] = (

@@ -254,6 +254,7 @@ def _failover(vault: Any, how: str, plan: LoadPlan) -> dict[str, Any]:
             if how == "hung":
                 other.inject_fault(latency=60)
             else:
+                down.close()  # no kept-alive connection: the next request has to connect
                 other.close()
             started = time.perf_counter()
             env.decrypt(blobs[0], CONTEXT)
