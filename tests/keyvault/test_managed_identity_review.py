@@ -1,0 +1,78 @@
+"""Security review of the managed-identity allowance (issue 13): each ``test_flaw_*`` proves a
+flaw and fails until it is fixed. The test process's tripwire refuses every connection
+beyond loopback, so nothing here leaves the host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from envelope import InsecureTransportError
+from envelope.keyvault import KeyVaultKey
+from envelope.testing import LocalKeyVault
+
+from ..conftest import FAST, NetworkLog
+
+IDENTITY_VARIABLES = (
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+)
+SECRET = "app-service-identity-header"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def key_in_vault(vault: LocalKeyVault) -> None:
+    vault.create_key("mi-review", "RSA")
+
+
+@pytest.fixture
+def no_identity(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in IDENTITY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://169.254.10.20/msi/token", "169.254.10.20"),
+        ("http://[fe80::1]/msi/token", "fe80::1"),
+    ],
+    ids=["another IPv4 link-local host", "an IPv6 link-local host"],
+)
+def test_flaw_any_link_local_host_may_receive_the_plain_http_token_request(
+    vault: LocalKeyVault,
+    no_identity: pytest.MonkeyPatch,
+    network_log: NetworkLog,
+    url: str,
+    host: str,
+) -> None:
+    """The issue allows plain http to loopback or to link-local IMDS (169.254.169.254). The
+    transport allows every link-local address (169.254.0.0/16, fe80::/10): other hosts on
+    the same link (a neighbour, a container runtime's metadata service), reached without
+    TLS, with the request's secret header (IDENTITY_HEADER / MSI_SECRET) and the token in
+    clear. An ``IDENTITY_ENDPOINT`` naming one is sent to; it should be refused before
+    connecting, as a routable address is. (Here the tripwire stops the connection.)"""
+    no_identity.setenv("IDENTITY_ENDPOINT", url)
+    no_identity.setenv("IDENTITY_HEADER", SECRET)
+    mark = network_log.mark()
+    options: dict[str, Any] = dict(FAST)
+    key = KeyVaultKey(f"{vault.url}/keys/mi-review", tls_policy=vault.tls_policy, **options)
+    with key, pytest.raises(InsecureTransportError) as caught:
+        key.wrap_key(bytes(32))
+    assert caught.value.reason == "plaintext"
+    assert ("connect", host) not in network_log.since(mark)
