@@ -10,9 +10,9 @@ that module's docstring.
 
 A failure names the credential that failed and what to do, on the first line, instead of
 leaving it in DefaultAzureCredential's list of every credential it tried. A managed-identity
-endpoint the environment names over plain http somewhere other than this host or the
-link-local network raises :class:`~envelope.InsecureTransportError` (as every refusal of the
-TLS policy does), before any connection.
+endpoint the environment names over plain http somewhere other than this host (loopback) or
+IMDS's address (169.254.169.254) raises :class:`~envelope.InsecureTransportError` (as every
+refusal of the TLS policy does), before any connection.
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ def _explained() -> Iterator[None]:
 
 class DefaultCredential:
     """``DefaultAzureCredential`` with its HTTP traffic TLS-only under ``tls_policy``, except
-    managed-identity token requests to the endpoint the environment names on this host or
-    link-local (read when the credential is made). ``retry`` holds azure-core retry
+    managed-identity token requests to the endpoint the environment names on this host or at
+    IMDS's 169.254.169.254 (read when the credential is made). ``retry`` holds azure-core retry
     keywords; ``timeout`` the httpx timeouts of each attempt.
 
     This is what :class:`~envelope.keyvault.KeyVaultKey` and

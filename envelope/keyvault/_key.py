@@ -187,8 +187,8 @@ class KeyVaultKey:
     serves the async methods, through a worker thread). The default is
     :class:`~envelope.keyvault.DefaultCredential`: ``DefaultAzureCredential`` with its HTTP
     traffic on the same TLS-only transport, except managed-identity token requests to the
-    endpoint the environment names on this host or link-local (IMDS, App Service and
-    Functions, Azure Arc), which are plain http by Azure's design.
+    endpoint the environment names on this host (App Service and Functions, Azure Arc) or at
+    IMDS's 169.254.169.254, which are plain http by Azure's design.
 
     ``tls_policy`` (default ``TLSPolicy()``: certifi roots, TLS 1.2+ with AEAD suites) governs
     every connection to the vault and the identity endpoint.

@@ -9,10 +9,12 @@ request only when
 
 * its URL is exactly one of those endpoints (scheme, host, port and path; the query is the
   credential's), as the environment names it when the transport is made, and
-* that endpoint's host is loopback (``127.0.0.0/8``, ``::1``, ``localhost``) or link-local
-  (``169.254.0.0/16``, ``fe80::/10``): an endpoint named anywhere else is refused before any
-  socket opens, and ``localhost`` is resolved from the hosts file and connected to only if it
-  names loopback.
+* that endpoint's host is loopback (``127.0.0.0/8``, ``::1``, ``localhost``) or exactly IMDS's
+  address, ``169.254.169.254``: an endpoint named anywhere else is refused before any socket
+  opens, the rest of the link-local ranges (``169.254.0.0/16``, ``fe80::/10``) included, since
+  another host on the link (a neighbour, a container runtime's metadata service) would get the
+  request's secret header and the token in clear; ``localhost`` is resolved from the hosts
+  file and connected to only if it names loopback.
 
 Such a request goes through a client of its own: no proxy (the environment's proxies are
 ignored: a token request is for the host, not for a proxy to see), no redirect (a 3xx reply
@@ -59,6 +61,9 @@ __all__ = [
     "identity_endpoints",
     "is_host_local",
 ]
+
+#: The one address beyond loopback a plain-http token request may go to: IMDS's.
+IMDS_ADDRESS = ipaddress.IPv4Address("169.254.169.254")
 
 #: The last refusal of an identity transport in this thread or task: azure-identity's
 #: credential chain reports a failure in a new exception of its own, without the cause.
@@ -124,8 +129,8 @@ def identity_endpoints(environ: Mapping[str, str] | None = None) -> tuple[Identi
 
 
 def is_host_local(host: str) -> bool:
-    """Whether ``host`` (as written, no DNS) is loopback or link-local: an IP literal in
-    those ranges, or ``localhost``."""
+    """Whether ``host`` (as written, no DNS) may get a plain-http token request: a loopback
+    IP literal, ``localhost``, or exactly IMDS's address (no other link-local one)."""
     bare = host.strip("[]").lower()
     if bare == "localhost":
         return True
@@ -133,12 +138,12 @@ def is_host_local(host: str) -> bool:
         address = ipaddress.ip_address(bare)
     except ValueError:
         return False
-    return address.is_loopback or address.is_link_local
+    return address.is_loopback or address == IMDS_ADDRESS
 
 
 def _local_addresses(host: str, port: int) -> list[str]:
-    """The loopback or link-local addresses to connect to for ``host``: an IP literal as it
-    is; ``localhost`` as the hosts file resolves it, every address checked; nothing else."""
+    """The addresses to connect to for ``host``: a loopback or IMDS IP literal as it is;
+    ``localhost`` as the hosts file resolves it, every address checked; nothing else."""
     if not is_host_local(host):
         raise _not_local(host)
     bare = host.strip("[]").lower()
@@ -156,7 +161,7 @@ def _local_addresses(host: str, port: int) -> list[str]:
 def _not_local(host: str) -> InsecureTransportError:
     return InsecureTransportError(
         f"refused a plain-http connection to {host}: only a managed-identity endpoint on this "
-        "host (loopback) or link-local may be reached without TLS",
+        "host (loopback) or IMDS (169.254.169.254) may be reached without TLS",
         reason="plaintext",
     )
 
@@ -195,7 +200,7 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _LocalBackend(httpcore.NetworkBackend):
-    """Connects only to loopback and link-local addresses, checked before connecting."""
+    """Connects only to loopback addresses and IMDS's, checked before connecting."""
 
     def __init__(self) -> None:
         self._inner = httpcore.SyncBackend()
@@ -275,9 +280,9 @@ class _Routes:
                     raise InsecureTransportError(
                         f"{endpoint.source} names the managed-identity endpoint "
                         f"{endpoint.origin}, which is neither on this host (loopback) nor "
-                        "link-local: a token request over plain http may go only there, so "
-                        f"nothing was sent. Correct {endpoint.source}, or give the library "
-                        "a credential of your own",
+                        "IMDS (169.254.169.254): a token request over plain http may go only "
+                        f"there, so nothing was sent. Correct {endpoint.source}, or give the "
+                        "library a credential of your own",
                         reason="plaintext",
                     )
                 return True

@@ -3,7 +3,8 @@
 AZURE_POD_IDENTITY_AUTHORITY_HOST override) handing out tokens of the LocalKeyVault, which
 KeyVaultKey uses with no credential given. Everything else stays TLS-only: an http vault, an
 http URL on the same host that is not the endpoint, a redirect, and an endpoint the
-environment names anywhere but loopback or link-local, which is refused before connecting
+environment names anywhere but loopback or IMDS's 169.254.169.254 (any other link-local
+address included), which is refused before connecting
 (the test process's tripwire records every connection attempt and name lookup)."""
 
 from __future__ import annotations

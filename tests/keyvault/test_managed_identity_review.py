@@ -1,6 +1,6 @@
-"""Security review of the managed-identity allowance (issue 13): each ``test_flaw_*`` proves a
-flaw and fails until it is fixed. The test process's tripwire refuses every connection
-beyond loopback, so nothing here leaves the host."""
+"""Security review of the managed-identity allowance (issue 13): the attacks that found a flaw,
+kept as the proof of its fix. The test process's tripwire refuses every connection beyond
+loopback, so nothing here leaves the host."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from envelope import InsecureTransportError
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
+from envelope.transport._identity import is_host_local
 
 from ..conftest import FAST, NetworkLog
 
@@ -54,7 +55,7 @@ def no_identity(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     ],
     ids=["another IPv4 link-local host", "an IPv6 link-local host"],
 )
-def test_flaw_any_link_local_host_may_receive_the_plain_http_token_request(
+def test_a_link_local_host_other_than_imds_is_refused_before_connecting(
     vault: LocalKeyVault,
     no_identity: pytest.MonkeyPatch,
     network_log: NetworkLog,
@@ -62,11 +63,11 @@ def test_flaw_any_link_local_host_may_receive_the_plain_http_token_request(
     host: str,
 ) -> None:
     """The issue allows plain http to loopback or to link-local IMDS (169.254.169.254). The
-    transport allows every link-local address (169.254.0.0/16, fe80::/10): other hosts on
+    transport allowed every link-local address (169.254.0.0/16, fe80::/10): other hosts on
     the same link (a neighbour, a container runtime's metadata service), reached without
     TLS, with the request's secret header (IDENTITY_HEADER / MSI_SECRET) and the token in
-    clear. An ``IDENTITY_ENDPOINT`` naming one is sent to; it should be refused before
-    connecting, as a routable address is. (Here the tripwire stops the connection.)"""
+    clear. An ``IDENTITY_ENDPOINT`` naming one is refused before connecting, as a routable
+    address is (the tripwire would have stopped the connection, and records the attempt)."""
     no_identity.setenv("IDENTITY_ENDPOINT", url)
     no_identity.setenv("IDENTITY_HEADER", SECRET)
     mark = network_log.mark()
@@ -75,4 +76,32 @@ def test_flaw_any_link_local_host_may_receive_the_plain_http_token_request(
     with key, pytest.raises(InsecureTransportError) as caught:
         key.wrap_key(bytes(32))
     assert caught.value.reason == "plaintext"
+    assert "IDENTITY_ENDPOINT" in str(caught.value)
     assert ("connect", host) not in network_log.since(mark)
+    assert ("getaddrinfo", host) not in network_log.since(mark)
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("127.3.2.1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("169.254.169.254", True),
+        ("169.254.169.253", False),
+        ("169.254.169.255", False),
+        ("169.254.0.1", False),
+        ("[fe80::1]", False),
+        ("[fe80::a9fe:a9fe]", False),
+        ("[::ffff:169.254.169.254]", False),
+        ("[::ffff:127.0.0.1]", False),
+        ("169.254.169.254.nip.io", False),
+        ("2852039166", False),  # 169.254.169.254 as one number
+        ("0xa9.0xfe.0xa9.0xfe", False),
+        ("10.0.0.4", False),
+    ],
+)
+def test_plain_http_may_reach_loopback_and_exactly_imds(host: str, allowed: bool) -> None:
+    assert is_host_local(host) is allowed
