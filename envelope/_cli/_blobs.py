@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import re
 import threading
 from typing import Any
 
 from .. import Envelope, UnwrapCache
 from ._config import Built
-from ._errors import ExitCode, describe, exit_code
+from ._errors import CliError, ExitCode, describe, exit_code
 from ._progress import Reporter
 
 __all__ = ["DEFAULT_JOBS", "rewrap_blobs", "storage_credential"]
@@ -26,33 +25,26 @@ __all__ = ["DEFAULT_JOBS", "rewrap_blobs", "storage_credential"]
 #: Blobs rewrapped at once when ``-j`` is not given: each is a few small requests, so the
 #: run waits on the network, not on the CPU.
 DEFAULT_JOBS = 8
-#: The account name of a service URL: its first DNS label, or (Azurite, and other emulators
-#: with path-style URLs) the first path segment after an IP address or localhost.
-_IP_HOST = re.compile(r"\A(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9a-fA-F:]+\])\Z")
 
 
-def storage_credential(container_url: str, fallback: Any) -> Any:
+def storage_credential(container_url: str, fallback: Any, account_name: str | None = None) -> Any:
     """The credential for the storage account: a SAS in the URL needs none; else the account
-    key in ``AZURE_STORAGE_KEY``; else ``fallback`` (the Key Vault credential, or None for
-    the library's default one)."""
-    from urllib.parse import urlsplit  # noqa: PLC0415
-
+    key in ``AZURE_STORAGE_KEY``, for ``account_name`` or the account the URL names; else
+    ``fallback`` (the Key Vault credential, or None for the library's default one)."""
+    from ..blob._names import url_account  # noqa: PLC0415
     from ..blob._secure import has_sas  # noqa: PLC0415
 
-    parts = urlsplit(container_url)
     if has_sas(container_url):
         return None
     key = os.environ.get("AZURE_STORAGE_KEY")
     if key:
-        host = parts.hostname or ""
-        if _IP_HOST.match(host):
-            account = parts.path.lstrip("/").split("/", 1)[0]
-        else:
-            account = host.split(".", 1)[0]
-        return {
-            "account_name": os.environ.get("AZURE_STORAGE_ACCOUNT", account),
-            "account_key": key,
-        }
+        account = account_name or url_account(container_url)[0]
+        if account is None:
+            raise CliError(
+                f"cannot tell the storage account of {container_url} from its host: pass "
+                "--account-name (or set AZURE_STORAGE_ACCOUNT)"
+            )
+        return {"account_name": account, "account_key": key}
     return fallback
 
 
@@ -63,10 +55,12 @@ def rewrap_blobs(
     target_ids: tuple[tuple[str, ...], ...],
     reporter: Reporter,
     jobs: int,
+    account_name: str | None = None,
 ) -> ExitCode:
     """Rewrap the blobs of ``container`` (a ``ContainerClient``) whose names start with
     ``prefix``, reporting a line per blob; returns 0, or the exit code of the first blob (in
-    name order) that failed."""
+    name order) that failed. ``account_name`` is the account the blob binding names, for a
+    URL whose host does not name it."""
     from ..blob import EncryptedBlobClient  # noqa: PLC0415 - the Storage SDK loads on use
 
     source = built.envelope
@@ -76,6 +70,11 @@ def rewrap_blobs(
         frame_size=source.frame_size,
         unwrap_cache=UnwrapCache(),
     )
+    try:
+        # The binding's account is checked once, before anything is listed (no request).
+        EncryptedBlobClient(container.get_blob_client("-"), envelope, account_name=account_name)
+    except ValueError as exc:
+        raise CliError(f"{exc} (here: --account-name, or AZURE_STORAGE_ACCOUNT)") from None
     listed = sorted(container.list_blobs(name_starts_with=prefix or None), key=lambda b: b.name)
     blobs = [(b.name, int(b.size or 0)) for b in listed]
     outcomes: list[tuple[ExitCode, str] | None] = [None] * len(blobs)
@@ -84,7 +83,8 @@ def rewrap_blobs(
 
     def one(index: int) -> None:
         name, size = blobs[index]
-        encrypted = EncryptedBlobClient(container.get_blob_client(name), envelope)
+        blob = container.get_blob_client(name)
+        encrypted = EncryptedBlobClient(blob, envelope, account_name=account_name)
         outcome = _attempt(encrypted, name, target_ids)
         code, message = outcome
         with lock:

@@ -384,11 +384,19 @@ def _target_ids(built: Built) -> tuple[tuple[str, ...], ...]:
 @cli.command("rewrap-blobs")
 @click.argument("container_url", metavar="CONTAINER_URL")
 @click.option("--prefix", default="", help="Only the blobs whose names start with PREFIX.")
+@click.option(
+    "--account-name",
+    envvar="AZURE_STORAGE_ACCOUNT",
+    metavar="NAME",
+    help="The storage account, when CONTAINER_URL's host does not name it (a custom "
+    "domain): the blobs' binding names it, and so does AZURE_STORAGE_KEY's credential.",
+)
 @_key_options
 @_common
 def rewrap_blobs_command(
     container_url: str,
     prefix: str,
+    account_name: str | None,
     keys: Sequence[str],
     config: str | None,
     ca_file: str | None,
@@ -414,7 +422,7 @@ def rewrap_blobs_command(
     try:
         assert built.remote is not None
         policy, fallback = built.remote()
-        credential = storage_credential(container_url, fallback)
+        credential = storage_credential(container_url, fallback, account_name)
         container = secure_container_client(container_url, credential, tls_policy=policy)
         built.closers.append(container.close)
         if credential is None and not has_sas(container_url):
@@ -422,7 +430,8 @@ def rewrap_blobs_command(
             built.closers.append(container.credential.close)
         target_ids = _target_ids(built)
         reporter = make_reporter(quiet)
-        return rewrap_blobs(container, prefix, built, target_ids, reporter, jobs or DEFAULT_JOBS)
+        jobs = jobs or DEFAULT_JOBS
+        return rewrap_blobs(container, prefix, built, target_ids, reporter, jobs, account_name)
     finally:
         built.close()
 

@@ -63,7 +63,11 @@ class EncryptedBlobClient(BlobClientBase):
     By default (``bind_to_blob=True``) the blob's account, container and name are bound
     into the message's encryption context (the reserved keys ``envelope.blob.account``,
     ``envelope.blob.container`` and ``envelope.blob.name``): a blob copied or renamed fails
-    to decrypt. Pass ``bind_to_blob=False`` for messages meant to move between blobs.
+    to decrypt. Pass ``bind_to_blob=False`` for messages meant to move between blobs. The
+    account is read from the blob's URL, the same for every spelling of Azure's host names
+    (any case, private link, DNS zone, secondary) and path-style URLs; for a host that does
+    not name it (a custom domain) pass ``account_name=``, or the client is refused
+    (``ValueError``) when it is made. The binding names the blob, not a version of it.
 
     An ``http://`` storage URL is refused (:class:`~envelope.InsecureTransportError`).
     Storage failures (a missing blob, a refused credential, a blob changed during a read)

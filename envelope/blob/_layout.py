@@ -35,6 +35,7 @@ from .._envelope import Envelope
 from .._errors import DecryptionError, FormatError, InsecureTransportError
 from .._files import atomic_output
 from .._format import PREFIX_BYTES, TAG_BYTES, header_length_from_prefix
+from ._names import BlobIdentity, blob_identity, check_account_name
 
 __all__ = [
     "ACCOUNT_KEY",
@@ -86,17 +87,20 @@ def check_https(url: str) -> None:
         )
 
 
-def blob_context(client: Any, context: Mapping[str, str] | None, bind: bool) -> dict[str, str]:
+def blob_context(
+    identity: BlobIdentity | None, context: Mapping[str, str] | None
+) -> dict[str, str]:
     """The context a message in this blob is written and read with: the caller's, and (when
-    ``bind``) the blob's account, container and name under :data:`RESERVED_KEYS`."""
+    the blob is bound, ``identity``) the blob's account, container and name under
+    :data:`RESERVED_KEYS`."""
     merged = dict(context or {})
     reserved = sorted(RESERVED_KEYS & set(merged))
     if reserved:
         raise ValueError(f"context keys {reserved} are reserved for the blob's identity")
-    if bind:
-        merged[ACCOUNT_KEY] = client.account_name
-        merged[CONTAINER_KEY] = client.container_name
-        merged[NAME_KEY] = client.blob_name
+    if identity is not None:
+        merged[ACCOUNT_KEY] = identity.account
+        merged[CONTAINER_KEY] = identity.container
+        merged[NAME_KEY] = identity.name
     return merged
 
 
@@ -185,15 +189,18 @@ class BlobClientBase:
         envelope: Envelope,
         *,
         bind_to_blob: bool = True,
+        account_name: str | None = None,
         block_size: int = DEFAULT_BLOCK_SIZE,
         max_concurrency: int = 4,
     ) -> None:
         check_https(blob_client.url)
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError("max_concurrency must be a positive integer")
+        if account_name is not None:
+            check_account_name(account_name)
         self._blob = blob_client
         self._envelope = envelope
-        self._bind = bind_to_blob
+        self._identity = blob_identity(blob_client, account_name) if bind_to_blob else None
         self._frames_per_block = frames_per_block(envelope.frame_size, block_size)
         self._block_plaintext = self._frames_per_block * envelope.frame_size
         # A download reads the body in ranges of a block's sealed frames.
@@ -208,7 +215,7 @@ class BlobClientBase:
     def context(self, context: Mapping[str, str] | None = None) -> dict[str, str]:
         """The whole encryption context of a message in this blob: ``context`` and, when
         bound, the blob's identity."""
-        return blob_context(self._blob, context, self._bind)
+        return blob_context(self._identity, context)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._blob.url!r}, {self._envelope!r})"

@@ -14,7 +14,7 @@ import pytest
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from envelope import DecryptionError, Envelope, EnvelopeError
-from envelope.blob import EncryptedBlobClient, _layout
+from envelope.blob import ACCOUNT_KEY, CONTAINER_KEY, NAME_KEY, EncryptedBlobClient, _layout
 
 from .conftest import blob_name
 
@@ -186,45 +186,115 @@ def test_flaw_a_range_past_a_truncated_end_is_a_value_error(container, envelope)
 # -- the blob binding -----------------------------------------------------------------------
 
 
-def test_flaw_an_endpoint_without_core_in_its_name_binds_no_account(envelope) -> None:
-    """Azure's DNS-zone endpoints (``ACCOUNT.zNN.blob.storage.azure.net``) and custom
-    domains give a ``BlobClient`` on a token credential (``secure_blob_client``'s default)
-    no ``account_name``: the binding puts ``None`` in the context and every upload and
-    download fails deep inside with a bare ``TypeError`` ("context keys and values must be
-    str"). No request is sent here."""
-    blob = BlobClient.from_blob_url("https://contoso.z12.blob.storage.azure.net/c/b")
-    refused: BaseException | None = None
-    try:
-        encrypted = EncryptedBlobClient(blob, envelope)
-    except (EnvelopeError, ValueError) as exc:
-        refused = exc  # a clear refusal up front is a fix too
-    if refused is not None:
-        assert "account" in str(refused)
-        return
-    context = encrypted.context()
-    assert all(isinstance(value, str) for value in context.values()), context
+@pytest.mark.parametrize(
+    ("url", "bound"),
+    [
+        ("https://contoso.z12.blob.storage.azure.net/c/b", ("contoso", "c", "b")),
+        ("https://contoso.z12.blob.storage.azure.net/c/dir/b", ("contoso", "c", "dir/b")),
+        ("https://[::1]:10000/devstoreaccount1/c/dir/b", ("devstoreaccount1", "c", "dir/b")),
+        ("https://localhost:10000/devstoreaccount1/c/b", ("devstoreaccount1", "c", "b")),
+    ],
+    ids=["dns zone", "dns zone, a name with a slash", "ipv6 path-style", "localhost path-style"],
+)
+def test_an_endpoint_without_core_in_its_name_binds_its_account(envelope, url, bound) -> None:
+    """Azure's DNS-zone endpoints (``ACCOUNT.zNN.blob.storage.azure.net``) and an IPv6
+    path-style URL gave a ``BlobClient`` on a token credential (``secure_blob_client``'s
+    default) no ``account_name``: the binding put ``None`` in the context and every upload
+    and download failed deep inside with a bare ``TypeError``. The account is now read from
+    the URL; and the container and name too, which ``from_blob_url`` splits at the last
+    ``/`` for such hosts (container ``dir``, name ``b``: another blob's name). No request is
+    sent here."""
+    blob = BlobClient.from_blob_url(url)
+    encrypted = EncryptedBlobClient(blob, envelope)
+    keys = (ACCOUNT_KEY, CONTAINER_KEY, NAME_KEY)
+    assert encrypted.context() == dict(zip(keys, bound, strict=True))
+    assert all(isinstance(value, str) for value in encrypted.context().values())
 
 
 @pytest.mark.parametrize(
-    ("one", "other"),
+    "url",
     [
-        (
-            "https://contoso.blob.core.windows.net/c/b",
-            "https://CONTOSO.blob.core.windows.net/c/b",
-        ),
-        (
-            "https://contoso.blob.core.windows.net/c/b",
-            "https://contoso.privatelink.blob.core.windows.net/c/b",
-        ),
+        "https://files.contoso.com/c/b",
+        "https://blob.example/c/b",
+        "https://[::1]:10000/not_an_account/c/b",
+        "https://contoso.blob.core.windows.net.evil.example/c/b",
     ],
-    ids=["host case", "private link name"],
 )
-def test_flaw_one_blob_is_bound_under_several_account_names(envelope, one, other) -> None:
-    """The bound account is the URL's first host label as written: the same blob of the same
-    account reached by a differently cased host name, or by its private-link name, gets
-    another context and does not decrypt ("envelope.blob.account differs"). Fails closed,
-    but a blob written by one service is unreadable by another configured with the other
-    spelling. No request is sent here."""
+def test_a_host_that_names_no_account_is_refused_unless_it_is_given(envelope, url) -> None:
+    """A custom domain (or a path-style URL whose first segment is no account name) does not
+    say which account it serves: the client is refused when it is made, saying to pass the
+    account; given, it is bound; a shared-key credential names it too. No request."""
+    with pytest.raises(ValueError, match="account_name=") as caught:
+        EncryptedBlobClient(BlobClient.from_blob_url(url), envelope)
+    assert "TypeError" not in type(caught.value).__name__
+    given = EncryptedBlobClient(BlobClient.from_blob_url(url), envelope, account_name="Contoso")
+    assert given.context()[ACCOUNT_KEY] == "contoso"
+    keyed = BlobClient.from_blob_url(
+        url, credential={"account_name": "contoso", "account_key": "a2V5"}
+    )
+    assert EncryptedBlobClient(keyed, envelope).context()[ACCOUNT_KEY] == "contoso"
+    # Unbound, the account is not needed.
+    assert (
+        EncryptedBlobClient(BlobClient.from_blob_url(url), envelope, bind_to_blob=False).context()
+        == {}
+    )
+
+
+@pytest.mark.parametrize("name", ["", "ab", "a" * 25, "con_toso", "con.toso", 7, "contoso "])
+def test_an_account_name_that_azure_would_not_allow_is_refused(envelope, name) -> None:
+    blob = BlobClient.from_blob_url("https://files.contoso.com/c/b")
+    with pytest.raises(ValueError, match="account_name must be"):
+        EncryptedBlobClient(blob, envelope, account_name=name)
+
+
+def test_an_account_name_that_contradicts_the_host_is_refused(envelope) -> None:
+    blob = BlobClient.from_blob_url("https://contoso.blob.core.windows.net/c/b")
+    with pytest.raises(ValueError, match="names the account 'contoso'"):
+        EncryptedBlobClient(blob, envelope, account_name="fabrikam")
+    same = EncryptedBlobClient(blob, envelope, account_name="CONTOSO")
+    assert same.context()[ACCOUNT_KEY] == "contoso"
+
+
+SPELLINGS = [
+    "https://CONTOSO.blob.core.windows.net/c/b",
+    "https://contoso.privatelink.blob.core.windows.net/c/b",
+    "https://contoso-secondary.blob.core.windows.net/c/b",
+    "https://contoso-ipv6.blob.core.windows.net/c/b",
+    "https://contoso-secondary-dualstack.blob.core.windows.net/c/b",
+    "https://contoso.blob.core.windows.net./c/b",
+    "https://contoso.blob.core.windows.net:443/c/b",
+    "https://contoso.z07.blob.storage.azure.net/c/b",
+    "https://Contoso.Z07.PrivateLink.Blob.Storage.Azure.Net/c/b",
+    "https://contoso.blob.core.windows.net/c/b?snapshot=2026-01-01T00:00:00.0000000Z",
+]
+
+
+@pytest.mark.parametrize("other", SPELLINGS)
+def test_every_spelling_of_one_blob_binds_the_same_account(envelope, other) -> None:
+    """The bound account was the URL's first host label as written: the same blob of the
+    same account reached by a differently cased host name, or by its private-link name, got
+    another context and did not decrypt ("envelope.blob.account differs"). Each spelling
+    now binds the account's own name. No request is sent here."""
+    one = "https://contoso.blob.core.windows.net/c/b"
     first = EncryptedBlobClient(BlobClient.from_blob_url(one), envelope)
     second = EncryptedBlobClient(BlobClient.from_blob_url(other), envelope)
     assert first.context() == second.context()
+    assert first.context()[ACCOUNT_KEY] == "contoso"
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "https://contoso2.blob.core.windows.net/c/b",
+        "https://contoso.blob.core.windows.net/c/B",
+        "https://contoso.blob.core.windows.net/c2/b",
+        "https://contoso.blob.core.windows.net/c/dir/b",
+        "https://contoso.blob.core.windows.net/c/b%2F",
+        "https://127.0.0.1:10000/contoso/c/dir/b",
+    ],
+)
+def test_other_blobs_bind_other_contexts(envelope, other) -> None:
+    one = "https://127.0.0.1:10000/contoso/c/b"
+    first = EncryptedBlobClient(BlobClient.from_blob_url(one), envelope)
+    second = EncryptedBlobClient(BlobClient.from_blob_url(other), envelope)
+    assert first.context() != second.context()
