@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-from collections.abc import Mapping
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,6 +19,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobClient
 
 from .._bodies import StoredBody
+from .._errors import DecryptionError
 from .._inspect import MessageInfo, header_info
 from . import _layout
 from ._layout import HEADER_READ, BlobClientBase, BlockUpload, FrameReader
@@ -97,20 +100,13 @@ class EncryptedBlobClient(BlobClientBase):
         if not overwrite and self._blob.exists():
             raise ResourceExistsError(f"{self._blob.url} exists; pass overwrite=True")
         upload = BlockUpload(header, writer)
-        with concurrent.futures.ThreadPoolExecutor(self._max_concurrency) as pool:
-            stage = self._blob.stage_block
-            pending = collections.deque([pool.submit(stage, upload.ids[0], header)])
-            try:
-                for piece, final in _with_first(first, last, pieces):
-                    block_id, content = upload.block(piece, final)
-                    pending.append(pool.submit(stage, block_id, content))
-                    while len(pending) > self._max_concurrency:
-                        pending.popleft().result()
-                while pending:
-                    pending.popleft().result()
-            finally:
-                for future in pending:
-                    future.cancel()
+        stage = self._blob.stage_block
+        # Each block is sealed here while the ones before it are staged.
+        body = (
+            functools.partial(stage, *upload.block(piece, final))
+            for piece, final in _with_first(first, last, pieces)
+        )
+        self._in_turn(itertools.chain([functools.partial(stage, upload.ids[0], header)], body))
         conditions = _layout.commit_conditions(overwrite)
         return _reply(self._blob.commit_block_list(upload.block_list(), **conditions))
 
@@ -125,10 +121,18 @@ class EncryptedBlobClient(BlobClientBase):
     ) -> bytearray:
         """The plaintext, or its bytes ``[offset, offset + length)``, once every frame that
         holds them verified; nothing otherwise."""
+        _layout.check_range(offset, length)
         opened = self.open(context)
-        frames, skip, size = _layout.plan_range(opened.body, offset, length)
-        with _layout.buffer_output(size, skip) as (out, sink):
-            self._fetch(opened, frames, sink)
+        final = None
+        if _layout.reaches_end(opened.body, offset, length):
+            final = self._final_frame(opened)
+        try:
+            frames, skip, size = _layout.plan_range(opened.body, offset, length)
+            with _layout.buffer_output(size, skip) as (out, sink):
+                self._fetch(opened, frames, sink, final)
+        finally:
+            if final is not None:
+                final.wipe()
         return out
 
     def download_to(self, writable: Any, *, context: Mapping[str, str] | None = None) -> int:
@@ -137,8 +141,13 @@ class EncryptedBlobClient(BlobClientBase):
         written, and on failure a seekable stream is cut back to where it started). Returns
         the plaintext's length."""
         opened = self.open(context)
-        with _layout.output_sink(writable) as sink:
-            self._fetch(opened, opened.body.frames(0, opened.body.plaintext_length), sink)
+        final = self._final_frame(opened)
+        frames = opened.body.frames(0, opened.body.plaintext_length)
+        try:
+            with _layout.output_sink(writable) as sink:
+                self._fetch(opened, frames, sink, final)
+        finally:
+            final.wipe()
         return opened.body.plaintext_length
 
     def inspect(self) -> MessageInfo:
@@ -173,38 +182,67 @@ class EncryptedBlobClient(BlobClientBase):
             prefix += rest.readall()
         return _layout.FirstRead(prefix, needed, size, properties)
 
-    def _fetch(self, opened: OpenedBlob, frames: range, sink: _layout.Sink) -> None:
-        """Fetch the body bytes of ``frames``, in ranges of about a block, up to
-        ``max_concurrency`` at once, and open them in order as they come."""
-        reader = FrameReader(opened.body, frames, sink, self._frames_per_block)
-        start, stop = opened.body.body_span(frames)
-        cached = opened.cached(start, stop)
-        ranges = [] if cached is not None else opened.ranges(start, stop, self._chunk)
+    def _final_frame(self, opened: OpenedBlob) -> _layout.FinalFrame:
+        """The final frame, fetched and opened (as final) before any other: it proves the
+        plaintext's length, or fails."""
+        final = _layout.FinalFrame(opened.body)
         try:
+            self._fetch(opened, final.frames, final.sink)
+            if not final.sink.full:
+                raise DecryptionError()
+        except BaseException:
+            final.wipe()
+            raise
+        return final
+
+    def _fetch(
+        self,
+        opened: OpenedBlob,
+        frames: range,
+        sink: _layout.Sink,
+        final: _layout.FinalFrame | None = None,
+    ) -> None:
+        """Fetch the body bytes of ``frames``, in ranges of about a block, up to
+        ``max_concurrency`` at once, and open them in order as they come; the final frame,
+        if ``final`` holds it already, is emitted from there."""
+        fetched = frames if final is None else final.before(frames)
+        reader = FrameReader(opened.body, fetched, sink, self._frames_per_block)
+        start, stop = opened.body.body_span(fetched)
+        cached = opened.cached(start, stop)
+        try:
+            ranges = [] if cached is not None else opened.ranges(start, stop, self._chunk)
             if cached is not None:
                 reader.feed(cached)
-            if len(ranges) == 1:
+            elif len(ranges) == 1:  # no pool for one request
                 reader.feed(self._read_range(opened.etag, *ranges[0]))
-            elif ranges:
-                with concurrent.futures.ThreadPoolExecutor(self._max_concurrency) as pool:
-                    pending: collections.deque[concurrent.futures.Future[bytes]]
-                    pending = collections.deque()
-                    try:
-                        for offset, length in ranges:
-                            pending.append(
-                                pool.submit(self._read_range, opened.etag, offset, length)
-                            )
-                            if len(pending) >= self._max_concurrency:
-                                reader.feed(pending.popleft().result())
-                        while pending:
-                            reader.feed(pending.popleft().result())
-                    finally:
-                        for future in pending:
-                            future.cancel()
+            else:
+                reads = (functools.partial(self._read_range, opened.etag, *r) for r in ranges)
+                self._in_turn(reads, reader.feed)
             reader.finish()
+            if final is not None:
+                final.emit_into(frames, sink)
         except BaseException:
             reader.wipe()
             raise
+
+    def _in_turn(
+        self, calls: Iterable[Callable[[], Any]], consume: Callable[[Any], None] | None = None
+    ) -> None:
+        """Run ``calls`` on a pool, at most ``max_concurrency`` at once, and hand their
+        results to ``consume`` in order. On a failure, the calls not started are dropped
+        and the running ones end before it is raised."""
+        pending: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
+        with concurrent.futures.ThreadPoolExecutor(self._max_concurrency) as pool:
+            try:
+                for call in calls:
+                    pending.append(pool.submit(call))
+                    if len(pending) >= self._max_concurrency:
+                        _layout.deliver(pending.popleft().result(), consume)
+                while pending:
+                    _layout.deliver(pending.popleft().result(), consume)
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def _read_range(self, etag: str, offset: int, length: int) -> bytes:
         downloader = self._blob.download_blob(
@@ -217,24 +255,49 @@ class EncryptedBlobClient(BlobClientBase):
     def rewrap(self) -> dict[str, Any]:
         """Re-wrap the message's data keys under the envelope's current KEKs.
 
-        A blob written in blocks gets a new header block and a block list of that block and
-        its committed body blocks, committed only if the blob is still the one whose header
-        was read (its ETag); a blob written in one piece is rewritten whole under the same
-        condition. Content settings and metadata are kept."""
+        A blob whose header is a block of its own gets a new header block and a block list
+        of that block and its committed body blocks, committed only if the blob is still the
+        one whose header was read (its ETag). Any other blob is rewritten under the same
+        condition: whole when its body fits in one block, else in this library's layout
+        (after which a rewrap is header-only), its body copied a block at a time, up to
+        ``max_concurrency`` at once, so memory stays bounded whatever the blob's size.
+        Content settings and metadata are kept."""
         first = self._read_header()
-        header, properties = first.header, first.properties
-        pinned = _layout.pinned(properties)
-        kept = _layout.kept_properties(properties)
-        committed, _ = self._blob.get_block_list("committed")
-        body_ids = _layout.body_blocks(committed, len(header))
-        if body_ids is None:
-            message = self._envelope.rewrap(self._blob.download_blob(**pinned).readall())
-            return _reply(self._blob.upload_blob(bytes(message), overwrite=True, **pinned, **kept))
-        new_header, _ = self._envelope._rewrap_header(memoryview(header))
-        new_id = _layout.header_block_id([block.id for block in committed])
-        self._blob.stage_block(new_id, new_header)
-        blocks = _layout.rewrapped_block_list(new_id, body_ids)
-        return _reply(self._blob.commit_block_list(blocks, **pinned, **kept))
+        pinned = _layout.pinned(first.properties)
+        kept = _layout.kept_properties(first.properties)
+        new_header, _ = self._envelope._rewrap_header(memoryview(first.header))
+        reuse = _layout.reuse_plan(self._committed_blocks(), first.header_length)
+        if reuse is not None:
+            header_id, body_ids = reuse
+            self._blob.stage_block(header_id, new_header)
+            blocks = _layout.rewrapped_block_list(header_id, body_ids)
+            return _reply(self._blob.commit_block_list(blocks, **pinned, **kept))
+        body_length = first.size - first.header_length
+        if body_length <= self._chunk:
+            body = _layout.body_if_read(first)
+            if body is None:
+                body = self._read_range(first.properties.etag, first.header_length, body_length)
+            whole = new_header + body
+            return _reply(self._blob.upload_blob(whole, overwrite=True, **pinned, **kept))
+        rewrite = _layout.rewrite_plan(first.header_length, first.size, self._chunk)
+        etag, stage = first.properties.etag, self._blob.stage_block
+
+        def copy(block_id: str, offset: int, length: int) -> None:
+            stage(block_id, self._read_range(etag, offset, length))
+
+        header = functools.partial(stage, rewrite.header_id, new_header)
+        body_copies = (functools.partial(copy, *block) for block in rewrite.body)
+        self._in_turn(itertools.chain([header], body_copies))
+        return _reply(self._blob.commit_block_list(rewrite.block_list(), **pinned, **kept))
+
+    def _committed_blocks(self) -> list[Any]:
+        """The committed block list; empty if the SDK cannot decode its ids (the storage's
+        writer chose them): the blob is then rewritten, not reused."""
+        try:
+            committed, _ = self._blob.get_block_list("committed")
+        except ValueError:  # base64 or UTF-8 that does not decode
+            return []
+        return list(committed)
 
 
 def _reply(reply: Any) -> dict[str, Any]:

@@ -17,11 +17,14 @@ list that names it and then the committed body blocks as they are.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
+import itertools
 import os
 import re
 import secrets
+import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -30,7 +33,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobBlock, BlockState, ContentSettings
 
 from .._bodies import BodyWriter, StoredBody
-from .._buffers import contiguous
+from .._buffers import contiguous, fresh_output, wipe
 from .._envelope import Envelope
 from .._errors import DecryptionError, FormatError, InsecureTransportError
 from .._files import atomic_output
@@ -75,6 +78,10 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # Block ids of one blob must all have the same length: a kind, a 10-digit index and a
 # token of the upload, "h-0000000000-<16 hex>" (29 characters).
 _TOKEN_BYTES = 8
+#: The symbols of a header block id made to fit another writer's ids, and how many random
+#: ones are tried before the ordered search.
+_ID_SYMBOLS = string.ascii_letters + string.digits + "-_"
+_RANDOM_ID_TRIES = 8
 
 
 def check_https(url: str) -> None:
@@ -119,17 +126,52 @@ def block_id(kind: str, index: int, token: str) -> str:
     return f"{kind}-{index:010d}-{token}"
 
 
-def header_block_id(existing: list[str]) -> str:
-    """A new header block id for a rewrap: as long as the blob's other ids (Azure requires
-    one length per blob) and equal to none of them."""
-    length = len(existing[0]) if existing else len(block_id("h", 0, new_token()))
+def header_block_id(existing: Sequence[str]) -> str | None:
+    """A new header block id for a rewrap that keeps the blocks ``existing``: as many bytes
+    long as theirs (Azure wants one length for the block ids of a blob) and equal to none of
+    them; None if the blob's ids leave none free.
+
+    The ids are the storage writer's choice, so the search is bounded: this library's own
+    form, then a few random ids (from 64 symbols: any length of 4 or more has 16 million,
+    more than the 50,000 blocks a blob may have), then the first free id in a fixed order
+    among as many candidates as there are ids, plus one (one of them is free whenever the
+    id space is that large)."""
+    lengths = {len(existing_id.encode("utf-8")) for existing_id in existing}
+    if len(lengths) > 1:
+        return None
+    ours = block_id("h", 0, new_token())
+    length = lengths.pop() if lengths else len(ours)
     taken = set(existing)
-    while True:
-        candidate = block_id("h", 0, new_token())
-        if len(candidate) != length:
-            candidate = secrets.token_hex(length)[:length]
+    if len(ours) == length and ours not in taken:
+        return ours
+    for _ in range(_RANDOM_ID_TRIES):
+        candidate = "".join(secrets.choice(_ID_SYMBOLS) for _ in range(length))
         if candidate not in taken:
             return candidate
+    ordered = itertools.product(_ID_SYMBOLS, repeat=length)
+    for symbols in itertools.islice(ordered, len(taken) + 1):
+        candidate = "".join(symbols)
+        if candidate not in taken:
+            return candidate
+    return None
+
+
+def sent_as_listed(block_id: str) -> bool:
+    """Whether the Storage SDK names ``block_id`` (an id of its ``get_block_list``) to the
+    service as the service listed it. It lists ids base64-encoded and decodes them as UTF-8;
+    an id that is not UTF-8 it hands over as the base64 text itself, which ``BlobBlock``
+    would then encode again: a block that does not exist. Such ids look like base64 of
+    bytes that are not UTF-8 (an id that merely looks like that is refused too: the blob is
+    then rewritten in this library's layout)."""
+    try:
+        raw = base64.b64decode(block_id, validate=True)
+    except ValueError:
+        return True
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def total_size(content_range: str | None, received: int) -> int:
@@ -317,6 +359,10 @@ class BufferSink:
         self._skip = skip
         self._position = 0
 
+    @property
+    def full(self) -> bool:
+        return self._position == len(self._out)
+
     def __call__(self, plaintext: memoryview, /) -> None:
         if self._skip:
             dropped = min(self._skip, len(plaintext))
@@ -329,14 +375,44 @@ class BufferSink:
 
 @contextlib.contextmanager
 def buffer_output(size: int, skip: int) -> Iterator[tuple[bytearray, Sink]]:
-    """A buffer for ``size`` bytes of plaintext and the sink that fills it; zeroed if the
-    block fails, so no plaintext of a failed download remains."""
-    out = bytearray(size)
+    """A buffer for ``size`` bytes of plaintext and the sink that fills it, every byte of
+    it (a large one is not zeroed first); wiped if the block fails or leaves a byte
+    unwritten, so no plaintext of a failed download, nor stale memory, remains.
+
+    ``size`` is a length the caller asked for or one the final frame proved, never one the
+    storage merely claims."""
+    out = fresh_output(size)
+    sink = BufferSink(out, skip)
     try:
-        yield out, BufferSink(out, skip)
+        yield out, sink
+        if not sink.full:
+            raise DecryptionError()
     except BaseException:
-        out[:] = bytes(size)
+        wipe(out)
         raise
+
+
+class FinalFrame:
+    """The final frame's plaintext, opened first: its flag and index prove the plaintext's
+    length before anything is allocated from it, or a cut or extended blob fails before any
+    other frame is fetched. Emitted after the other frames, then wiped."""
+
+    def __init__(self, body: StoredBody) -> None:
+        self.frames = range(body.frame_count - 1, body.frame_count)
+        start, stop = body.plaintext_span(self.frames)
+        self.plaintext = bytearray(stop - start)
+        self.sink = BufferSink(self.plaintext, 0)
+
+    def before(self, frames: range) -> range:
+        """``frames`` without the final one (which is emitted from here)."""
+        return range(frames.start, min(frames.stop, self.frames.start))
+
+    def emit_into(self, frames: range, sink: Sink) -> None:
+        if frames.stop == self.frames.stop:
+            sink(memoryview(self.plaintext))
+
+    def wipe(self) -> None:
+        wipe(self.plaintext)
 
 
 @contextlib.contextmanager
@@ -356,16 +432,29 @@ def output_sink(writable: Any) -> Iterator[Sink]:
         raise
 
 
+def check_range(offset: Any, length: Any) -> None:
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError("offset must be a non-negative integer")
+    if length is not None and (not isinstance(length, int) or length < 0):
+        raise ValueError("length must be a non-negative integer or None")
+
+
+def reaches_end(body: StoredBody, offset: int, length: int | None) -> bool:
+    """Whether bytes ``[offset, offset + length)`` reach the end the storage claims (or lie
+    beyond it): then the final frame must prove that end first."""
+    return length is None or offset + length >= body.plaintext_length
+
+
 def plan_range(body: StoredBody, offset: int, length: int | None) -> tuple[range, int, int]:
     """For plaintext bytes ``[offset, offset + length)`` (``length`` None: to the end):
     the frames to fetch and open, how many of their first plaintext bytes to skip, and how
-    many bytes the caller gets."""
-    if not isinstance(offset, int) or offset < 0 or offset > body.plaintext_length:
+    many bytes the caller gets. An offset past the end is the caller's mistake only once
+    the final frame proved that end (see :func:`reaches_end`)."""
+    check_range(offset, length)
+    if offset > body.plaintext_length:
         raise ValueError(f"offset must be 0 to {body.plaintext_length} (the plaintext's length)")
     if length is None:
         length = body.plaintext_length - offset
-    if not isinstance(length, int) or length < 0:
-        raise ValueError("length must be a non-negative integer or None")
     length = min(length, body.plaintext_length - offset)
     frames = body.frames(offset, length)
     return frames, offset - body.plaintext_span(frames)[0], length
@@ -386,12 +475,54 @@ def check_block_count(index: int) -> None:
         )
 
 
-def body_blocks(committed: Sequence[Any], header_length: int) -> list[str] | None:
-    """The ids of the body blocks when the committed block list has the header in a block
-    of its own (a header-only rewrap can keep them); None otherwise."""
+def reuse_plan(committed: Sequence[Any], header_length: int) -> tuple[str, list[str]] | None:
+    """For a header-only rewrap: the new header block's id and the ids of the committed body
+    blocks it keeps. None when the committed list does not have the header in a block of
+    its own, or has ids the SDK cannot name back or that leave no new id free: the blob is
+    then rewritten (:func:`rewrite_plan`)."""
     if len(committed) < 2 or committed[0].size != header_length:
         return None
-    return [block.id for block in committed[1:]]
+    ids = [block.id for block in committed]
+    if not all(isinstance(block_id, str) and sent_as_listed(block_id) for block_id in ids):
+        return None
+    new_id = header_block_id(ids)
+    return None if new_id is None else (new_id, ids[1:])
+
+
+def body_if_read(first: FirstRead) -> bytes | None:
+    """The body, if the first read brought the whole blob."""
+    return first.prefix[first.header_length :] if len(first.prefix) == first.size else None
+
+
+def deliver(result: Any, consume: Callable[[Any], None] | None) -> None:
+    if consume is not None:
+        consume(result)
+
+
+class Rewrite(NamedTuple):
+    """A blob rewritten in this library's layout by a rewrap that cannot keep its blocks:
+    the ids of the new header block and of the body blocks, and the blob range each body
+    block copies (the body is the same bytes; only the header changes)."""
+
+    header_id: str
+    body: list[tuple[str, int, int]]
+
+    def block_list(self) -> list[BlobBlock]:
+        return [BlobBlock(self.header_id)] + [BlobBlock(block_id) for block_id, _, _ in self.body]
+
+
+def rewrite_plan(header_length: int, size: int, chunk: int) -> Rewrite:
+    """The blocks that rewrite a blob of ``size`` bytes whose header is ``header_length``
+    long: body ranges of ``chunk`` bytes (a block's sealed frames), copied a few at a time,
+    so a rewrap never holds more than that many blocks, whatever the blob's size."""
+    token = new_token()
+    ranges = range(header_length, size, chunk)
+    check_block_count(len(ranges))
+    body = [
+        (block_id("b", index, token), start, min(chunk, size - start))
+        for index, start in enumerate(ranges, start=1)
+    ]
+    return Rewrite(block_id("h", 0, token), body)
 
 
 def rewrapped_block_list(header_id: str, body_ids: Sequence[str]) -> list[BlobBlock]:

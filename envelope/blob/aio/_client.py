@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import BlobClient
 
+from ..._errors import DecryptionError
 from ..._inspect import MessageInfo, header_info
 from .. import _layout
 from .._client import OpenedBlob
@@ -48,24 +50,15 @@ class EncryptedBlobClient(BlobClientBase):
             raise ResourceExistsError(f"{self._blob.url} exists; pass overwrite=True")
         upload = BlockUpload(header, writer)
         stage = self._blob.stage_block
-        pending = collections.deque([asyncio.ensure_future(stage(upload.ids[0], header))])
-        try:
-            piece: memoryview = first
-            final: bool = last
-            while True:
-                block_id, content = upload.block(piece, final)
-                pending.append(asyncio.ensure_future(stage(block_id, content)))
-                while len(pending) > self._max_concurrency:
-                    await pending.popleft()
-                if final:
-                    break
-                piece, final = await anext(pieces)
-            while pending:
-                await pending.popleft()
-        finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+
+        async def stages() -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+            # Each block is sealed here while the ones before it are staged.
+            yield functools.partial(stage, upload.ids[0], header)
+            yield functools.partial(stage, *upload.block(first, last))
+            async for piece, final in pieces:
+                yield functools.partial(stage, *upload.block(piece, final))
+
+        await self._in_turn(stages())
         conditions = _layout.commit_conditions(overwrite)
         return dict(await self._blob.commit_block_list(upload.block_list(), **conditions))
 
@@ -79,17 +72,30 @@ class EncryptedBlobClient(BlobClientBase):
         length: int | None = None,
     ) -> bytearray:
         """See :meth:`envelope.blob.EncryptedBlobClient.download`."""
+        _layout.check_range(offset, length)
         opened = await self.open(context)
-        frames, skip, size = _layout.plan_range(opened.body, offset, length)
-        with _layout.buffer_output(size, skip) as (out, sink):
-            await self._fetch(opened, frames, sink)
+        final = None
+        if _layout.reaches_end(opened.body, offset, length):
+            final = await self._final_frame(opened)
+        try:
+            frames, skip, size = _layout.plan_range(opened.body, offset, length)
+            with _layout.buffer_output(size, skip) as (out, sink):
+                await self._fetch(opened, frames, sink, final)
+        finally:
+            if final is not None:
+                final.wipe()
         return out
 
     async def download_to(self, writable: Any, *, context: Mapping[str, str] | None = None) -> int:
         """See :meth:`envelope.blob.EncryptedBlobClient.download_to`."""
         opened = await self.open(context)
-        with _layout.output_sink(writable) as sink:
-            await self._fetch(opened, opened.body.frames(0, opened.body.plaintext_length), sink)
+        final = await self._final_frame(opened)
+        frames = opened.body.frames(0, opened.body.plaintext_length)
+        try:
+            with _layout.output_sink(writable) as sink:
+                await self._fetch(opened, frames, sink, final)
+        finally:
+            final.wipe()
         return opened.body.plaintext_length
 
     async def inspect(self) -> MessageInfo:
@@ -121,28 +127,68 @@ class EncryptedBlobClient(BlobClientBase):
             prefix += await rest.readall()
         return _layout.FirstRead(prefix, needed, size, properties)
 
-    async def _fetch(self, opened: OpenedBlob, frames: range, sink: _layout.Sink) -> None:
+    async def _final_frame(self, opened: OpenedBlob) -> _layout.FinalFrame:
+        """See the sync client's ``_final_frame``."""
+        final = _layout.FinalFrame(opened.body)
+        try:
+            await self._fetch(opened, final.frames, final.sink)
+            if not final.sink.full:
+                raise DecryptionError()
+        except BaseException:
+            final.wipe()
+            raise
+        return final
+
+    async def _fetch(
+        self,
+        opened: OpenedBlob,
+        frames: range,
+        sink: _layout.Sink,
+        final: _layout.FinalFrame | None = None,
+    ) -> None:
         """See the sync client's ``_fetch``: ranges of about a block, up to
         ``max_concurrency`` at once, opened in order."""
-        reader = FrameReader(opened.body, frames, sink, self._frames_per_block)
-        start, stop = opened.body.body_span(frames)
+        fetched = frames if final is None else final.before(frames)
+        reader = FrameReader(opened.body, fetched, sink, self._frames_per_block)
+        start, stop = opened.body.body_span(fetched)
         cached = opened.cached(start, stop)
-        ranges = [] if cached is not None else opened.ranges(start, stop, self._chunk)
-        pending: collections.deque[asyncio.Future[bytes]] = collections.deque()
+
+        async def reads() -> AsyncIterator[Callable[[], Awaitable[bytes]]]:
+            for offset, length in opened.ranges(start, stop, self._chunk):
+                yield functools.partial(self._read_range, opened.etag, offset, length)
+
         try:
             if cached is not None:
                 reader.feed(cached)
-            for offset, length in ranges:
-                pending.append(asyncio.ensure_future(self._read_range(opened.etag, offset, length)))
-                if len(pending) >= self._max_concurrency:
-                    reader.feed(await pending.popleft())
-            while pending:
-                reader.feed(await pending.popleft())
+            else:
+                await self._in_turn(reads(), reader.feed)
             reader.finish()
+            if final is not None:
+                final.emit_into(frames, sink)
         except BaseException:
             reader.wipe()
-            for task in pending:
-                task.cancel()
+            raise
+
+    async def _in_turn(
+        self,
+        calls: AsyncIterator[Callable[[], Awaitable[Any]]],
+        consume: Callable[[Any], None] | None = None,
+    ) -> None:
+        """See the sync client's ``_in_turn``. On a failure the running requests end before
+        it is raised (a request cancelled in the middle of its reply would leave its
+        connection behind); they are cancelled only when this task is."""
+        pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        try:
+            async for call in calls:
+                pending.append(asyncio.ensure_future(call()))
+                if len(pending) >= self._max_concurrency:
+                    _layout.deliver(await pending.popleft(), consume)
+            while pending:
+                _layout.deliver(await pending.popleft(), consume)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                for task in pending:
+                    task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             raise
 
@@ -157,22 +203,43 @@ class EncryptedBlobClient(BlobClientBase):
     async def rewrap(self) -> dict[str, Any]:
         """See :meth:`envelope.blob.EncryptedBlobClient.rewrap`."""
         first = await self._read_header()
-        header, properties = first.header, first.properties
-        pinned = _layout.pinned(properties)
-        kept = _layout.kept_properties(properties)
-        committed, _ = await self._blob.get_block_list("committed")
-        body_ids = _layout.body_blocks(committed, len(header))
-        if body_ids is None:
-            whole = await (await self._blob.download_blob(**pinned)).readall()
-            rewrapped, old_length = await self._envelope._rewrap_header_async(memoryview(whole))
-            message = rewrapped + whole[old_length:]
-            reply = await self._blob.upload_blob(message, overwrite=True, **pinned, **kept)
-            return dict(reply)
-        new_header, _ = await self._envelope._rewrap_header_async(memoryview(header))
-        new_id = _layout.header_block_id([block.id for block in committed])
-        await self._blob.stage_block(new_id, new_header)
-        blocks = _layout.rewrapped_block_list(new_id, body_ids)
-        return dict(await self._blob.commit_block_list(blocks, **pinned, **kept))
+        pinned = _layout.pinned(first.properties)
+        kept = _layout.kept_properties(first.properties)
+        new_header, _ = await self._envelope._rewrap_header_async(memoryview(first.header))
+        reuse = _layout.reuse_plan(await self._committed_blocks(), first.header_length)
+        if reuse is not None:
+            header_id, body_ids = reuse
+            await self._blob.stage_block(header_id, new_header)
+            blocks = _layout.rewrapped_block_list(header_id, body_ids)
+            return dict(await self._blob.commit_block_list(blocks, **pinned, **kept))
+        etag, body_length = first.properties.etag, first.size - first.header_length
+        if body_length <= self._chunk:
+            body = _layout.body_if_read(first)
+            if body is None:
+                body = await self._read_range(etag, first.header_length, body_length)
+            whole = new_header + body
+            return dict(await self._blob.upload_blob(whole, overwrite=True, **pinned, **kept))
+        rewrite = _layout.rewrite_plan(first.header_length, first.size, self._chunk)
+        stage = self._blob.stage_block
+
+        async def copy(block_id: str, offset: int, length: int) -> None:
+            await stage(block_id, await self._read_range(etag, offset, length))
+
+        async def copies() -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+            yield functools.partial(stage, rewrite.header_id, new_header)
+            for block in rewrite.body:
+                yield functools.partial(copy, *block)
+
+        await self._in_turn(copies())
+        return dict(await self._blob.commit_block_list(rewrite.block_list(), **pinned, **kept))
+
+    async def _committed_blocks(self) -> list[Any]:
+        """See the sync client's ``_committed_blocks``."""
+        try:
+            committed, _ = await self._blob.get_block_list("committed")
+        except ValueError:  # base64 or UTF-8 that does not decode
+            return []
+        return list(committed)
 
 
 async def _pieces(data: Any, size: int) -> AsyncIterator[tuple[memoryview, bool]]:
