@@ -7,30 +7,18 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from azure.storage.blob import ContainerClient
 from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 
 from envelope import DecryptionError, Envelope, LocalKey
-from envelope.blob.aio import EncryptedBlobClient, secure_container_client
+from envelope.blob.aio import EncryptedBlobClient
 
-from .conftest import Azurite, blob_name
+from .conftest import blob_name
 from .test_blob import ATTACKS, BLOCK, F, _edges
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def aio_container(azurite: Azurite, container: ContainerClient) -> AsyncIterator[Any]:
-    client = secure_container_client(
-        container.url, azurite.credential, tls_policy=azurite.tls_policy
-    )
-    async with client:
-        yield client
 
 
 def encrypted(container: AsyncContainerClient, envelope: Envelope, **options: Any) -> Any:

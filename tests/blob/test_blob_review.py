@@ -31,9 +31,12 @@ SEALED = F + 2 * 16  # a sealed frame of the two-layer module envelope
 CHUNK = 4 * SEALED  # a body block's sealed frames: what a rewrite copies at a time
 
 
-def client(container: ContainerClient, envelope: Envelope, name: str | None = None, **options: Any):
+def client(
+    container: ContainerClient, envelope: Envelope, name: str | None = None, **options: Any
+) -> EncryptedBlobClient:
     options.setdefault("block_size", BLOCK)
-    return EncryptedBlobClient(container.get_blob_client(name or blob_name()), envelope, **options)
+    blob = container.get_blob_client(name or blob_name())
+    return EncryptedBlobClient(blob, envelope, **options)
 
 
 def _header_and_body(blob: BlobClient) -> tuple[bytes, bytes]:
@@ -412,7 +415,8 @@ def test_a_range_past_the_end_of_an_intact_blob_is_the_callers_mistake(container
             encrypted.download(offset=offset, length=1)
     assert encrypted.download(offset=len(data), length=5) == b""
     assert encrypted.download(offset=len(data) - 1, length=5) == data[-1:]
-    for offset, length in ((-1, 1), (0, -1), (1.5, 1), (0, "1")):
+    wrong: list[tuple[Any, Any]] = [(-1, 1), (0, -1), (1.5, 1), (0, "1")]
+    for offset, length in wrong:
         with pytest.raises(ValueError):
             encrypted.download(offset=offset, length=length)
 
