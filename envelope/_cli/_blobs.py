@@ -31,9 +31,17 @@ def storage_credential(container_url: str, fallback: Any, account_name: str | No
     """The credential for the storage account: a SAS in the URL needs none; else the account
     key in ``AZURE_STORAGE_KEY``, for ``account_name`` or the account the URL names; else
     ``fallback`` (the Key Vault credential, or None for the library's default one)."""
-    from ..blob._names import url_account  # noqa: PLC0415
+    from ..blob._names import check_account_name, url_account  # noqa: PLC0415
     from ..blob._secure import has_sas  # noqa: PLC0415
 
+    if account_name is not None:
+        try:
+            account_name = check_account_name(account_name)
+        except ValueError:
+            raise CliError(
+                f"--account-name {account_name!r} is not a storage account's name (3 to 24 "
+                "letters and digits)"
+            ) from None
     if has_sas(container_url):
         return None
     key = os.environ.get("AZURE_STORAGE_KEY")
@@ -75,7 +83,10 @@ def rewrap_blobs(
         EncryptedBlobClient(container.get_blob_client("-"), envelope, account_name=account_name)
     except ValueError as exc:
         raise CliError(f"{exc} (here: --account-name, or AZURE_STORAGE_ACCOUNT)") from None
-    listed = sorted(container.list_blobs(name_starts_with=prefix or None), key=lambda b: b.name)
+    try:
+        listed = sorted(container.list_blobs(name_starts_with=prefix or None), key=lambda b: b.name)
+    except Exception as exc:
+        raise _storage_error(exc) from exc
     blobs = [(b.name, int(b.size or 0)) for b in listed]
     outcomes: list[tuple[ExitCode, str] | None] = [None] * len(blobs)
     lock = threading.Lock()

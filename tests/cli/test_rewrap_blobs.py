@@ -155,6 +155,49 @@ def test_an_http_container_url_is_refused(keys: Keys) -> None:
     assert_one_line_error(result, 4, "only https")
 
 
+@pytest.mark.parametrize("key", [{"AZURE_STORAGE_KEY": ACCOUNT_KEY}, {}], ids=["key", "no key"])
+def test_a_host_that_names_no_account_needs_the_account_name(
+    keys: Keys, key: dict[str, str]
+) -> None:
+    """A custom domain does not say which account it serves: the blobs' binding (and an
+    account key's credential) need it, so the run stops before any request, in one line."""
+    result = run("rewrap-blobs", "https://files.contoso.invalid/c", *keys.args, env=key)
+    assert_one_line_error(result, 2, "--account-name")
+
+
+def test_an_account_name_that_contradicts_the_url_is_refused(
+    azurite: Azurite, container: ContainerClient, keys: Keys, rotation: tuple[Envelope, Path]
+) -> None:
+    old, new_key = rotation
+    data = upload(container, old, "acct/one.bin", 3 * BLOCK)
+    before = committed(container, "acct/one.bin")
+    new_keys = ["--key", f"local:{keys.inner}", "--key", f"local:{new_key},local:{keys.outer}"]
+    common = ["--ca-file", azurite.ca_file, *new_keys]
+    result = run(
+        "rewrap-blobs",
+        container.url,
+        "--account-name",
+        "fabrikam",
+        *common,
+        env=environment(azurite),
+    )
+    assert_one_line_error(result, 2, "names the account 'devstoreaccount1'")
+    assert committed(container, "acct/one.bin") == before
+    result = run("rewrap-blobs", container.url, "--account-name", "a.b", *common)
+    assert_one_line_error(result, 2, "--account-name 'a.b' is not a storage account's name")
+    # The same account in another case is the same account (and signs as Azure expects).
+    result = run(
+        "rewrap-blobs",
+        container.url,
+        *common,
+        env={**environment(azurite), "AZURE_STORAGE_ACCOUNT": "DevStoreAccount1"},
+    )
+    assert result.code == 0, result.stderr
+    assert result.lines == ["rewrapped acct/one.bin"]
+    new = Envelope([LocalKey.load(keys.inner), LocalKey.load(new_key)], frame_size=FRAME)
+    assert EncryptedBlobClient(container.get_blob_client("acct/one.bin"), new).download() == data
+
+
 def test_the_old_keys_no_longer_open_a_rewrapped_blob(
     azurite: Azurite, container: ContainerClient, keys: Keys, rotation: tuple[Envelope, Path]
 ) -> None:
