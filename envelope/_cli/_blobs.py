@@ -2,7 +2,9 @@
 each only (``EncryptedBlobClient.rewrap``), several blobs at once.
 
 Resumable: a blob whose header already names exactly the key ids a rewrap would write is
-skipped after one small read, so a run interrupted for any reason is simply run again.
+skipped after one small read, so a run interrupted for any reason is simply run again. Those
+ids are not authenticated (a storage writer may edit them); a blob skipped on an edited
+header is reported as skipped, and could not be opened with the keys it names anyway.
 Vault calls go through an :class:`~envelope.UnwrapCache` shared by the whole run (a data
 key seen twice, in a blob read again or in copies of a message, is unwrapped once), and at
 most ``jobs`` blobs are in flight, so at most that many calls reach a vault at a time.

@@ -406,7 +406,9 @@ def rewrap_blobs_command(
     """Rewrap every blob under CONTAINER_URL (https://ACCOUNT.blob.core.windows.net/
     CONTAINER) whose name starts with --prefix: the header block of each only, in place,
     several blobs at once (-j, default 8). Run it again after an interruption: the blobs
-    already done are skipped.
+    already done are skipped, judged by the key ids in each header, which nothing
+    authenticates until a blob is read: read the blobs back with the new keys before
+    retiring an old one.
 
     \b
     Storage credentials: a SAS in the URL; else the account key in AZURE_STORAGE_KEY;

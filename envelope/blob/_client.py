@@ -61,7 +61,8 @@ class EncryptedBlobClient(BlobClientBase):
       read fetches only the frames that hold the range and verifies them, the final frame
       (and its flag) included whenever the range reaches the end.
     * :meth:`rewrap` rewrites the header only: a new header block and a block list that
-      reuses the committed body blocks, so the body is never downloaded or uploaded again.
+      reuses the committed body blocks, so the body is never downloaded or uploaded again
+      (a blob in another layout is rewritten in this one, a block at a time).
 
     By default (``bind_to_blob=True``) the blob's account, container and name are bound
     into the message's encryption context (the reserved keys ``envelope.blob.account``,
@@ -120,7 +121,11 @@ class EncryptedBlobClient(BlobClientBase):
         length: int | None = None,
     ) -> bytearray:
         """The plaintext, or its bytes ``[offset, offset + length)``, once every frame that
-        holds them verified; nothing otherwise."""
+        holds them verified; nothing otherwise. A read that reaches the end (or starts past
+        it) opens the final frame first: the blob's length is the storage's claim until
+        that frame proves it, so nothing is allocated from it before. An offset past the
+        proven end is a ``ValueError``; past a claimed end the final frame does not prove,
+        a :class:`~envelope.DecryptionError`."""
         _layout.check_range(offset, length)
         opened = self.open(context)
         final = None
@@ -138,8 +143,9 @@ class EncryptedBlobClient(BlobClientBase):
     def download_to(self, writable: Any, *, context: Mapping[str, str] | None = None) -> int:
         """Decrypt the whole blob into ``writable``: a path (the file appears, mode 0600,
         only once every frame verified) or a binary stream (only verified frames are
-        written, and on failure a seekable stream is cut back to where it started). Returns
-        the plaintext's length."""
+        written, and on failure a seekable stream is cut back to where it started). The
+        final frame is opened first, so a blob cut short or extended fails before a byte is
+        written. Returns the plaintext's length."""
         opened = self.open(context)
         final = self._final_frame(opened)
         frames = opened.body.frames(0, opened.body.plaintext_length)

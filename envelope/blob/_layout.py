@@ -12,7 +12,13 @@ Layout of a blob written by :meth:`EncryptedBlobClient.upload`::
 
 A message whose plaintext fits in one block is written in one piece (Put Blob). Because
 the header has a block of its own, a rewrap stages a new header block and commits a block
-list that names it and then the committed body blocks as they are.
+list that names it and then the committed body blocks as they are. A blob in another layout
+(its header sharing a block, or block ids that cannot be named back or leave no new id
+free: the storage's writer chose them) is rewritten: whole if its body fits in a block,
+else into this layout, a block at a time.
+
+Everything the storage says is a claim: its block ids, and its length, which the final
+frame proves before anything is allocated from it.
 """
 
 from __future__ import annotations
