@@ -11,42 +11,17 @@ import concurrent.futures
 import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobClient
 
-from .._bodies import StoredBody
-from .._errors import DecryptionError
 from .._inspect import MessageInfo, header_info
 from . import _layout
-from ._layout import HEADER_READ, BlobClientBase, BlockUpload, FrameReader
+from ._layout import HEADER_READ, BlobClientBase, BlockUpload, OpenedBlob
 
-__all__ = ["EncryptedBlobClient"]
-
-
-@dataclass(frozen=True)
-class OpenedBlob:
-    """A blob's header read and its keys unwrapped: its body, ready to fetch and open."""
-
-    body: StoredBody
-    header_length: int
-    etag: str
-    #: The blob's first bytes as read with the header: a small blob's body is among them.
-    prefix: bytes = b""
-
-    def ranges(self, start: int, stop: int, chunk: int) -> list[tuple[int, int]]:
-        """Body bytes ``[start, stop)`` as ``(blob offset, length)`` reads of ``chunk``."""
-        return [
-            (self.header_length + at, min(chunk, stop - at)) for at in range(start, stop, chunk)
-        ]
-
-    def cached(self, start: int, stop: int) -> bytes | None:
-        """Body bytes ``[start, stop)`` if the first read brought them, else None."""
-        begin, end = self.header_length + start, self.header_length + stop
-        return self.prefix[begin:end] if end <= len(self.prefix) else None
+__all__ = ["EncryptedBlobClient", "OpenedBlob"]
 
 
 class EncryptedBlobClient(BlobClientBase):
@@ -128,16 +103,10 @@ class EncryptedBlobClient(BlobClientBase):
         a :class:`~envelope.DecryptionError`."""
         _layout.check_range(offset, length)
         opened = self.open(context)
-        final = None
-        if _layout.reaches_end(opened.body, offset, length):
-            final = self._final_frame(opened)
-        try:
-            frames, skip, size = _layout.plan_range(opened.body, offset, length)
-            with _layout.buffer_output(size, skip) as (out, sink):
-                self._fetch(opened, frames, sink, final)
-        finally:
-            if final is not None:
-                final.wipe()
+        end = _layout.reaches_end(opened.body, offset, length)
+        final = self._final_frame(opened) if end else None
+        with _layout.range_output(opened.body, offset, length, final) as (frames, out, sink):
+            self._fetch(self._fetching(opened, frames, sink, final))
         return out
 
     def download_to(self, writable: Any, *, context: Mapping[str, str] | None = None) -> int:
@@ -147,13 +116,9 @@ class EncryptedBlobClient(BlobClientBase):
         final frame is opened first, so a blob cut short or extended fails before a byte is
         written. Returns the plaintext's length."""
         opened = self.open(context)
-        final = self._final_frame(opened)
         frames = opened.body.frames(0, opened.body.plaintext_length)
-        try:
-            with _layout.output_sink(writable) as sink:
-                self._fetch(opened, frames, sink, final)
-        finally:
-            final.wipe()
+        with self._final_frame(opened) as final, _layout.output_sink(writable) as sink:
+            self._fetch(self._fetching(opened, frames, sink, final))
         return opened.body.plaintext_length
 
     def inspect(self) -> MessageInfo:
@@ -192,44 +157,20 @@ class EncryptedBlobClient(BlobClientBase):
         """The final frame, fetched and opened (as final) before any other: it proves the
         plaintext's length, or fails."""
         final = _layout.FinalFrame(opened.body)
-        try:
-            self._fetch(opened, final.frames, final.sink)
-            if not final.sink.full:
-                raise DecryptionError()
-        except BaseException:
-            final.wipe()
-            raise
+        with final.opening():
+            self._fetch(self._fetching(opened, final.frames, final.sink))
         return final
 
-    def _fetch(
-        self,
-        opened: OpenedBlob,
-        frames: range,
-        sink: _layout.Sink,
-        final: _layout.FinalFrame | None = None,
-    ) -> None:
-        """Fetch the body bytes of ``frames``, in ranges of about a block, up to
-        ``max_concurrency`` at once, and open them in order as they come; the final frame,
-        if ``final`` holds it already, is emitted from there."""
-        fetched = frames if final is None else final.before(frames)
-        reader = FrameReader(opened.body, fetched, sink, self._frames_per_block)
-        start, stop = opened.body.body_span(fetched)
-        cached = opened.cached(start, stop)
-        try:
-            ranges = [] if cached is not None else opened.ranges(start, stop, self._chunk)
-            if cached is not None:
-                reader.feed(cached)
-            elif len(ranges) == 1:  # no pool for one request
-                reader.feed(self._read_range(opened.etag, *ranges[0]))
-            else:
-                reads = (functools.partial(self._read_range, opened.etag, *r) for r in ranges)
-                self._in_turn(reads, reader.feed)
-            reader.finish()
-            if final is not None:
-                final.emit_into(frames, sink)
-        except BaseException:
-            reader.wipe()
-            raise
+    def _fetch(self, fetch: _layout.Fetch) -> None:
+        """Fetch the body bytes of ``fetch``'s frames, in ranges of about a block, up to
+        ``max_concurrency`` at once, and open them in order as they come."""
+        etag = fetch.opened.etag
+        with fetch.running():
+            if len(fetch.ranges) == 1:  # no pool for one request
+                fetch.reader.feed(self._read_range(etag, *fetch.ranges[0]))
+            elif fetch.ranges:
+                reads = (functools.partial(self._read_range, etag, *r) for r in fetch.ranges)
+                self._in_turn(reads, fetch.reader.feed)
 
     def _in_turn(
         self, calls: Iterable[Callable[[], Any]], consume: Callable[[Any], None] | None = None

@@ -32,6 +32,7 @@ import re
 import secrets
 import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from azure.core import MatchConditions
@@ -228,6 +229,66 @@ class FirstRead(NamedTuple):
         return self.prefix[: self.header_length]
 
 
+@dataclass(frozen=True)
+class OpenedBlob:
+    """A blob's header read and its keys unwrapped: its body, ready to fetch and open."""
+
+    body: StoredBody
+    header_length: int
+    etag: str
+    #: The blob's first bytes as read with the header: a small blob's body is among them.
+    prefix: bytes = b""
+
+    def ranges(self, start: int, stop: int, chunk: int) -> list[tuple[int, int]]:
+        """Body bytes ``[start, stop)`` as ``(blob offset, length)`` reads of ``chunk``."""
+        return [
+            (self.header_length + at, min(chunk, stop - at)) for at in range(start, stop, chunk)
+        ]
+
+    def cached(self, start: int, stop: int) -> bytes | None:
+        """Body bytes ``[start, stop)`` if the first read brought them, else None."""
+        begin, end = self.header_length + start, self.header_length + stop
+        return self.prefix[begin:end] if end <= len(self.prefix) else None
+
+
+class Fetch:
+    """One fetch of frames ``frames`` of an opened blob: the reader that opens them as their
+    bytes come, and the reads that bring them (none if the first read brought them). The
+    final frame, if ``final`` holds it already, is not fetched again but emitted last."""
+
+    def __init__(
+        self,
+        opened: OpenedBlob,
+        frames: range,
+        sink: Sink,
+        final: FinalFrame | None,
+        batch: int,
+        chunk: int,
+    ) -> None:
+        self.opened = opened
+        self._frames, self._sink, self._final = frames, sink, final
+        fetched = frames if final is None else final.before(frames)
+        self.reader = FrameReader(opened.body, fetched, sink, batch)
+        start, stop = opened.body.body_span(fetched)
+        self._cached = opened.cached(start, stop)
+        self.ranges = [] if self._cached is not None else opened.ranges(start, stop, chunk)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Around the reads: every byte must come and every frame open; the reader's
+        buffers are wiped on any failure."""
+        try:
+            if self._cached is not None:
+                self.reader.feed(self._cached)
+            yield
+            self.reader.finish()
+            if self._final is not None:
+                self._final.emit_into(self._frames, self._sink)
+        except BaseException:
+            self.reader.wipe()
+            raise
+
+
 class BlobClientBase:
     """What the sync and asyncio clients share: the configuration, and the context."""
 
@@ -259,6 +320,11 @@ class BlobClientBase:
     @property
     def envelope(self) -> Envelope:
         return self._envelope
+
+    def _fetching(
+        self, opened: OpenedBlob, frames: range, sink: Sink, final: FinalFrame | None = None
+    ) -> Fetch:
+        return Fetch(opened, frames, sink, final, self._frames_per_block, self._chunk)
 
     def context(self, context: Mapping[str, str] | None = None) -> dict[str, str]:
         """The whole encryption context of a message in this blob: ``context`` and, when
@@ -417,8 +483,37 @@ class FinalFrame:
         if frames.stop == self.frames.stop:
             sink(memoryview(self.plaintext))
 
+    @contextlib.contextmanager
+    def opening(self) -> Iterator[None]:
+        """Around the fetch of the final frame: its whole plaintext must come; wiped if not."""
+        try:
+            yield
+            if not self.sink.full:
+                raise DecryptionError()
+        except BaseException:
+            self.wipe()
+            raise
+
     def wipe(self) -> None:
         wipe(self.plaintext)
+
+    def __enter__(self) -> FinalFrame:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.wipe()
+
+
+@contextlib.contextmanager
+def range_output(
+    body: StoredBody, offset: int, length: int | None, final: FinalFrame | None
+) -> Iterator[tuple[range, bytearray, Sink]]:
+    """The frames of a ranged read, its output buffer and the sink that fills it (see
+    :func:`plan_range`, :func:`buffer_output`); ``final``, if opened, is wiped after."""
+    with final or contextlib.nullcontext():
+        frames, skip, size = plan_range(body, offset, length)
+        with buffer_output(size, skip) as (out, sink):
+            yield frames, out, sink
 
 
 @contextlib.contextmanager

@@ -39,6 +39,16 @@ def client(
     return EncryptedBlobClient(blob, envelope, **options)
 
 
+def _written(
+    container: ContainerClient, envelope: Envelope, size: int
+) -> tuple[EncryptedBlobClient, bytes, bytes, bytes]:
+    """A blob ``envelope`` wrote: its client, its plaintext, its header and its body."""
+    encrypted = client(container, envelope)
+    data = os.urandom(size)
+    encrypted.upload(data)
+    return encrypted, data, *_header_and_body(encrypted.blob_client)
+
+
 def _header_and_body(blob: BlobClient) -> tuple[bytes, bytes]:
     header_size = blob.get_block_list("committed")[0][0].size
     raw = blob.download_blob().readall()
@@ -125,11 +135,8 @@ def test_rewrap_of_one_character_block_ids_ends_and_keeps_the_body(container) ->
     Now the search is bounded and draws from 64 symbols: the rewrap is header-only, with a
     one-character header id, and the body blocks stay as they were."""
     keys = Rotation()
-    encrypted = client(container, keys.old)
-    data = os.urandom(4 * BLOCK + 100)
-    encrypted.upload(data)
+    encrypted, data, header, body = _written(container, keys.old, 4 * BLOCK + 100)
     blob = encrypted.blob_client
-    header, body = _header_and_body(blob)
     ids = [format(n, "x") for n in range(16)]
     _restage(blob, ids, [header, *_split(body, 15)])
     assert encrypted.download() == data  # the attacker broke nothing a reader sees
@@ -149,11 +156,8 @@ def test_rewrap_when_the_blobs_ids_leave_none_free_rewrites_it(container) -> Non
     layout (bounded, a block at a time) instead of searching, and the next rewrap is
     header-only again."""
     keys = Rotation()
-    encrypted = client(container, keys.old)
-    data = os.urandom(20 * BLOCK)
-    encrypted.upload(data)
+    encrypted, data, header, body = _written(container, keys.old, 20 * BLOCK)
     blob = encrypted.blob_client
-    header, body = _header_and_body(blob)
     ids = list(string.ascii_letters + string.digits + "-_")
     _restage(blob, ids, [header, *_split(body, len(ids) - 1)])
     assert len(blob.get_block_list("committed")[0]) == 64
@@ -196,11 +200,8 @@ def test_rewrap_of_block_ids_beyond_ascii(container, raw_ids: list[bytes]) -> No
     blob is rewritten in this library's layout; ids that are UTF-8 beyond ASCII keep the
     header-only rewrap, with a new id as many bytes long."""
     keys = Rotation()
-    encrypted = client(container, keys.old)
-    data = os.urandom(6 * BLOCK + 5)
-    encrypted.upload(data)
+    encrypted, data, header, body = _written(container, keys.old, 6 * BLOCK + 5)
     blob = encrypted.blob_client
-    header, body = _header_and_body(blob)
     _stage_raw(blob, raw_ids, [header, *_split(body, len(raw_ids) - 1)])
     assert encrypted.download() == data
 
@@ -253,11 +254,9 @@ def test_rewrap_of_a_large_blob_whose_blocks_were_regrouped_holds_a_few_blocks(
     ``max_concurrency`` blocks at once: memory stays a few blocks whatever the blob's size,
     and the next rewrap is header-only."""
     keys = Rotation()
-    encrypted = client(container, keys.old)
-    data = os.urandom(256 * BLOCK + 100)  # a header block and 257 body blocks
-    encrypted.upload(data)
+    # A header block and 257 body blocks.
+    encrypted, data, header, body = _written(container, keys.old, 256 * BLOCK + 100)
     blob = encrypted.blob_client
-    header, body = _header_and_body(blob)
     committed = blob.get_block_list("committed")[0]
     ids = [block.id for block in committed]
     first_body = committed[1].size
@@ -361,11 +360,8 @@ def test_a_download_to_a_stream_releases_nothing_of_a_blob_cut_short(container, 
             self.written += len(data)
             return len(data)
 
-    encrypted = client(container, envelope)
-    data = os.urandom(6 * BLOCK + 100)
-    encrypted.upload(data)
+    encrypted, _, header, body = _written(container, envelope, 6 * BLOCK + 100)
     blob = encrypted.blob_client
-    header, body = _header_and_body(blob)
     for cut in (header + body[: 5 * CHUNK], header + body + os.urandom(SEALED)):
         blob.upload_blob(cut, overwrite=True)
         sink = Unseekable()
@@ -395,11 +391,8 @@ def test_a_range_past_a_truncated_end_is_a_decryption_error(container, envelope)
     caller's mistake (``ValueError: offset must be 0 to N``), with no integrity failure.
     An offset past the claimed end now makes the final frame prove that end first: here it
     fails."""
-    encrypted = client(container, envelope)
-    data = os.urandom(4 * BLOCK + 100)
-    encrypted.upload(data)
+    encrypted, data, header, body = _written(container, envelope, 4 * BLOCK + 100)
     blob = encrypted.blob_client
-    header, body = _header_and_body(blob)
     blob.upload_blob(header + body[: 2 * SEALED + 100], overwrite=True)
     for offset, length in ((3 * F, 10), (3 * F, None), (len(data), 0), (10**12, 1)):
         with pytest.raises(DecryptionError):

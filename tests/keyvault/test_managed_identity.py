@@ -29,23 +29,6 @@ from envelope.transport._identity import IdentityTransport, identity_endpoints
 
 from ..conftest import FAST, NetworkLog
 
-IDENTITY_VARIABLES = (
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_USERNAME",
-    "AZURE_PASSWORD",
-)
 SECRET = "app-service-identity-header"
 APP_SERVICE_PATH = "/msi/token"
 IMDS_PATH = "/metadata/identity/oauth2/token"
@@ -110,14 +93,6 @@ class TokenEndpoint:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-@pytest.fixture
-def no_identity(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """An environment naming no credential at all."""
-    for name in IDENTITY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    return monkeypatch
 
 
 @pytest.fixture

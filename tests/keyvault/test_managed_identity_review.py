@@ -14,37 +14,12 @@ from envelope.testing import LocalKeyVault
 from envelope.transport._identity import is_host_local
 
 from ..conftest import FAST, NetworkLog
-
-IDENTITY_VARIABLES = (
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_USERNAME",
-    "AZURE_PASSWORD",
-)
-SECRET = "app-service-identity-header"
+from .test_managed_identity import SECRET
 
 
 @pytest.fixture(scope="module", autouse=True)
 def key_in_vault(vault: LocalKeyVault) -> None:
     vault.create_key("mi-review", "RSA")
-
-
-@pytest.fixture
-def no_identity(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in IDENTITY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    return monkeypatch
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import BlobClient
 
-from ..._errors import DecryptionError
 from ..._inspect import MessageInfo, header_info
 from .. import _layout
-from .._client import OpenedBlob
-from .._layout import HEADER_READ, BlobClientBase, BlockUpload, FrameReader
+from .._layout import HEADER_READ, BlobClientBase, BlockUpload, OpenedBlob
 
 __all__ = ["EncryptedBlobClient"]
 
@@ -74,28 +72,18 @@ class EncryptedBlobClient(BlobClientBase):
         """See :meth:`envelope.blob.EncryptedBlobClient.download`."""
         _layout.check_range(offset, length)
         opened = await self.open(context)
-        final = None
-        if _layout.reaches_end(opened.body, offset, length):
-            final = await self._final_frame(opened)
-        try:
-            frames, skip, size = _layout.plan_range(opened.body, offset, length)
-            with _layout.buffer_output(size, skip) as (out, sink):
-                await self._fetch(opened, frames, sink, final)
-        finally:
-            if final is not None:
-                final.wipe()
+        end = _layout.reaches_end(opened.body, offset, length)
+        final = await self._final_frame(opened) if end else None
+        with _layout.range_output(opened.body, offset, length, final) as (frames, out, sink):
+            await self._fetch(self._fetching(opened, frames, sink, final))
         return out
 
     async def download_to(self, writable: Any, *, context: Mapping[str, str] | None = None) -> int:
         """See :meth:`envelope.blob.EncryptedBlobClient.download_to`."""
         opened = await self.open(context)
-        final = await self._final_frame(opened)
         frames = opened.body.frames(0, opened.body.plaintext_length)
-        try:
-            with _layout.output_sink(writable) as sink:
-                await self._fetch(opened, frames, sink, final)
-        finally:
-            final.wipe()
+        with await self._final_frame(opened) as final, _layout.output_sink(writable) as sink:
+            await self._fetch(self._fetching(opened, frames, sink, final))
         return opened.body.plaintext_length
 
     async def inspect(self) -> MessageInfo:
@@ -130,44 +118,20 @@ class EncryptedBlobClient(BlobClientBase):
     async def _final_frame(self, opened: OpenedBlob) -> _layout.FinalFrame:
         """See the sync client's ``_final_frame``."""
         final = _layout.FinalFrame(opened.body)
-        try:
-            await self._fetch(opened, final.frames, final.sink)
-            if not final.sink.full:
-                raise DecryptionError()
-        except BaseException:
-            final.wipe()
-            raise
+        with final.opening():
+            await self._fetch(self._fetching(opened, final.frames, final.sink))
         return final
 
-    async def _fetch(
-        self,
-        opened: OpenedBlob,
-        frames: range,
-        sink: _layout.Sink,
-        final: _layout.FinalFrame | None = None,
-    ) -> None:
+    async def _fetch(self, fetch: _layout.Fetch) -> None:
         """See the sync client's ``_fetch``: ranges of about a block, up to
         ``max_concurrency`` at once, opened in order."""
-        fetched = frames if final is None else final.before(frames)
-        reader = FrameReader(opened.body, fetched, sink, self._frames_per_block)
-        start, stop = opened.body.body_span(fetched)
-        cached = opened.cached(start, stop)
 
         async def reads() -> AsyncIterator[Callable[[], Awaitable[bytes]]]:
-            for offset, length in opened.ranges(start, stop, self._chunk):
-                yield functools.partial(self._read_range, opened.etag, offset, length)
+            for offset, length in fetch.ranges:
+                yield functools.partial(self._read_range, fetch.opened.etag, offset, length)
 
-        try:
-            if cached is not None:
-                reader.feed(cached)
-            else:
-                await self._in_turn(reads(), reader.feed)
-            reader.finish()
-            if final is not None:
-                final.emit_into(frames, sink)
-        except BaseException:
-            reader.wipe()
-            raise
+        with fetch.running():
+            await self._in_turn(reads(), fetch.reader.feed)
 
     async def _in_turn(
         self,
