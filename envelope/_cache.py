@@ -117,6 +117,17 @@ class _BoundedCache(Generic[_V]):
         with self._lock:
             self._entries.clear()
 
+    def discard(self, condition: Callable[[Hashable, _V], bool]) -> int:
+        """Drop every entry whose key and value meet ``condition`` (e.g. the key sets of a
+        shredded scope); returns how many were dropped, also counted as evictions. A fill
+        in flight lands afterwards: a caller that must not see its value checks it."""
+        with self._lock:
+            doomed = [key for key, entry in self._entries.items() if condition(key, entry.value)]
+            for key in doomed:
+                del self._entries[key]
+            self._evictions += len(doomed)
+            return len(doomed)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

@@ -1,0 +1,196 @@
+"""Writing records: a scope's writer seals under its current key set in prefix epochs
+(``docs/RECORDS.md`` section 5.1), with nonces from the operating system's generator.
+
+- A writer draws a random 8-byte prefix when it starts, and again after
+  ``RECORDS_PER_PREFIX`` records: each epoch's subkeys are derived once and its AEAD objects
+  reused for every record of the epoch.
+- Nonces are 12 random bytes per record, taken from a pool filled by ``os.urandom`` so that a
+  record costs no system call of its own; no byte of the pool is used twice.
+- After ``fork()`` the child empties the pool and every writer starts a new epoch, so a child
+  never repeats its parent's prefix or random bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import threading
+from collections.abc import Sequence
+
+from .. import _limits
+from ._format import NONCE_BYTES, PREFIX_BYTES
+from ._keyset import KeySet, Sealer
+
+__all__ = ["Writer", "nonces"]
+
+#: Nonces drawn from the operating system at once.
+_POOL_NONCES = 256
+
+
+class _Fork:
+    """How many times this process's lineage has forked into it (0 in the first process)."""
+
+    generation = 0
+
+
+class _Block:
+    """Random bytes for ``_POOL_NONCES`` nonces; ``next(counter)`` hands out each slot once."""
+
+    __slots__ = ("counter", "random")
+
+    def __init__(self, random: bytes) -> None:
+        self.random = random
+        self.counter = itertools.count()
+
+
+class _NoncePool:
+    """12-byte nonces, each from ``os.urandom`` and used once, without a lock per nonce;
+    emptied in a forked child."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._block = _Block(b"")
+
+    def take(self) -> bytes:
+        block = self._block
+        slot = next(block.counter) * NONCE_BYTES
+        if slot < len(block.random):
+            return block.random[slot : slot + NONCE_BYTES]
+        with self._lock:
+            if self._block is block:
+                self._block = _Block(os.urandom(NONCE_BYTES * _POOL_NONCES))
+        return self.take()
+
+    def forget(self) -> None:
+        # Runs in the child right after fork(), where no other thread exists: no lock (the
+        # parent's lock may have been held by a thread that is not in the child).
+        self._lock = threading.Lock()
+        self._block = _Block(b"")
+
+
+_POOL = _NoncePool()
+
+
+def _after_fork_in_child() -> None:
+    _POOL.forget()
+    _Fork.generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def nonces(count: int) -> bytes:
+    """``count`` fresh nonces in one call to the operating system, for a batch."""
+    return os.urandom(NONCE_BYTES * count)
+
+
+class _Epoch:
+    """One prefix of one writer: its sealer, and a counter of the records sealed under it."""
+
+    __slots__ = ("counter", "fork", "sealer", "size")
+
+    def __init__(self, sealer: Sealer, size: int) -> None:
+        self.sealer = sealer
+        self.size = size
+        self.counter = itertools.count()  # next() on it is atomic: no lock per record
+        self.fork = _Fork.generation
+
+
+class Writer:
+    """Seals a scope's records under one key set, in epochs of at most
+    ``RECORDS_PER_PREFIX`` records each under a fresh random prefix. Thread-safe.
+
+    ``valid_until`` is when the writer must be looked up again (the cache's age, or the key
+    set's age under the rotation policy); ``max_records`` (None: no limit) is how many
+    records it writes under its key set before it asks for a new one (``exhausted``)."""
+
+    __slots__ = (
+        "_epoch",
+        "_lock",
+        "exhausted",
+        "key_set",
+        "load_mark",
+        "max_records",
+        "valid_until",
+        "written",
+    )
+
+    def __init__(
+        self,
+        key_set: KeySet,
+        *,
+        valid_until: float,
+        load_mark: int,
+        max_records: int | None,
+        written: int = 0,
+    ) -> None:
+        self.key_set = key_set
+        self.valid_until = valid_until
+        self.load_mark = load_mark
+        self.max_records = max_records
+        #: Records written under this key set by this process before this writer, and by it.
+        self.written = written
+        self.exhausted = False
+        self._lock = threading.Lock()
+        self._epoch = self._new_epoch()
+
+    def seal(self, plaintext: bytes | bytearray | memoryview, context: bytes) -> bytes:
+        """One record of ``plaintext`` whose associated data ends with ``context`` (the
+        encoded encryption context)."""
+        epoch = self._epoch
+        if next(epoch.counter) >= epoch.size or epoch.fork != _Fork.generation:
+            epoch = self._reserve(1)[0]
+        sealer = epoch.sealer
+        return sealer.seal(_POOL.take(), plaintext, sealer.aad_head + context)
+
+    def seal_many(
+        self, plaintexts: Sequence[bytes | bytearray | memoryview], context: bytes
+    ) -> list[bytes]:
+        """Records of every plaintext, in order, with one draw of random bytes per epoch."""
+        out: list[bytes] = []
+        while len(out) < len(plaintexts):
+            epoch, granted = self._reserve(len(plaintexts) - len(out))
+            seal = epoch.sealer.seal
+            aad = epoch.sealer.aad_head + context
+            pool = nonces(granted)
+            start = len(out)
+            out += [
+                seal(pool[i * NONCE_BYTES : (i + 1) * NONCE_BYTES], plaintexts[start + i], aad)
+                for i in range(granted)
+            ]
+        return out
+
+    def _reserve(self, wanted: int) -> tuple[_Epoch, int]:
+        """Up to ``wanted`` records of the current epoch, beginning a new one when it is
+        used up or the process forked; at least one is granted."""
+        with self._lock:
+            while True:
+                epoch = self._epoch
+                if epoch.fork == _Fork.generation:
+                    # Claim the counter's next values one by one: next() is the only way to
+                    # advance it that the lock-free path in seal() also respects.
+                    granted = 0
+                    while granted < wanted and next(epoch.counter) < epoch.size:
+                        granted += 1
+                    if granted:
+                        return epoch, granted
+                self._epoch = self._new_epoch()
+
+    def _new_epoch(self) -> _Epoch:
+        """A fresh prefix, sized so the writer stops at ``max_records``; called under the
+        lock (or from ``__init__``)."""
+        size = _limits.RECORDS_PER_PREFIX
+        if self.max_records is not None:
+            left = self.max_records - self.written
+            if left <= 0:
+                # Rotation is overdue: the scope's next lookup starts a new key set. Until
+                # then (a few calls of other threads) records go on under fresh prefixes,
+                # which keeps every nonce bound.
+                self.exhausted = True
+                self.valid_until = 0.0
+            else:
+                size = min(size, left)
+        self.written += size
+        return _Epoch(self.key_set.sealer(secrets.token_bytes(PREFIX_BYTES)), size)
