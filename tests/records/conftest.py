@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ class DictStore:
     (the attacker's store); it counts the calls of each method."""
 
     def __init__(self, documents: dict[int, bytes] | None = None) -> None:
-        self.documents: dict[int, object] = dict(documents or {})
+        self.documents: dict[int, Any] = dict(documents or {})
         self.currents: dict[str, int] = {}
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -54,16 +55,16 @@ class DictStore:
         with self._lock:
             self.calls[name] = self.calls.get(name, 0) + 1
 
-    def get(self, key_set_id: int) -> object:
+    def get(self, key_set_id: int) -> Any:
         self._count("get")
         return self.documents.get(key_set_id)
 
-    def current(self, scope: str) -> object:
+    def current(self, scope: str) -> Any:
         self._count("current")
         key_set_id = self.currents.get(scope)
         return None if key_set_id is None else self.documents.get(key_set_id)
 
-    def add(self, scope: str, key_set_id: int, document: bytes, *, replaces: int | None) -> object:
+    def add(self, scope: str, key_set_id: int, document: bytes, *, replaces: int | None) -> Any:
         self._count("add")
         with self._lock:
             if self.currents.get(scope) == replaces and key_set_id not in self.documents:
@@ -83,7 +84,7 @@ class DictStore:
         self._count("delete_scope")
         return 0
 
-    def scan(self, *, after: int | None, limit: int) -> Sequence[tuple[int, object]]:
+    def scan(self, *, after: int | None, limit: int) -> Sequence[tuple[int, Any]]:
         self._count("scan")
         ids = sorted(i for i in self.documents if after is None or i > after)[:limit]
         return [(i, self.documents[i]) for i in ids]

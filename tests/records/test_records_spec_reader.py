@@ -15,6 +15,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -94,11 +95,11 @@ class _Reader:
         return int.from_bytes(self.take(2), "big")
 
 
-def _parse_document(document: bytes) -> dict:
+def _parse_document(document: bytes) -> dict[str, Any]:
     """Section 3, with FORMAT.md 2.2 and 3 for the layers."""
     if not 102 <= len(document) <= 131072:
         raise Format("section 3: document length")
-    magic, version, suite, length, key_set_id, created, salt, scope_length = struct.unpack_from(
+    magic, version, suite, length, key_set_id, _created, _salt, scope_length = struct.unpack_from(
         ">4sBBIQQ32sH", document
     )
     if magic != b"\x89EKS" or version != 1 or suite not in (1, 2) or length != len(document):
@@ -150,7 +151,11 @@ def _parse_document(document: bytes) -> dict:
 
 
 def _layer_key(
-    suite: int, j: int, layer: tuple, fields: bytes, reader_keys: list[tuple[bytes, bytes]]
+    suite: int,
+    j: int,
+    layer: tuple[int, bytes, list[tuple[int, bytes, bytes]]],
+    fields: bytes,
+    reader_keys: list[tuple[bytes, bytes]],
 ) -> bytes:
     """Section 4.1 with FORMAT.md section 7, step 4: each of the reader's keys for layer
     j, in order, tries the first wrapped key it accepts, until one matches the commitment."""
@@ -232,7 +237,7 @@ def spec_decrypt(
 DATA = json.loads(Path(generate.PATH).read_text())
 
 
-def _vector_reader(vector: dict) -> list[list[tuple[bytes, bytes]]]:
+def _vector_reader(vector: dict[str, Any]) -> list[list[tuple[bytes, bytes]]]:
     return [
         [
             (DATA["key_names"][name].encode(), bytes.fromhex(DATA["keys"][DATA["key_names"][name]]))

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ KINDS: dict[str, Callable[[EnvelopeError], bool]] = {
 }
 
 
-def _records(vector: dict) -> Records:
+def _records(vector: dict[str, Any]) -> Records:
     store = DictStore()
     for name in vector["store"]:
         entry = DATA["key_sets"][name]
@@ -40,11 +41,11 @@ def _records(vector: dict) -> Records:
     return Records(env, store)
 
 
-def _record(vector: dict) -> bytes | str:
+def _record(vector: dict[str, Any]) -> bytes | str:
     return vector["record_text"] if "record_text" in vector else bytes.fromhex(vector["record"])
 
 
-def _paths(vector: dict) -> dict[str, Callable[[], bytes]]:
+def _paths(vector: dict[str, Any]) -> dict[str, Callable[[], bytes]]:
     record = _record(vector)
     where = {"scope": vector["scope"], "context": vector["context"]}
     paths: dict[str, Callable[[], bytes]] = {

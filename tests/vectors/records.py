@@ -86,7 +86,7 @@ def _flipped(data: bytes, offset: int) -> bytes:
 def _layers_offset(document: bytes) -> int:
     """Where ``layer_count`` stands in a document."""
     (scope_length,) = struct.unpack_from(">H", document, 58)
-    return 60 + scope_length
+    return 60 + int(scope_length)
 
 
 def _reencoded(document: bytes, **change: Any) -> bytes:
