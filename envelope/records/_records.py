@@ -166,7 +166,8 @@ class Records:
         if len(plaintext) > _MAX_PLAINTEXT:
             _too_large()
         writer: Writer | None = self._cache.lookup(scope)
-        return (writer or self._writer(scope)).seal(plaintext, encoded)
+        record = (writer or self._writer(scope)).seal(plaintext, encoded)
+        return record if record is not None else self._seal(scope, [plaintext], encoded)[0]
 
     def encrypt_text(
         self, plaintext: Buffer, *, scope: str = "", context: Mapping[str, str] | None = None
@@ -188,8 +189,7 @@ class Records:
         values = list(plaintexts)
         if any(len(value) > _MAX_PLAINTEXT for value in values):
             _too_large()
-        writer: Writer | None = self._cache.lookup(scope)
-        return (writer or self._writer(scope)).seal_many(values, encoded)
+        return self._seal(scope, values, encoded)
 
     async def encrypt_async(
         self, plaintext: Buffer, *, scope: str = "", context: Mapping[str, str] | None = None
@@ -203,7 +203,10 @@ class Records:
         writer: Writer | None = self._cache.lookup(scope)
         if writer is None:
             writer = await asyncio.to_thread(self._writer, scope)
-        return writer.seal(plaintext, encoded)
+        record = writer.seal(plaintext, encoded)
+        if record is None:  # the writer wrote its share: its successor may need the store
+            return (await asyncio.to_thread(self._seal, scope, [plaintext], encoded))[0]
+        return record
 
     # -- decryption -----------------------------------------------------------------------
 
@@ -354,6 +357,15 @@ class Records:
             self._contexts.clear()
         self._contexts[tuple(context.items())] = encoded
         return encoded
+
+    def _seal(self, scope: str, plaintexts: list[Buffer], context: bytes) -> list[bytes]:
+        """Records of ``plaintexts``, through as many writers of the scope as it takes (a
+        writer that has written its share hands over to the scope's next key set)."""
+        out: list[bytes] = []
+        while len(out) < len(plaintexts):
+            writer: Writer | None = self._cache.lookup(scope)
+            out += (writer or self._writer(scope)).seal_many(plaintexts[len(out) :], context)
+        return out
 
     def _writer(self, scope: str) -> Writer:
         """The scope's writer from the cache, or a new one (once for concurrent callers)."""

@@ -136,22 +136,29 @@ class Writer:
         self._lock = threading.Lock()
         self._epoch = self._new_epoch()
 
-    def seal(self, plaintext: bytes | bytearray | memoryview, context: bytes) -> bytes:
+    def seal(self, plaintext: bytes | bytearray | memoryview, context: bytes) -> bytes | None:
         """One record of ``plaintext`` whose associated data ends with ``context`` (the
-        encoded encryption context)."""
+        encoded encryption context); None once the writer has written its share of records
+        (``max_records``): the scope's writer must then be looked up again."""
         epoch = self._epoch
         if next(epoch.counter) >= epoch.size or epoch.fork != _Fork.generation:
-            epoch = self._reserve(1)[0]
+            reserved = self._reserve(1)[0]
+            if reserved is None:
+                return None
+            epoch = reserved
         sealer = epoch.sealer
         return sealer.seal(_POOL.take(), plaintext, sealer.aad_head + context)
 
     def seal_many(
         self, plaintexts: Sequence[bytes | bytearray | memoryview], context: bytes
     ) -> list[bytes]:
-        """Records of every plaintext, in order, with one draw of random bytes per epoch."""
+        """Records of the plaintexts, in order, with one draw of random bytes per epoch;
+        fewer than given once the writer has written its share (see :meth:`seal`)."""
         out: list[bytes] = []
         while len(out) < len(plaintexts):
             epoch, granted = self._reserve(len(plaintexts) - len(out))
+            if epoch is None:
+                break
             seal = epoch.sealer.seal
             aad = epoch.sealer.aad_head + context
             pool = nonces(granted)
@@ -162,11 +169,12 @@ class Writer:
             ]
         return out
 
-    def _reserve(self, wanted: int) -> tuple[_Epoch, int]:
+    def _reserve(self, wanted: int) -> tuple[_Epoch | None, int]:
         """Up to ``wanted`` records of the current epoch, beginning a new one when it is
-        used up or the process forked; at least one is granted."""
+        used up or the process forked; at least one is granted, unless the writer is
+        exhausted: then ``(None, 0)``."""
         with self._lock:
-            while True:
+            while not self.exhausted:
                 epoch = self._epoch
                 if epoch.fork == _Fork.generation:
                     # Claim the counter's next values one by one: next() is the only way to
@@ -177,20 +185,18 @@ class Writer:
                     if granted:
                         return epoch, granted
                 self._epoch = self._new_epoch()
+            return None, 0
 
     def _new_epoch(self) -> _Epoch:
         """A fresh prefix, sized so the writer stops at ``max_records``; called under the
-        lock (or from ``__init__``)."""
+        lock (or from ``__init__``). When the writer has written its share, it is marked
+        ``exhausted`` and the epoch is empty."""
         size = _limits.RECORDS_PER_PREFIX
         if self.max_records is not None:
-            left = self.max_records - self.written
-            if left <= 0:
-                # Rotation is overdue: the scope's next lookup starts a new key set. Until
-                # then (a few calls of other threads) records go on under fresh prefixes,
-                # which keeps every nonce bound.
+            size = min(size, self.max_records - self.written)
+            if size <= 0:
                 self.exhausted = True
                 self.valid_until = 0.0
-            else:
-                size = min(size, left)
+                return _Epoch(self._epoch.sealer, 0)
         self.written += size
         return _Epoch(self.key_set.sealer(secrets.token_bytes(PREFIX_BYTES)), size)
