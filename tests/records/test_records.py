@@ -461,12 +461,19 @@ def test_rotation_by_age(env, monkeypatch):
 
 def test_rotation_by_age_without_a_reload(env, monkeypatch):
     """The writer's own deadline: a key set that comes of age while cached is replaced."""
-    clock = [time.monotonic()]
+    wall, clock = [time.time()], [time.monotonic()]
+    monkeypatch.setattr(time, "time", lambda: wall[0])
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     records = Records(env, MemoryKeyStore(), rotation=RotationPolicy(max_age=10))
     first = records.encrypt(b"1", scope="s")
-    clock[0] += 5
-    assert _id(records.encrypt(b"2", scope="s")) == _id(first)
+    for step in (5, 6):
+        wall[0] += step
+        clock[0] += step
+        if step == 5:
+            assert _id(records.encrypt(b"2", scope="s")) == _id(first)
+    later = records.encrypt(b"3", scope="s")
+    assert _id(later) != _id(first)
+    assert records.decrypt(first, scope="s") == b"1"
 
 
 def test_rotation_by_record_count(env, monkeypatch):
