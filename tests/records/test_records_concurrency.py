@@ -193,7 +193,7 @@ def test_hundreds_of_threads_over_many_scopes(records):
 
     _, errors = run_threads(200, work)
     assert errors == []
-    assert len(records.store.scan(after=None, limit=100)) == 17  # type: ignore[attr-defined]
+    assert len(records.store.scan(after=None, limit=100)) == 17
 
 
 def test_a_forked_child_draws_its_own_prefix_and_nonces(records):
