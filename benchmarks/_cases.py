@@ -23,6 +23,7 @@ from . import _contenders as c
 from ._keyvault import cache_options, keyvault_case
 from ._plan import GiB, KiB, MiB, Plan
 from ._recorder import Recorder, timing_fields
+from ._records import records_case
 from ._timing import Stats
 
 __all__ = ["CASES", "CEILING", "LABELS", "OPS", "run_suite"]
@@ -375,6 +376,7 @@ CASES: tuple[tuple[str, Callable[[Plan, Recorder], None]], ...] = (
     ("allocation wall", allocation_wall),
     ("stream", streaming),
     ("key vault", key_vault),
+    ("records", records_case),
 )
 
 

@@ -214,6 +214,9 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
                 "short on purpose and reported per message."
             )
 
+    for case in recorder.cases.values():
+        out += case.get("table", [])  # cases that bring a table of their own
+
     out += ["", "Targets (the benchmark never fails on speed)"]
     rows = []
     for t in recorder.targets:
