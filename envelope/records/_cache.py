@@ -122,6 +122,11 @@ class KeySetCache:
             return value
         return None
 
+    def remember(self, key: Hashable, value: Cached) -> None:
+        """Put ``value`` in the front only (something derived from a cached entry, with the
+        entry's deadline and mark), unless a discard since its load covers it."""
+        self._admit(key, value)
+
     def mark(self) -> int:
         """What a fill records before its load begins (its value's ``load_mark``)."""
         return self._mark

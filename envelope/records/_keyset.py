@@ -100,16 +100,32 @@ class Committing(NamedTuple):
 class Sealer:
     """Seals and opens the records of one prefix of one key set (sections 4.4 and 4.5):
     each layer's AEAD under its subkey, the record head, and the associated data up to the
-    context, all made once."""
+    context, all made once. It carries its key set's scope and cache deadline, so that a
+    reader may keep it by record head."""
 
-    __slots__ = ("aad_head", "aeads", "head", "openers", "overhead")
+    __slots__ = (
+        "aad_head",
+        "aeads",
+        "head",
+        "load_mark",
+        "min_length",
+        "openers",
+        "overhead",
+        "scope",
+        "valid_until",
+    )
 
-    def __init__(self, aeads: tuple[AeadPrimitive, ...], head: bytes, digest: bytes) -> None:
+    def __init__(self, key_set: KeySet, aeads: tuple[AeadPrimitive, ...], head: bytes) -> None:
         self.aeads = aeads  # innermost first
         self.openers = aeads[::-1]
         self.head = head
-        self.aad_head = head + digest
+        self.aad_head = head + key_set.digest
         self.overhead = TAG_BYTES * len(aeads)
+        #: The shortest record of this many layers.
+        self.min_length = FIXED_BYTES + self.overhead
+        self.scope = key_set.scope
+        self.valid_until = key_set.valid_until
+        self.load_mark = key_set.load_mark
 
     def seal(self, nonce: bytes, plaintext: bytes | bytearray | memoryview, aad: bytes) -> bytes:
         """A record of ``plaintext`` under ``nonce``; ``aad`` is ``aad_head`` followed by
@@ -208,7 +224,7 @@ class KeySet:
                 zip(self.algorithms, self._layer_keys, strict=True)
             )
         )
-        return Sealer(aeads, record_head(self.key_set_id, prefix), self.digest)
+        return Sealer(self, aeads, record_head(self.key_set_id, prefix))
 
     def _remember(self, prefix: bytes, sealer: Sealer) -> Sealer:
         with self._lock:

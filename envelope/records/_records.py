@@ -40,6 +40,7 @@ from ._cache import KeySetCache
 from ._format import (
     FIXED_BYTES,
     HEAD_BYTES,
+    PREFIX_BYTES,
     RECORD_VERSION,
     check_scope,
     from_text,
@@ -227,11 +228,15 @@ class Records:
         """
         encoded = self._context(context)
         data = record if type(record) is bytes else _record_bytes(record, scope)
-        key_set_id = _key_set_id(data, scope)
-        key_set: KeySet | None = self._cache.lookup(key_set_id)
-        if key_set is None:
-            key_set = self._key_set(key_set_id, scope)
-        return _open(key_set, data, scope, encoded)
+        # The records of a prefix seen before: one lookup by their head gives the sealer.
+        sealer: Sealer | None = self._cache.lookup(data[:HEAD_BYTES])
+        if (
+            sealer is not None
+            and sealer.scope == scope
+            and sealer.min_length <= len(data) <= _MAX_RECORD
+        ):
+            return sealer.open(data, sealer.aad_head + encoded)
+        return self._decrypt(data, scope, encoded)
 
     def decrypt_many(
         self,
@@ -279,11 +284,17 @@ class Records:
         on a worker thread; concurrent first reads of a key set share one load."""
         encoded = self._context(context)
         data = record if type(record) is bytes else _record_bytes(record, scope)
+        sealer: Sealer | None = self._cache.lookup(data[:HEAD_BYTES])
+        if (
+            sealer is not None
+            and sealer.scope == scope
+            and sealer.min_length <= len(data) <= _MAX_RECORD
+        ):
+            return sealer.open(data, sealer.aad_head + encoded)
         key_set_id = _key_set_id(data, scope)
-        key_set: KeySet | None = self._cache.lookup(key_set_id)
-        if key_set is None:
-            key_set = await asyncio.to_thread(self._key_set, key_set_id, scope)
-        return _open(key_set, data, scope, encoded)
+        if self._cache.lookup(key_set_id) is None:  # loading it may wait: not on the loop
+            await asyncio.to_thread(self._key_set, key_set_id, scope)
+        return self._decrypt(data, scope, encoded)
 
     # -- key lifecycle --------------------------------------------------------------------
 
@@ -343,6 +354,19 @@ class Records:
         ).run(after=after, batch_size=batch_size, progress=progress)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _decrypt(self, data: bytes, scope: str, context: bytes) -> bytes:
+        """Steps 2 to 8 of RECORDS.md section 8 for one record's bytes, through the cache;
+        the sealer of the record's prefix is then kept by record head."""
+        key_set_id = _key_set_id(data, scope)
+        key_set: KeySet | None = self._cache.lookup(key_set_id)
+        if key_set is None:
+            key_set = self._key_set(key_set_id, scope)
+        plaintext = _open(key_set, data, scope, context)
+        sealer = key_set.sealers.get(data[HEAD_BYTES - PREFIX_BYTES : HEAD_BYTES])
+        if sealer is not None:
+            self._cache.remember(sealer.head, sealer)
+        return plaintext
 
     def _context(self, context: Mapping[str, str] | None) -> bytes:
         """The encoded context: checked and encoded once, then remembered by its items."""
@@ -583,7 +607,7 @@ def _document(value: object) -> bytes:
 
 
 def _scope_of(value: object) -> str | None:
-    if isinstance(value, KeySet):
+    if isinstance(value, (KeySet, Sealer)):
         return value.scope
     return value.key_set.scope if isinstance(value, Writer) else None
 
