@@ -29,9 +29,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
+from cryptography.exceptions import InvalidTag
+
 from .. import _limits, _message
 from .._datakeys import DataKeys
-from .._engine import suite_available
+from .._engine import AeadPrimitive, suite_available
 from .._envelope import Envelope
 from .._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
 from .._format import Aead, Suite, context_encoding, encode_context
@@ -236,7 +238,7 @@ class Records:
             and sealer.min_length <= len(data) <= _MAX_RECORD
         ):
             return sealer.open(data, sealer.aad_head + encoded)
-        return self._decrypt(data, scope, encoded)
+        return self._decrypt(data, scope, encoded)[0]
 
     def decrypt_many(
         self,
@@ -250,25 +252,30 @@ class Records:
         the first that did not."""
         encoded = self._context(context)
         out: list[bytes] = []
-        # Records of one key set and prefix follow one another in a batch: what they share
-        # (the sealer, the associated data) is looked up once per run of them.
-        head = b""
-        sealer: Sealer | None = None
+        # Records of one key set and prefix follow one another in a batch: a run of them is
+        # opened here, with what they share (scope checked, AEADs, associated data) taken
+        # from the first, which went through every check.
+        head: bytes | None = None
+        openers: tuple[AeadPrimitive, ...] = ()
         aad = b""
+        shortest = 0
         for index, record in enumerate(records):
             try:
                 data = record if type(record) is bytes else _record_bytes(record, scope)
-                if sealer is None or data[:HEAD_BYTES] != head:
-                    key_set_id = _key_set_id(data, scope)
-                    key_set = self._cache.lookup(key_set_id) or self._key_set(key_set_id, scope)
-                    out.append(_open(key_set, data, scope, encoded))
-                    head = data[:HEAD_BYTES]
-                    sealer = key_set.sealers.get(head[HEAD_BYTES - 8 :])
-                    aad = b"" if sealer is None else sealer.aad_head + encoded
+                if data[:HEAD_BYTES] == head and shortest <= len(data) <= _MAX_RECORD:
+                    nonce = data[HEAD_BYTES:_FIXED_BYTES]
+                    sealed = data[_FIXED_BYTES:]
+                    for aead in openers:
+                        sealed = aead.decrypt(nonce, sealed, aad)
+                    out.append(sealed)
                     continue
-                if not _FIXED_BYTES <= len(data) <= _MAX_RECORD:
-                    _key_set_id(data, scope)  # raises the format error
-                out.append(sealer.open(data, aad))
+                plaintext, sealer = self._decrypt(data, scope, encoded)
+                out.append(plaintext)
+                if sealer is not None:
+                    head, openers = sealer.head, sealer.openers
+                    aad, shortest = sealer.aad_head + encoded, sealer.min_length
+            except InvalidTag:
+                raise _at(index, DecryptionError()) from None
             except EnvelopeError as exc:
                 raise _at(index, exc) from exc
         return out
@@ -294,7 +301,7 @@ class Records:
         key_set_id = _key_set_id(data, scope)
         if self._cache.lookup(key_set_id) is None:  # loading it may wait: not on the loop
             await asyncio.to_thread(self._key_set, key_set_id, scope)
-        return self._decrypt(data, scope, encoded)
+        return self._decrypt(data, scope, encoded)[0]
 
     # -- key lifecycle --------------------------------------------------------------------
 
@@ -355,9 +362,9 @@ class Records:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _decrypt(self, data: bytes, scope: str, context: bytes) -> bytes:
+    def _decrypt(self, data: bytes, scope: str, context: bytes) -> tuple[bytes, Sealer | None]:
         """Steps 2 to 8 of RECORDS.md section 8 for one record's bytes, through the cache;
-        the sealer of the record's prefix is then kept by record head."""
+        the sealer of the record's prefix is then kept by record head, and returned."""
         key_set_id = _key_set_id(data, scope)
         key_set: KeySet | None = self._cache.lookup(key_set_id)
         if key_set is None:
@@ -366,7 +373,7 @@ class Records:
         sealer = key_set.sealers.get(data[HEAD_BYTES - PREFIX_BYTES : HEAD_BYTES])
         if sealer is not None:
             self._cache.remember(sealer.head, sealer)
-        return plaintext
+        return plaintext, sealer
 
     def _context(self, context: Mapping[str, str] | None) -> bytes:
         """The encoded context: checked and encoded once, then remembered by its items."""
