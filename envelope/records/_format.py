@@ -172,28 +172,24 @@ def parse_key_set(data: bytes) -> KeySetDocument:
     """Parse a whole key-set document (section 3), bounded: its length is checked before
     anything else, and every length field against its limit and the document's end."""
     end = len(data)
-    if end > MAX_KEY_SET_BYTES:
-        raise FormatError("not a key-set document: longer than MAX_KEY_SET_BYTES")
-    if end < MIN_KEY_SET_BYTES:
-        raise FormatError("not a key-set document: too short")
+    if not MIN_KEY_SET_BYTES <= end <= MAX_KEY_SET_BYTES:
+        raise FormatError(f"not a key-set document: {end} bytes")
     magic, version, suite, length, key_set_id, created, _salt, scope_length = (
         _KEY_SET_FIXED.unpack_from(data)
     )
-    if magic != KEY_SET_MAGIC:
-        raise FormatError("not a key-set document (bad magic)")
-    if version != KEY_SET_VERSION:
-        raise FormatError(f"unsupported key-set document version {version}")
-    if suite not in _SUITES:
-        raise FormatError(f"key-set document: unsupported suite {suite}")
-    if length != end:
-        raise FormatError("key-set document: its length field does not match its size")
-    if not 1 <= key_set_id <= MAX_KEY_SET_ID:
-        raise FormatError("key-set document: key-set id out of range")
-    if scope_length > MAX_SCOPE_BYTES:
-        raise FormatError("key-set document: scope length out of range")
     pos = _KEY_SET_FIXED.size
-    if pos + scope_length + 1 > end:
-        raise FormatError("key-set document ends early")
+    # Each fixed field against its rule, in the order of the document (RECORDS.md 3).
+    for broken, rule in (
+        (magic != KEY_SET_MAGIC, "its magic"),
+        (version != KEY_SET_VERSION, f"version {version}"),
+        (suite not in _SUITES, f"suite {suite}"),
+        (length != end, "its length field does not match its size"),
+        (not 1 <= key_set_id <= MAX_KEY_SET_ID, "key-set id out of range"),
+        (scope_length > MAX_SCOPE_BYTES, "scope length out of range"),
+        (pos + scope_length + 1 > end, "it ends early"),
+    ):
+        if broken:
+            raise FormatError(f"not a key-set document: {rule}")
     try:
         scope = data[pos : pos + scope_length].decode("utf-8")
     except UnicodeDecodeError:

@@ -200,16 +200,10 @@ class Records:
         """The asyncio twin of :meth:`encrypt`. A scope's first use (reading the store,
         making or unwrapping its key set) runs on a worker thread, never on the event loop;
         concurrent first uses share one load."""
-        encoded = self._context(context)
-        if len(plaintext) > _MAX_PLAINTEXT:
-            _too_large()
-        writer: Writer | None = self._cache.lookup(scope)
-        if writer is None:
-            writer = await asyncio.to_thread(self._writer, scope)
-        record = writer.seal(plaintext, encoded)
-        if record is None:  # the writer wrote its share: its successor may need the store
-            return (await asyncio.to_thread(self._seal, scope, [plaintext], encoded))[0]
-        return record
+        self._context(context)  # a caller's mistake is reported before any work
+        if self._cache.lookup(scope) is None:
+            await asyncio.to_thread(self._writer, scope)
+        return self.encrypt(plaintext, scope=scope, context=context)
 
     # -- decryption -----------------------------------------------------------------------
 
@@ -289,19 +283,13 @@ class Records:
     ) -> bytes:
         """The asyncio twin of :meth:`decrypt`: loading a key set (the store, the KEKs) runs
         on a worker thread; concurrent first reads of a key set share one load."""
-        encoded = self._context(context)
+        self._context(context)  # a caller's mistake is reported before the record is read
         data = record if type(record) is bytes else _record_bytes(record, scope)
-        sealer: Sealer | None = self._cache.lookup(data[:HEAD_BYTES])
-        if (
-            sealer is not None
-            and sealer.scope == scope
-            and sealer.min_length <= len(data) <= _MAX_RECORD
-        ):
-            return sealer.open(data, sealer.aad_head + encoded)
-        key_set_id = _key_set_id(data, scope)
-        if self._cache.lookup(key_set_id) is None:  # loading it may wait: not on the loop
-            await asyncio.to_thread(self._key_set, key_set_id, scope)
-        return self._decrypt(data, scope, encoded)[0]
+        if self._cache.lookup(data[:HEAD_BYTES]) is None:
+            key_set_id = _key_set_id(data, scope)
+            if self._cache.lookup(key_set_id) is None:
+                await asyncio.to_thread(self._key_set, key_set_id, scope)
+        return self.decrypt(data, scope=scope, context=context)
 
     # -- key lifecycle --------------------------------------------------------------------
 

@@ -132,8 +132,8 @@ class Writer:
         written: int = 0,
     ) -> None:
         self.key_set = key_set
-        self.valid_until = valid_until
-        self.load_mark = load_mark
+        # What the cache needs of a value (_cache.Cached).
+        self.valid_until, self.load_mark = valid_until, load_mark
         self.max_records = max_records
         #: Records written under this key set by this process before this writer, and by it.
         self.written = written

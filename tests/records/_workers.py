@@ -11,34 +11,25 @@ from envelope import Envelope, LocalKey, WrappedKey
 from envelope.records import KeySetCache, Records, SQLiteKeyStore
 
 
-class SlowWrap:
-    """A LocalKey whose wraps take ``delay`` seconds, so that two processes creating a
-    scope's first key set really overlap."""
+class SlowWrap(LocalKey):
+    """A LocalKey whose wraps take ``delay`` seconds (and are counted), so that two
+    processes creating a scope's first key set really overlap."""
 
-    def __init__(self, key: LocalKey, delay: float) -> None:
-        self._key = key
-        self.delay = delay
-        self.wraps = 0
-
-    @property
-    def key_id(self) -> str:
-        return self._key.key_id
-
-    def can_unwrap(self, key_id: str) -> bool:
-        return self._key.can_unwrap(key_id)
+    __slots__ = ("delay", "wraps")
+    delay: float
+    wraps: int
 
     def wrap_key(self, data_key: bytes) -> WrappedKey:
-        self.wraps += 1
-        time.sleep(self.delay)
-        return self._key.wrap_key(data_key)
-
-    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
-        return self._key.unwrap_key(wrapped)
+        self.wraps = getattr(self, "wraps", 0) + 1
+        time.sleep(getattr(self, "delay", 0.0))
+        return super().wrap_key(data_key)
 
 
 def records_for(directory: str, *, delay: float = 0.0, max_age: float = 60.0) -> Records:
-    keys = [LocalKey.load(Path(directory) / f"layer-{i}.key") for i in range(2)]
-    env = Envelope([SlowWrap(keys[0], delay), keys[1]])
+    slow = SlowWrap.load(Path(directory) / "layer-0.key")
+    assert isinstance(slow, SlowWrap)
+    slow.delay = delay
+    env = Envelope([slow, LocalKey.load(Path(directory) / "layer-1.key")])
     store = SQLiteKeyStore(Path(directory) / "keys.db")
     return Records(env, store, cache=KeySetCache(max_age=max_age))
 
@@ -67,7 +58,7 @@ def first_use(directory: str, name: str, barrier: Any, threads: int) -> None:
     (Path(directory) / f"{name}.txt").write_text("\n".join(out))
     slow = records.envelope.layers[0][0]
     assert isinstance(slow, SlowWrap)
-    (Path(directory) / f"{name}.wraps").write_text(str(slow.wraps))
+    (Path(directory) / f"{name}.wraps").write_text(str(getattr(slow, "wraps", 0)))
 
 
 def shred(directory: str, scope: str, record_text: str) -> str:

@@ -13,14 +13,7 @@ from typing import Any
 import pytest
 
 import envelope._message
-from envelope import (
-    DecryptionError,
-    Envelope,
-    EnvelopeError,
-    FormatError,
-    KeyAccessError,
-    LocalKey,
-)
+from envelope import DecryptionError, Envelope, EnvelopeError, FormatError, KeyAccessError, LocalKey
 from envelope._format import Suite
 from envelope._limits import MAX_RECORD_BYTES, MAX_SCOPE_BYTES
 from envelope.records import (

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from envelope import Envelope, LocalKey
 from envelope._format import Suite
 from envelope.records import MemoryKeyStore, Records
-from tests.core.test_spec_reader import _context_encoding, _gcm_open
+from tests.core.test_spec_reader import _Bytes, _context_encoding, _gcm_open
 from tests.vectors import records as generate
 
 TAG = 16
@@ -76,23 +76,18 @@ def _from_text(text: str) -> bytes:
     return data
 
 
-class _Reader:
-    """Reads the fields of section 3 in order; every shortfall is a format error."""
+class _Reader(_Bytes):
+    """The message spec reader's field reader, from an offset; a shortfall is a format
+    error of the key-set document rather than an assertion."""
 
     def __init__(self, data: bytes, pos: int) -> None:
-        self.data, self.pos = data, pos
+        super().__init__(data)
+        self.pos = pos
 
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise Format("section 3: the document ends early")
-        self.pos += n
-        return self.data[self.pos - n : self.pos]
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
+        return super().take(n)
 
 
 def _parse_document(document: bytes) -> dict[str, Any]:

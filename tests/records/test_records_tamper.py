@@ -10,14 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from envelope import (
-    DecryptionError,
-    Envelope,
-    EnvelopeError,
-    FormatError,
-    KeyAccessError,
-    LocalKey,
-)
+from envelope import DecryptionError, Envelope, EnvelopeError, FormatError, KeyAccessError, LocalKey
 from envelope._format import encode_wrapped_keys
 from envelope.keyvault import KeyVaultKey
 from envelope.records import MemoryKeyStore, Records, from_text, to_text

@@ -178,70 +178,43 @@ def build() -> dict[str, Any]:
         store=["main"],
         plaintext=pan,
     )
-    empty_scope = _key_set("empty scope", two, scope="", key_set_id=0x2222222222222222)
-    add("empty scope", empty_scope.document, empty_scope.key_set_id)
-    vector(
-        "empty scope, empty context",
-        "success",
-        _seal(empty_scope, b"no scope", tag="empty scope"),
-        store=["empty scope"],
-        scope="",
-        context={},
-        plaintext=b"no scope",
-    )
-    uni_scope = "t\u00e9nant-\U0001f600"
-    unicode = _key_set("unicode", two, scope=uni_scope, key_set_id=0x3333333333333333)
-    add("unicode", unicode.document, unicode.key_set_id)
-    uni_ctx = {"b": "2", "a": "1", "\u00e9": "", "\U0001f600": "\x00"}
-    vector(
+
+    def own(
+        name: str,
+        plaintext: bytes,
+        layers: list[list[str]],
+        key_set_id: int,
+        *,
+        reader: list[list[str]] | None = None,
+        **where: Any,
+    ) -> None:
+        """A success vector whose record has a key set of its own, stored as ``name``."""
+        where.setdefault("scope", scope)
+        where.setdefault("context", ctx)
+        made = _key_set(name, layers, scope=where["scope"], key_set_id=key_set_id)
+        add(name, made.document, key_set_id)
+        record = _seal(made, plaintext, context=where["context"], tag=name)
+        layers = reader or layers
+        vector(name, "success", record, store=[name], layers=layers, plaintext=plaintext, **where)
+
+    own("empty scope, empty context", b"no scope", two, 0x2222222222222222, scope="", context={})
+    own(
         "unicode scope and context",
-        "success",
-        _seal(unicode, b"unicode", context=uni_ctx, tag="unicode"),
-        store=["unicode"],
-        scope=uni_scope,
-        context=uni_ctx,
-        plaintext=b"unicode",
+        b"unicode",
+        two,
+        0x3333333333333333,
+        scope="t\u00e9nant-\U0001f600",
+        context={"b": "2", "a": "1", "\u00e9": "", "\U0001f600": "\x00"},
     )
-    one = _key_set("one", [["a"]], scope=scope, key_set_id=0x4444444444444444)
-    add("one layer", one.document, one.key_set_id)
-    vector(
-        "one layer",
-        "success",
-        _seal(one, b"single", context=ctx, tag="one"),
-        store=["one layer"],
-        layers=[["a"]],
-        plaintext=b"single",
-    )
-    three = _key_set("three", [["a"], ["b"], ["c"]], scope=scope, key_set_id=0x5555555555555555)
-    add("three layers", three.document, three.key_set_id)
-    vector(
-        "three layers GCM, OCB3, GCM-SIV",
-        "success",
-        _seal(three, text[:300], context=ctx, tag="three"),
-        store=["three layers"],
-        layers=[["a"], ["b"], ["c"]],
-        plaintext=text[:300],
-    )
-    four_layers = [["a"], ["b"], ["c"], ["e"]]
-    four = _key_set("four", four_layers, scope=scope, key_set_id=0x6666666666666666)
-    add("four layers", four.document, four.key_set_id)
-    vector(
-        "four layers",
-        "success",
-        _seal(four, b"four", context=ctx, tag="four"),
-        store=["four layers"],
-        layers=four_layers,
-        plaintext=b"four",
-    )
-    spare = _key_set("spare", [["a", "d"], ["b"]], scope=scope, key_set_id=0x7777777777777777)
-    add("two KEKs in layer 0", spare.document, spare.key_set_id)
-    vector(
+    own("one layer", b"single", [["a"]], 0x4444444444444444)
+    own("three layers GCM, OCB3, GCM-SIV", text[:300], [["a"], ["b"], ["c"]], 0x5555555555555555)
+    own("four layers", b"four", [["a"], ["b"], ["c"], ["e"]], 0x6666666666666666)
+    own(
         "a layer with two KEKs, read with the second",
-        "success",
-        _seal(spare, b"spare", context=ctx, tag="spare"),
-        store=["two KEKs in layer 0"],
-        layers=[["d"], ["b"]],
-        plaintext=b"spare",
+        b"spare",
+        [["a", "d"], ["b"]],
+        0x7777777777777777,
+        reader=[["d"], ["b"]],
     )
     suite1 = _key_set(
         "suite 1", two, scope=scope, key_set_id=0x0888888888888888, suite=Suite.HKDF_SHA256
