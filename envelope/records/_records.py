@@ -493,6 +493,7 @@ class Records:
     ) -> KeySet:
         """Steps 3 to 7 of RECORDS.md section 8, through the cache: one load for all the
         concurrent callers that need this key set."""
+        check_scope(scope)  # step 1 comes first: a caller's mistake is reported as such
         found = self._cache.get_or_fill(
             key_set_id,
             functools.partial(self._load_key_set, key_set_id, scope, document, mark),

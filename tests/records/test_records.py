@@ -552,3 +552,12 @@ def test_errors_are_envelope_errors(records):
     for bad in (b"", b"\x01" * 80, "??"):
         with pytest.raises(EnvelopeError):
             records.decrypt(bad)
+
+
+def test_a_bad_scope_is_the_callers_mistake_even_for_a_key_set_not_loaded(records):
+    record = records.encrypt(b"v", scope="s")
+    cold = Records(records.envelope, records.store)
+    with pytest.raises(ValueError, match="scope"):
+        cold.decrypt(record, scope="x" * (MAX_SCOPE_BYTES + 1))
+    with pytest.raises(ValueError, match="scope"):
+        Records(records.envelope, MemoryKeyStore()).decrypt(record, scope="\ud800")
