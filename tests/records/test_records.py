@@ -561,3 +561,21 @@ def test_a_bad_scope_is_the_callers_mistake_even_for_a_key_set_not_loaded(record
         cold.decrypt(record, scope="x" * (MAX_SCOPE_BYTES + 1))
     with pytest.raises(ValueError, match="scope"):
         Records(records.envelope, MemoryKeyStore()).decrypt(record, scope="\ud800")
+
+
+def test_public_names_are_pinned():
+    import envelope.records
+
+    assert sorted(envelope.records.__all__) == [
+        "KeySetCache",
+        "KeyStore",
+        "MemoryKeyStore",
+        "Records",
+        "RewrapProgress",
+        "RotationPolicy",
+        "SQLiteKeyStore",
+        "from_text",
+        "to_text",
+    ]
+    for name in envelope.records.__all__:
+        assert hasattr(envelope.records, name), name
