@@ -165,7 +165,10 @@ class Records:
         self, plaintext: Buffer, *, scope: str = "", context: Mapping[str, str] | None = None
     ) -> bytes:
         """One record of ``plaintext`` in ``scope``, bound to ``context``."""
-        encoded = self._context(context)
+        try:  # _context's memo, inline: this is the path of every record
+            encoded = _EMPTY_CONTEXT if context is None else self._contexts[tuple(context.items())]
+        except (KeyError, AttributeError, TypeError):
+            encoded = self._context(context)
         if len(plaintext) > _MAX_PLAINTEXT:
             _too_large()
         writer: Writer | None = self._cache.lookup(scope)
@@ -222,7 +225,10 @@ class Records:
         when its key set is unknown or was shredded, or no configured KEK can unwrap it; and
         :class:`~envelope.FormatError` for input that is not a record.
         """
-        encoded = self._context(context)
+        try:  # _context's memo, inline: this is the path of every record
+            encoded = _EMPTY_CONTEXT if context is None else self._contexts[tuple(context.items())]
+        except (KeyError, AttributeError, TypeError):
+            encoded = self._context(context)
         data = record if type(record) is bytes else _record_bytes(record, scope)
         # The records of a prefix seen before: one lookup by their head gives the sealer.
         sealer: Sealer | None = self._cache.lookup(data[:HEAD_BYTES])

@@ -91,11 +91,13 @@ class _Epoch:
     """One prefix of one writer: its sealer (whose parts ``Writer.seal`` uses directly), and
     a counter of the records sealed under it."""
 
-    __slots__ = ("aad_head", "aeads", "counter", "fork", "head", "sealer", "size")
+    __slots__ = ("aad_head", "aeads", "counter", "fork", "head", "pair", "sealer", "size")
 
     def __init__(self, sealer: Sealer, size: int) -> None:
         self.sealer = sealer
         self.aeads = sealer.aeads
+        #: The inner and outer AEAD when there are two layers (the default): no loop then.
+        self.pair = sealer.aeads if len(sealer.aeads) == 2 else None
         self.head = sealer.head
         self.aad_head = sealer.aad_head
         self.size = size
@@ -159,6 +161,11 @@ class Writer:
             block.random[slot : slot + NONCE_BYTES] if slot < len(block.random) else _POOL.take()
         )
         aad = epoch.aad_head + context
+        if epoch.pair is not None:
+            inner, outer = epoch.pair
+            return (
+                epoch.head + nonce + outer.encrypt(nonce, inner.encrypt(nonce, plaintext, aad), aad)
+            )
         sealed = plaintext
         for aead in epoch.aeads:
             sealed = aead.encrypt(nonce, sealed, aad)
