@@ -49,6 +49,7 @@ __all__ = [
     "subkey",
 ]
 
+Buffer = bytes | bytearray | memoryview
 _KEY_SET_LABEL = b"envelope/records/v1 key set\x00"
 _DIGEST_LABEL = b"envelope/records/v1 key set digest\x00"
 _SUBKEY_LABEL = b"envelope/records/v1 subkey\x00"
@@ -113,6 +114,7 @@ class Sealer:
         "openers",
         "overhead",
         "scope",
+        "seal",
         "valid_until",
     )
 
@@ -134,14 +136,21 @@ class Sealer:
         self.open: Callable[[bytes, bytes], bytes] = (
             self._open_two if len(aeads) == 2 else self._open_layers
         )
+        #: ``seal(nonce, plaintext, aad)``: a record of ``plaintext`` under ``nonce``, with
+        #: ``aad`` as for ``open`` (a batch makes it once).
+        self.seal: Callable[[bytes, Buffer, bytes], bytes] = (
+            self._seal_two if len(aeads) == 2 else self._seal_layers
+        )
 
-    def seal(self, nonce: bytes, plaintext: bytes | bytearray | memoryview, aad: bytes) -> bytes:
-        """A record of ``plaintext`` under ``nonce``; ``aad`` is ``aad_head`` followed by
-        the encoded context (a batch makes it once)."""
+    def _seal_layers(self, nonce: bytes, plaintext: Buffer, aad: bytes) -> bytes:
         sealed = plaintext
         for aead in self.aeads:
             sealed = aead.encrypt(nonce, sealed, aad)
         return self.head + nonce + sealed
+
+    def _seal_two(self, nonce: bytes, plaintext: Buffer, aad: bytes) -> bytes:
+        inner, outer = self.aeads
+        return self.head + nonce + outer.encrypt(nonce, inner.encrypt(nonce, plaintext, aad), aad)
 
     def _open_layers(self, record: bytes, aad: bytes) -> bytes:
         if len(record) < self.min_length:

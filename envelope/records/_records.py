@@ -29,11 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
-from cryptography.exceptions import InvalidTag
-
 from .. import _limits, _message
 from .._datakeys import DataKeys
-from .._engine import AeadPrimitive, suite_available
+from .._engine import suite_available
 from .._envelope import Envelope
 from .._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
 from .._format import Aead, Suite, context_encoding, encode_context
@@ -255,27 +253,19 @@ class Records:
         # Records of one key set and prefix follow one another in a batch: a run of them is
         # opened here, with what they share (scope checked, AEADs, associated data) taken
         # from the first, which went through every check.
-        head: bytes | None = None
-        openers: tuple[AeadPrimitive, ...] = ()
+        head: bytes | None = None  # no record's head: open_run is set with the first
+        open_run: Callable[[bytes, bytes], bytes] = _open_nothing
         aad = b""
-        shortest = 0
         for index, record in enumerate(records):
             try:
                 data = record if type(record) is bytes else _record_bytes(record, scope)
-                if data[:HEAD_BYTES] == head and shortest <= len(data) <= _MAX_RECORD:
-                    nonce = data[HEAD_BYTES:_FIXED_BYTES]
-                    sealed = data[_FIXED_BYTES:]
-                    for aead in openers:
-                        sealed = aead.decrypt(nonce, sealed, aad)
-                    out.append(sealed)
+                if data[:HEAD_BYTES] == head and _FIXED_BYTES <= len(data) <= _MAX_RECORD:
+                    out.append(open_run(data, aad))
                     continue
                 plaintext, sealer = self._decrypt(data, scope, encoded)
                 out.append(plaintext)
                 if sealer is not None:
-                    head, openers = sealer.head, sealer.openers
-                    aad, shortest = sealer.aad_head + encoded, sealer.min_length
-            except InvalidTag:
-                raise _at(index, DecryptionError()) from None
+                    head, open_run, aad = sealer.head, sealer.open, sealer.aad_head + encoded
             except EnvelopeError as exc:
                 raise _at(index, exc) from exc
         return out
@@ -548,6 +538,10 @@ class Records:
         assert key_set.scope == scope
         sealer = key_set.sealer(prefix)
         return sealer.seal(nonce, plaintext, sealer.aad_head + self._context(context))
+
+
+def _open_nothing(record: bytes, aad: bytes) -> bytes:
+    raise AssertionError("no run of records has begun")
 
 
 def _too_large() -> NoReturn:
