@@ -75,9 +75,10 @@ class RotationPolicy:
 
     ``max_age``: seconds after a key set was made (its ``created``, shared by every process);
     ``max_records``: records this ``Records`` writes under one key set, counted per prefix
-    epoch it reserves (so a little early). None turns either off. The defaults, 30 days and
-    2^32 records per writer, keep a key set far inside the nonce bound of RECORDS.md 6.1
-    (2^48 records in all) for any realistic number of writers.
+    epoch it reserves (so a little early). None turns either off. With the defaults, 30 days
+    and 2^32 records per writer, a key set stays within the 2^48 records of the nonce bound
+    (RECORDS.md 6.1) as long as fewer than 65,536 writers (``Records`` objects, processes)
+    write under it before it comes of age.
     """
 
     max_age: float | None = 30 * 24 * 3600.0
