@@ -566,16 +566,8 @@ def test_a_bad_scope_is_the_callers_mistake_even_for_a_key_set_not_loaded(record
 def test_public_names_are_pinned():
     import envelope.records
 
-    assert sorted(envelope.records.__all__) == [
-        "KeySetCache",
-        "KeyStore",
-        "MemoryKeyStore",
-        "Records",
-        "RewrapProgress",
-        "RotationPolicy",
-        "SQLiteKeyStore",
-        "from_text",
-        "to_text",
-    ]
+    expected = "KeySetCache KeyStore MemoryKeyStore Records RewrapProgress RotationPolicy"
+    expected += " SQLiteKeyStore from_text to_text"
+    assert sorted(envelope.records.__all__) == expected.split()
     for name in envelope.records.__all__:
         assert hasattr(envelope.records, name), name
