@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@# The distribution was called "envelope" before it became layered-envelope.
+	$(PY) -m pip uninstall --quiet --yes envelope 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 

@@ -12,6 +12,30 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 
+_FULL_SECONDS = {
+    "one-shot": 140.0,
+    "1 KiB cache": 4.0,
+    "layers": 15.0,
+    "frame sizes": 20.0,
+    "thread scaling": 20.0,
+    "allocation wall": 50.0,
+    "stream": 55.0,
+    "key vault": 13.0,
+    "records": 40.0,
+}
+_QUICK_SECONDS = {
+    "one-shot": 6.0,
+    "1 KiB cache": 1.0,
+    "layers": 1.0,
+    "frame sizes": 1.0,
+    "thread scaling": 1.0,
+    "allocation wall": 1.0,
+    "stream": 3.0,
+    "key vault": 4.0,
+    "records": 5.0,
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     """How much to measure: the full run, or ``--quick`` for smoke tests."""
@@ -30,15 +54,20 @@ class Plan:
     kv_cached: int
     kv_uncached: int
     kv_budget_s: float
+    #: The peers are measured up to this size, that of the targets: beyond it a call takes
+    #: them seconds (the AWS Encryption SDK is flat from 1 MiB up, Tink falls off).
+    peer_max_size: int
 
     @classmethod
     def full(cls) -> Plan:
         return cls(
             quick=False,
             sizes=(KiB, 64 * KiB, MiB, 64 * MiB, 256 * MiB),
-            rounds_small=9,
+            # Many short samples: more of them fall in the machine's fast phases and
+            # between other processes' time slices (see _timing).
+            rounds_small=25,
             rounds_large=5,
-            min_sample_s=0.05,
+            min_sample_s=0.01,
             layer_sizes=(KiB, 64 * MiB),
             frame_sizes=(16 * KiB, 32 * KiB, 64 * KiB, 128 * KiB, 256 * KiB, MiB),
             frame_message=64 * MiB,
@@ -48,6 +77,7 @@ class Plan:
             kv_cached=10_000,
             kv_uncached=100,
             kv_budget_s=15.0,
+            peer_max_size=64 * MiB,
         )
 
     @classmethod
@@ -55,7 +85,7 @@ class Plan:
         return cls(
             quick=True,
             sizes=(KiB, 64 * KiB, MiB),
-            rounds_small=3,
+            rounds_small=5,
             rounds_large=3,
             min_sample_s=0.005,
             layer_sizes=(KiB,),
@@ -67,7 +97,21 @@ class Plan:
             kv_cached=100,
             kv_uncached=5,
             kv_budget_s=3.0,
+            peer_max_size=64 * MiB,
         )
+
+    def expected_seconds(self) -> dict[str, float]:
+        """Seconds each case took on the reference machine (2 cores, quiet): the progress
+        estimate's starting point when no earlier run of the same kind is at hand."""
+        if self.quick:
+            return dict(_QUICK_SECONDS)
+        return dict(_FULL_SECONDS)
+
+    def warmup(self, size: int) -> bool:
+        """Whether a contender gets a call before its calibration call. Setting up every
+        contender already made one call of each operation; from 64 MiB up a call is long
+        enough that the imports and lazy tables of a first call do not show."""
+        return size < 64 * MiB
 
     def rounds(self, size: int) -> int:
         if size >= 256 * MiB:

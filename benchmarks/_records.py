@@ -90,17 +90,6 @@ def _per_value(stats: Stats) -> Stats:
     return Stats(tuple(sample / BATCH for sample in stats.samples))
 
 
-def _ratio(stats: dict[str, Stats], numerator: str, denominator: str) -> float | None:
-    """Throughput of ``numerator`` over ``denominator``, round by round, median."""
-    if numerator not in stats or denominator not in stats:
-        return None
-    rounds = sorted(
-        d / n for n, d in zip(stats[numerator].samples, stats[denominator].samples, strict=True)
-    )
-    middle = len(rounds) // 2
-    return rounds[middle] if len(rounds) % 2 else (rounds[middle - 1] + rounds[middle]) / 2
-
-
 def _contenders(
     records: Records, messages: Envelope, data: bytes, recorder: Recorder
 ) -> dict[str, c.Pair]:
@@ -272,32 +261,19 @@ def _targets(recorder: Recorder, op: str, size: int, stats: dict[str, Stats]) ->
     if size != KiB:
         return
     name = f"records 1 KiB {op}"
+    where = {"op": op, "size": size, "group": "records"}
     for numerator, denominator, threshold in (
         (RECORDS, TINK_AEAD, 0.45),
         (RECORDS, TINK_KMS, 2.0),
         (RECORDS_MANY, TINK_AEAD, 0.6),
+        (RECORDS_MANY, TINK_AEAD_LOOP, None),  # the peer's calls in a loop keeping results
     ):
-        value = _ratio(stats, numerator, denominator)
         label = "one call at a time" if numerator == RECORDS else "encrypt_many/decrypt_many"
-        recorder.target(
+        recorder.ratio(
             f"{name}, {label} / {denominator}",
-            value,
-            ">=",
-            threshold,
-            "x",
-            reason=None if value is not None else f"{denominator} was not measured",
-        )
-    # The same batch against the peer's single calls in a loop that keeps its results.
-    value = _ratio(stats, RECORDS_MANY, TINK_AEAD_LOOP)
-    if value is not None:
-        recorder.ratios.append(
-            {
-                "name": f"{name}, encrypt_many/decrypt_many / {TINK_AEAD_LOOP}",
-                "numerator": RECORDS_MANY,
-                "denominator": TINK_AEAD_LOOP,
-                "status": "ok",
-                "median": value,
-                "op": op,
-                "size": size,
-            }
+            stats,
+            numerator,
+            denominator,
+            target=threshold,
+            context=where,
         )

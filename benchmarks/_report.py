@@ -9,36 +9,29 @@ from pathlib import Path
 from typing import Any
 
 from ._cases import CEILING, LABELS, OPS
-from ._recorder import Recorder
+from ._recorder import Recorder, size_label
 
-__all__ = ["busy_note", "plot", "render", "write_json"]
+__all__ = ["busy_note", "figure", "plot", "render", "table", "write_json"]
 
 MB = 1e6
 MiB = 1024 * 1024
 
 
-def _size(size: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale} {unit}"
-    return f"{size} B"
-
-
-def _spread(record: dict[str, Any]) -> str:
-    median = record["median_s"]
-    half = (record["max_s"] - record["min_s"]) / 2 / median if median else 0.0
-    return f"±{half * 100:.0f}%"
+def _steadiness(record: dict[str, Any]) -> str:
+    """The median round as a share of the best: 100% steady, lower for a run that spent
+    most of its rounds in a slow phase of the machine or under others' load."""
+    return f"({record['best_s'] / record['median_s']:.0%})"
 
 
 def _rate(record: dict[str, Any] | None, *, ops: bool = False) -> str:
     if record is None:
         return "—"
     if ops:
-        return f"{record['ops_per_s']:,.0f}/s {_spread(record)}"
-    return f"{record['bytes_per_s'] / MB:,.0f} {_spread(record)}"
+        return f"{record['ops_per_s']:,.0f}/s {_steadiness(record)}"
+    return f"{record['bytes_per_s'] / MB:,.0f} {_steadiness(record)}"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     body = [list(header), *[list(row) for row in rows]]
     widths = [max(len(row[i]) for row in body) for i in range(len(header))]
     lines = []
@@ -85,12 +78,25 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
             f"other processes used {load['others_cpu_share_mean']:.0%} of the CPUs on average "
             f"(max {load['others_cpu_share_max']:.0%} during a case): {verdict}"
         )
-    out.append("MB/s = 10^6 bytes/s, median of the rounds; ± is half the min-max range.")
+    heap = machine.get("malloc") or {}
+    if heap.get("applied"):
+        out.append(
+            f"glibc malloc held steady: mmap threshold {size_label(heap['mmap_threshold'])}, "
+            f"trim threshold {size_label(heap['trim_threshold'])} (the same for every contender)"
+        )
+    out.append(
+        "MB/s = 10^6 bytes/s. Each figure is the contender's best round; in brackets the "
+        "median round as a share of it"
+    )
+    out.append(
+        "(100% steady; this VM runs in speed phases about 1.8x apart). Ratios and targets: "
+        "median of the round-by-round ratios."
+    )
 
     sizes = sorted({r["size"] for r in results if r["group"] == "one-shot"})
     for op in OPS if sizes else ():
         out += ["", f"One-shot {op} (MB/s; 1 KiB also in operations/s)"]
-        header = ["implementation", "1 KiB ops/s"] + [_size(s) for s in sizes]
+        header = ["implementation", "1 KiB ops/s"] + [size_label(s) for s in sizes]
         rows = []
         for label in LABELS:
             cells = [
@@ -100,10 +106,16 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
                 continue
             first = _find(results, group="one-shot", op=op, size=1024, impl=label)
             rows.append([label, _rate(first, ops=True), *cells])
-        out += _table(header, rows)
+        out += table(header, rows)
+    limit = recorder.cases.get("one_shot", {}).get("peers_up_to")
+    if limit is not None and sizes and max(sizes) > limit:
+        out.append(
+            f"The peers are measured up to {size_label(limit)}, the size of the targets: a "
+            "larger call takes them seconds."
+        )
 
     cache_rows = []
-    for label in sorted({r["impl"] for r in results if r["group"] == "1 KiB cache"}):
+    for label in dict.fromkeys(r["impl"] for r in results if r["group"] == "1 KiB cache"):
         cache_rows.append(
             [label]
             + [
@@ -113,12 +125,12 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
         )
     if cache_rows:
         out += ["", "1 KiB messages, local KEKs (operations/s)"]
-        out += _table(["data keys", "encrypt", "decrypt"], cache_rows)
+        out += table(["data keys", "encrypt", "decrypt"], cache_rows)
 
     layer_sizes = sorted({r["size"] for r in results if r["group"] == "layers"})
     if layer_sizes:
         out += ["", "Layers (plain encrypt/decrypt: 1 KiB in ops/s, larger in MB/s)"]
-        header = ["layers"] + [f"{op} {_size(s)}" for s in layer_sizes for op in OPS]
+        header = ["layers"] + [f"{op} {size_label(s)}" for s in layer_sizes for op in OPS]
         rows = []
         for label in ("1 layer", "2 layers", "3 layers"):
             rows.append(
@@ -129,26 +141,15 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
                     for op in OPS
                 ]
             )
-        out += _table(header, rows)
+        out += table(header, rows)
 
-    frame_records = [r for r in results if r["group"].startswith("frame size")]
-    if frame_records:
-        size = frame_records[0]["size"]
-        out += ["", f"Frame size ({_size(size)} message, MB/s)"]
-        groups = ("frame size, plain API", "frame size, into reused buffer")
-        header = ["frame"] + [f"{op} {g.split(', ')[1]}" for g in groups for op in OPS]
-        rows = []
-        for label in dict.fromkeys(r["impl"] for r in frame_records):
-            rows.append(
-                [label]
-                + [_rate(_find(results, group=g, op=op, impl=label)) for g in groups for op in OPS]
-            )
-        out += _table(header, rows)
+    out += _variants(results, "frame size", "Frame size", "frame")
+    out += _variants(results, "thread scaling", "One message on several threads", "workers")
 
     wall_sizes = sorted({r["size"] for r in results if r["group"] == "allocation wall"})
     if wall_sizes:
         out += ["", "Beyond the allocation wall (MB/s, and x of the ceiling in the same rounds)"]
-        header = ["output buffer"] + [f"{op} {_size(s)}" for s in wall_sizes for op in OPS]
+        header = ["output buffer"] + [f"{op} {size_label(s)}" for s in wall_sizes for op in OPS]
         rows = []
         labels = dict.fromkeys(r["impl"] for r in results if r["group"] == "allocation wall")
         for label in labels:
@@ -166,24 +167,34 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
                     )
                     cell = _rate(record)
                     if ratio is not None and ratio.get("status") == "ok":
-                        cell += f" ({ratio['median']:.2f}x)"
+                        cell += f", {ratio['median']:.2f}x"
                     cells.append(cell)
             rows.append([label, *cells])
-        out += _table(header, rows)
+        out += table(header, rows)
 
     stream = [r for r in results if r["group"] == "stream"]
     if stream:
-        out += ["", f"Streaming a {_size(stream[0]['size'])} file, each run in a fresh process"]
-        rows = [
-            [
-                r["op"] + (" (fsync)" if r["op"].endswith("_file") else " (to a null sink)"),
-                f"{r['bytes_per_s'] / MB:,.0f} {_spread(r)}",
-                f"{r['peak_rss'] / MiB:.1f}",
-                f"{r['rss_before'] / MiB:.1f}",
-            ]
-            for r in stream
-        ]
-        out += _table(["operation", "MB/s", "peak RSS MiB", "RSS before MiB"], rows)
+        size = size_label(stream[0]["size"])
+        out += ["", f"Streaming a {size} file, each run in a fresh process"]
+        rows = []
+        for r in stream:
+            ratio = _find(recorder.ratios, group="stream", numerator=r["op"])
+            versus = (
+                f"{ratio['median']:.2f}x"
+                if ratio is not None and ratio.get("status") == "ok"
+                else ""
+            )
+            how = " (fsync)" if r["op"].endswith("_file") else " (to a null sink)"
+            rows.append(
+                [
+                    r["op"] + how,
+                    _rate(r),
+                    versus,
+                    f"{r['peak_rss'] / MiB:.1f}",
+                    f"{r['rss_before'] / MiB:.1f}",
+                ]
+            )
+        out += table(["operation", "MB/s", "x copy", "peak RSS MiB", "RSS before MiB"], rows)
 
     kv = recorder.cases.get("key_vault")
     if kv is not None:
@@ -204,7 +215,7 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
                         f"{a['decrypt_messages_per_s']:,.1f}",
                     ]
                 )
-            out += _table(
+            out += table(
                 ["caches", "messages", "calls/msg enc", "calls/msg dec", "enc msg/s", "dec msg/s"],
                 rows,
             )
@@ -221,14 +232,14 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
     rows = []
     for t in recorder.targets:
         if t["met"] is None:
-            status, value = "SKIPPED", t["reason"] or "not measured"
+            status, value = f"not measured: {t['reason'] or 'no figure'}", "—"
         else:
-            status = "met" if t["met"] else "BELOW TARGET"
-            value = _value(t["value"], t["unit"])
+            status = "met" if t["met"] else "BELOW"
+            value = figure(t["value"], t["unit"])
         rows.append(
-            [t["name"], value, f"{t['comparison']} {_value(t['threshold'], t['unit'])}", status]
+            [t["name"], value, f"{t['comparison']} {figure(t['threshold'], t['unit'])}", status]
         )
-    out += _table(["target", "measured", "target", "status"], rows)
+    out += table(["target", "measured", "target", "status"], rows)
 
     if recorder.errors:
         out += ["", "ERRORS (cases that crashed; their figures are missing, not invented)"]
@@ -239,11 +250,14 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
     return "\n".join(out)
 
 
-def _value(value: float, unit: str) -> str:
+def figure(value: float, unit: str) -> str:
+    """A measured value for the tables: ``1.23x``, ``12,345/s``, ``1,234 MB/s``, ``31.2 MiB``."""
     if unit == "x":
         return f"{value:.3g}x"
     if unit == "ops/s":
         return f"{value:,.0f}/s"
+    if unit == "MB/s":
+        return f"{value:,.0f} MB/s"
     return f"{value:.1f} {unit}"
 
 
@@ -254,7 +268,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def plot(recorder: Recorder, path: Path, *, title: str) -> None:
+def plot(recorder: Recorder, path: Path, *, title: str, headline: str = "best round") -> None:
     """Throughput vs message size, log-log, one line per contender, the ceiling bold."""
     import matplotlib
 
@@ -297,13 +311,13 @@ def plot(recorder: Recorder, path: Path, *, title: str) -> None:
                 )
         axis.set_xscale("log", base=2)
         sizes = sorted({r["size"] for r in results})
-        axis.set_xticks(sizes, [_size(size) for size in sizes])
+        axis.set_xticks(sizes, [size_label(size) for size in sizes])
         axis.xaxis.set_minor_locator(NullLocator())
         axis.set_yscale("log")
         axis.set_xlabel("message size (bytes)")
         axis.set_title(op)
         axis.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("throughput (MB/s, median; bars: min-max)")
+    axes[0].set_ylabel(f"throughput (MB/s, {headline}; bars: slowest to fastest round)")
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     figure.suptitle(title, fontsize=10)
@@ -311,3 +325,18 @@ def plot(recorder: Recorder, path: Path, *, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _variants(results: list[dict[str, Any]], kind: str, title: str, column: str) -> list[str]:
+    """A table of one message's variants (frame sizes, worker counts): MB/s through the
+    plain API and into a reused buffer, encrypt and decrypt."""
+    records = [r for r in results if r["group"].startswith(kind)]
+    if not records:
+        return []
+    groups = (f"{kind}, plain API", f"{kind}, into reused buffer")
+    header = [column] + [f"{op} {g.split(', ')[1]}" for g in groups for op in OPS]
+    rows = [
+        [label] + [_rate(_find(results, group=g, op=op, impl=label)) for g in groups for op in OPS]
+        for label in dict.fromkeys(r["impl"] for r in records)
+    ]
+    return ["", f"{title} ({size_label(records[0]['size'])} message, MB/s)", *table(header, rows)]

@@ -1,21 +1,32 @@
 """Timing: calibrated batches, a warm-up, contenders measured in interleaved rounds.
 
-Contenders of one comparison run round-robin (A, B, C, A, B, C, ...) rather than one after
-the other, so a burst of load from another process hits all of them alike; a ratio is then
-taken round by round (A's round-k time against B's round-k time) and summarised by its
-median. The garbage collector is paused while a sample runs, as ``timeit`` does.
+Contenders of one comparison run round-robin rather than one after the other, so that a burst
+of load from another process hits all of them alike. The order turns around every round
+(A, B, C, then C, B, A, ...), so that a slow drift of the machine's speed favours no position
+in the round. A ratio is taken round by round (A's round-k time against B's round-k time) and
+summarised by its median.
+
+A contender's own figure is its *best* round. This machine (a VM) runs in speed phases: the
+same loop, alone, runs about 1.8 times faster in some stretches of milliseconds to seconds
+than in others, and every contender alike (a reference loop swings with it). The median of
+the rounds says which phase the run mostly fell into; the best round says what the code does
+when the machine lets it, which is what a direct timing loop reports. The median and the
+spread are kept next to it.
+
+The garbage collector is paused while a sample runs, as ``timeit`` does.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Contender", "Stats", "run_rounds", "summarize"]
+__all__ = ["Contender", "Stats", "quartiles", "run_rounds", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -26,11 +37,24 @@ class Contender:
     call: Callable[[], object]
 
 
+def quartiles(samples: Sequence[float]) -> tuple[float, float]:
+    """The first and third quartiles (both the sample itself when there is one)."""
+    if len(samples) < 2:
+        return samples[0], samples[0]
+    q = statistics.quantiles(samples, n=4, method="inclusive")
+    return q[0], q[2]
+
+
 @dataclass(frozen=True)
 class Stats:
     """Seconds per operation over the measured rounds."""
 
     samples: tuple[float, ...]
+
+    @property
+    def best(self) -> float:
+        """The fastest round: the figure a contender is reported at."""
+        return min(self.samples)
 
     @property
     def median(self) -> float:
@@ -46,14 +70,12 @@ class Stats:
 
     @property
     def quartiles(self) -> tuple[float, float]:
-        if len(self.samples) < 2:
-            return self.samples[0], self.samples[0]
-        q = statistics.quantiles(self.samples, n=4, method="inclusive")
-        return q[0], q[2]
+        return quartiles(self.samples)
 
     def as_dict(self) -> dict[str, object]:
         q1, q3 = self.quartiles
         return {
+            "best_s": self.best,
             "median_s": self.median,
             "min_s": self.minimum,
             "max_s": self.maximum,
@@ -77,8 +99,10 @@ def _timed(call: Callable[[], object], repeat: int) -> float:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
+        # itertools.repeat, as timeit uses: no int object per iteration.
+        loop = itertools.repeat(None, repeat)
         start = time.perf_counter()
-        for _ in range(repeat):
+        for _ in loop:
             call()
         return time.perf_counter() - start
     finally:
@@ -92,10 +116,12 @@ def run_rounds(
     rounds: int,
     min_sample_s: float,
     warmup: bool = True,
+    on_round: Callable[[int], None] | None = None,
 ) -> dict[str, Stats]:
     """Time each contender ``rounds`` times, interleaved. One sample is a batch of calls
     long enough (``min_sample_s``) for the clock to be accurate; its time is divided by the
-    batch length. The warm-up call doubles as the calibration of the batch length."""
+    batch length. The warm-up call doubles as the calibration of the batch length.
+    ``on_round`` is called with the number of rounds done (for progress reports)."""
     batch: dict[str, int] = {}
     for contender in contenders:
         first = _timed(contender.call, 1)
@@ -105,8 +131,11 @@ def run_rounds(
         batch[contender.name] = max(1, math.ceil(min_sample_s / max(first, 1e-9)))
     samples: dict[str, list[float]] = {c.name: [] for c in contenders}
     gc.collect()
-    for _ in range(rounds):
-        for contender in contenders:
+    for index in range(rounds):
+        order = contenders if index % 2 == 0 else contenders[::-1]
+        for contender in order:
             repeat = batch[contender.name]
             samples[contender.name].append(_timed(contender.call, repeat) / repeat)
+        if on_round is not None:
+            on_round(index + 1)
     return {name: Stats(tuple(values)) for name, values in samples.items()}

@@ -268,30 +268,50 @@ class FrameCipher:
         """Open a whole body into ``out`` (exactly ``plaintext_size`` bytes)."""
         self.open_run(body, out, 0, frame_count(len(out), self._frame_size))
 
-    def seal_run(self, plaintext: memoryview, out: memoryview, first: int, stop: int) -> None:
-        """Seal frames ``first`` to ``stop - 1`` of the whole ``plaintext`` into their places
-        in the whole body ``out``; the message's last frame is sealed as the final one."""
+    def seal_run(
+        self,
+        plaintext: memoryview,
+        out: memoryview,
+        first: int,
+        stop: int,
+        *,
+        base: int = 0,
+        final: bool = True,
+    ) -> None:
+        """Seal frames ``first`` to ``stop - 1`` of ``plaintext`` into their places in
+        ``out``. The buffers hold consecutive frames of a message starting with frame number
+        ``base``; with ``final`` their last frame is the message's final frame, otherwise
+        they hold full frames only."""
         step = self._frame_size
         sealed = step + self._overhead
-        final = len(plaintext) // step
+        last = len(plaintext) // step  # the full frames come before it
         seal = self.seal_frame
-        for index in range(first, min(stop, final)):
+        for index in range(first, min(stop, last)):
             start = index * step
             pos = index * sealed
-            seal(index, False, plaintext[start : start + step], out[pos : pos + sealed])
-        if stop > final:
-            seal(final, True, plaintext[final * step :], out[final * sealed :])
+            seal(base + index, False, plaintext[start : start + step], out[pos : pos + sealed])
+        if final and stop > last:
+            seal(base + last, True, plaintext[last * step :], out[last * sealed :])
 
-    def open_run(self, body: memoryview, out: memoryview, first: int, stop: int) -> None:
-        """Open frames ``first`` to ``stop - 1`` of the whole ``body`` into their places in
-        the whole plaintext ``out``; the message's last frame is opened as the final one."""
+    def open_run(
+        self,
+        body: memoryview,
+        out: memoryview,
+        first: int,
+        stop: int,
+        *,
+        base: int = 0,
+        final: bool = True,
+    ) -> None:
+        """Open frames ``first`` to ``stop - 1`` of ``body`` into their places in ``out``;
+        ``base`` and ``final`` as for :meth:`seal_run`."""
         step = self._frame_size
         sealed = step + self._overhead
-        final = len(out) // step
+        last = len(out) // step
         open_frame = self.open_frame
-        for index in range(first, min(stop, final)):
+        for index in range(first, min(stop, last)):
             start = index * step
             pos = index * sealed
-            open_frame(index, False, body[pos : pos + sealed], out[start : start + step])
-        if stop > final:
-            open_frame(final, True, body[final * sealed :], out[final * step :])
+            open_frame(base + index, False, body[pos : pos + sealed], out[start : start + step])
+        if final and stop > last:
+            open_frame(base + last, True, body[last * sealed :], out[last * step :])

@@ -7,7 +7,7 @@ its concept.
 ``_unwrap``             the unwrap plan (no I/O), fall-through per layer, commitments
 ``_message``            header ‖ body in one piece: new headers, body ciphers, rewrap
 ``_streams``            frame loops in constant memory
-``_files``              atomic file output
+``_files``              crash-safe file output, header-only rewrite of a file
 ``_inspect``            a header read without keys
 ======================  ==================================================================
 
@@ -26,7 +26,7 @@ from ._cache import DataKeyCache, UnwrapCache
 from ._config import LayerSpec, check_frame_size, check_optional, layer_algorithms, layer_keks
 from ._datakeys import DataKey, DataKeys, to_record
 from ._engine import FrameCipher, body_size, plaintext_size
-from ._files import atomic_output
+from ._files import atomic_output, replace_header
 from ._format import Context, Header, Suite, decode_header, encode_context, max_header_size
 from ._keys import KeyEncryptionKey, WrappedKey
 from ._limits import DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE
@@ -39,7 +39,7 @@ from ._message import (
     rewrapped_header,
     sealed,
 )
-from ._parallel import check_workers, one_shot_frame_size, seal_body
+from ._parallel import check_workers, frame_size_for, seal_body
 from ._streams import Readable, Writable, decrypt_frames, encrypt_frames, read_header_bytes
 from ._unwrap import LayerKeys, Unwrapper
 
@@ -62,6 +62,13 @@ class Envelope:
     skips the unwrap of a wrapped key seen before; both are off by default (see their
     limits). ``encrypt_async``/``decrypt_async`` are the asyncio twins of ``encrypt`` and
     ``decrypt``: they await KEKs that have ``wrap_key_async``/``unwrap_key_async``.
+
+    ``workers`` is how many threads work on one large message (default: every CPU this
+    process may use; ``1``: only the caller's thread). A one-shot message of at least
+    8 MiB is sealed and opened in contiguous runs of frames on a shared pool, and written
+    with frames of at least 1 MiB so that each AEAD call outweighs the hand-over of the GIL;
+    smaller messages never touch the pool. Streams and files write their output on a thread
+    of their own while the next frames are read and sealed or opened.
     """
 
     def __init__(
@@ -171,11 +178,7 @@ class Envelope:
     ) -> int:
         """Encrypt everything ``src`` yields into ``dst``, one frame at a time, in constant
         memory. Returns the number of bytes written."""
-        # Streams never use the data-key cache: their length is unknown up front.
-        encoded = encode_context(context)
-        header, cipher = self._writer.begin(encoded, self._data_keys.fresh(), self._frame_size)
-        dst.write(header)
-        return len(header) + encrypt_frames(cipher, src, dst, self._workers)
+        return self._encrypt_stream(src, dst, encode_context(context), self._frame_size)
 
     def encrypt_file(
         self,
@@ -183,9 +186,14 @@ class Envelope:
         dst: str | os.PathLike[str],
         context: Mapping[str, str] | None = None,
     ) -> int:
-        """Encrypt the file ``src`` into ``dst``, atomically (see :meth:`decrypt_file`)."""
+        """Encrypt the file ``src`` into ``dst``, atomically (see :meth:`decrypt_file`). A
+        file large enough to be sealed by several workers gets frames of at least 1 MiB, as
+        a one-shot message does."""
+        encoded = encode_context(context)
         with open(src, "rb") as source, atomic_output(dst) as sink:
-            return self.encrypt_stream(source, sink, context)
+            size = os.fstat(source.fileno()).st_size
+            frame_size = frame_size_for(self._frame_size, size, self._workers)
+            return self._encrypt_stream(source, sink, encoded, frame_size)
 
     # -- decryption ---------------------------------------------------------------------
 
@@ -271,28 +279,51 @@ class Envelope:
         their commitments; the body and the encryption context are kept as they are.
         """
         view = contiguous(blob)
-        header, header_length = decode_header(view)
-        keys = self._unwrapper.unwrap(header)
-        wrapped = [self._data_keys.wrap(index, k.data_key) for index, k in enumerate(keys)]
-        new_header = rewrapped_header(header, wrapped)
+        new_header, header_length = self._rewrap_header(view)
         body = view[header_length:]
         out = bytearray(len(new_header) + len(body))
         out[: len(new_header)] = new_header
         out[len(new_header) :] = body
         return out
 
+    def rewrap_file(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`rewrap` the message in the file ``path``, in place: only the header
+        changes. The new file is complete and synced before it replaces the old one, so a
+        crash at any moment leaves either; it keeps the old file's permission bits."""
+        replace_header(path, read_header_bytes, lambda old: self._rewrap_header(old)[0])
+
     # -- internals ----------------------------------------------------------------------
+
+    def _rewrap_header(self, view: memoryview) -> tuple[bytes, int]:
+        """The header at the start of ``view`` with its data keys wrapped under this
+        envelope's KEKs, and the old header's length."""
+        header, header_length = decode_header(view)
+        keys = self._unwrapper.unwrap(header)
+        wrapped = [self._data_keys.wrap(index, k.data_key) for index, k in enumerate(keys)]
+        return rewrapped_header(header, wrapped), header_length
 
     def _one_shot(
         self, context: Context, data_keys: Sequence[DataKey], nbytes: int
     ) -> tuple[bytes, FrameCipher]:
         """The header and body cipher of a one-shot message of ``nbytes``: with larger
         frames when it is large enough to be sealed on several threads."""
-        frame_size = one_shot_frame_size(self._frame_size, nbytes, self._workers)
+        frame_size = frame_size_for(self._frame_size, nbytes, self._workers)
+        return self._writer_for(frame_size).begin(context, data_keys, nbytes)
+
+    def _encrypt_stream(
+        self, src: Readable, dst: Writable, context: Context, frame_size: int
+    ) -> int:
+        # Streams never use the data-key cache: their length is unknown up front.
+        data_keys = self._data_keys.fresh()
+        header, cipher = self._writer_for(frame_size).begin(context, data_keys, frame_size)
+        dst.write(header)
+        return len(header) + encrypt_frames(cipher, src, dst, self._workers)
+
+    def _writer_for(self, frame_size: int) -> MessageWriter:
         writer = self._writers.get(frame_size)
         if writer is None:
             writer = self._writers[frame_size] = MessageWriter(self._algorithms, frame_size)
-        return writer.begin(context, data_keys, nbytes)
+        return writer
 
     def _encrypt_with(
         self,

@@ -33,7 +33,9 @@ class DecryptionError(EnvelopeError):
 
     Raised for every integrity failure: a flipped byte, a truncated or reordered body, a
     wrong encryption context, a wrapped key that unwraps to another data key. The message
-    deliberately does not say which check failed.
+    deliberately does not say which check failed, except for a context that differs from
+    the expected one: that message names the keys that differ (the context is stored in
+    clear, so it reveals nothing).
     """
 
     def __init__(self, message: str = "message authentication failed") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -9,7 +10,7 @@ from types import MappingProxyType
 from ._buffers import Buffer, contiguous
 from ._engine import plaintext_size
 from ._errors import DecryptionError
-from ._format import decode_header
+from ._format import Header, decode_header
 from ._streams import Readable, read_header_bytes
 
 __all__ = ["LayerInfo", "MessageInfo", "inspect"]
@@ -38,24 +39,34 @@ class MessageInfo:
     plaintext_length: int | None
 
 
-def inspect(message: Buffer | Readable) -> MessageInfo:
-    """Read a message's header without keys. ``message`` is the message's bytes or a
-    binary file positioned at its start (only the header is read from a file).
+def inspect(message: Buffer | Readable | str | os.PathLike[str]) -> MessageInfo:
+    """Read a message's header without keys. ``message`` is the message's bytes, the path
+    of a file holding it (``str`` or path-like), or a binary file positioned at its start.
+    Only the header is read from a file.
 
-    ``plaintext_length`` is known for bytes whose body length is consistent, else None.
+    ``plaintext_length`` is known for bytes and paths whose body length is consistent with
+    the header, else None (always None for an open file: its end is not looked for).
     """
-    plaintext_length: int | None = None
+    if isinstance(message, (str, os.PathLike)):
+        with open(message, "rb") as source:
+            header, header_length = decode_header(read_header_bytes(source))
+            size = os.fstat(source.fileno()).st_size
+        return _info(header, header_length, size - header_length)
     if isinstance(message, (bytes, bytearray, memoryview)):
         view = contiguous(message)
         header, header_length = decode_header(view)
+        return _info(header, header_length, len(view) - header_length)
+    header, header_length = decode_header(read_header_bytes(message))
+    return _info(header, header_length, None)
+
+
+def _info(header: Header, header_length: int, body_length: int | None) -> MessageInfo:
+    plaintext_length: int | None = None
+    if body_length is not None:
         try:
-            plaintext_length = plaintext_size(
-                len(view) - header_length, header.frame_size, len(header.layers)
-            )
+            plaintext_length = plaintext_size(body_length, header.frame_size, len(header.layers))
         except DecryptionError:
             plaintext_length = None
-    else:
-        header, header_length = decode_header(read_header_bytes(message))
     return MessageInfo(
         version=header.version,
         suite=int(header.suite),

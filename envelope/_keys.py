@@ -194,6 +194,11 @@ class LocalKey:
 
         Raises :class:`~envelope.KeyAccessError` saying what is wrong: a missing file, a
         file others can read, a file that is not a key file, a key of the wrong size.
+
+        On POSIX a key file must grant nothing to group or others: 0600 (as :meth:`save`
+        writes it) and the owner's read-only 0400 are accepted; 0440, 0640 or 0644 are
+        refused, because whoever can read the file can unwrap every data key it wrapped,
+        and a group's membership is not the owner's to decide.
         """
         source = Path(path)
         try:
@@ -209,7 +214,8 @@ class LocalKey:
         if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyAccessError(
                 f"key file {source} is accessible by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {source}"
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {source} "
+                "(or chmod 400 for read-only)"
             )
         if len(raw) > _MAX_KEY_FILE_BYTES:
             raise KeyAccessError(f"{source} is not an envelope key file (too large)")

@@ -39,6 +39,7 @@ __all__ = [
     "SUITE",
     "MessageWriter",
     "body_cipher",
+    "context_mismatch",
     "open_verified",
     "opened",
     "parse_header",
@@ -112,8 +113,25 @@ def parse_header(view: memoryview, expected: Context) -> tuple[Header, int, byte
     context; returns the header, its length and its authenticated bytes."""
     header, header_length, authenticated = read_header(view)
     if header.context != expected:
-        raise DecryptionError()
+        raise DecryptionError(context_mismatch(header.context, expected))
     return header, header_length, authenticated
+
+
+def context_mismatch(stored: Context, expected: Context) -> str:
+    """Which keys differ between a message's context and the expected one. The stored
+    context is in clear (``inspect`` shows it), so naming keys reveals nothing; values are
+    not named, as the expected ones are the caller's."""
+    have, want = dict(stored), dict(expected)
+    parts = [
+        f"{', '.join(repr(k) for k in keys)} {label}"
+        for label, keys in (
+            ("differs", [k for k in want if k in have and have[k] != want[k]]),
+            ("expected but absent", [k for k in want if k not in have]),
+            ("present but not expected", [k for k in have if k not in want]),
+        )
+        if keys
+    ]
+    return f"the encryption context does not match: {'; '.join(parts)}"
 
 
 def rewrapped_header(header: Header, wrapped: Sequence[tuple[WrappedKeyRecord, ...]]) -> bytes:

@@ -18,7 +18,9 @@ from typing import Protocol
 from . import _limits
 from ._engine import FrameCipher
 from ._errors import DecryptionError, FormatError
+from ._files import leave_signals_to_other_threads
 from ._format import PREFIX_BYTES, header_length_from_prefix
+from ._parallel import FrameBatches
 
 __all__ = ["Readable", "Writable", "decrypt_frames", "encrypt_frames", "read_header_bytes"]
 
@@ -38,65 +40,79 @@ class Writable(Protocol):
 
 def encrypt_frames(cipher: FrameCipher, src: Readable, dst: Writable, workers: int = 1) -> int:
     """Seal everything ``src`` yields into ``dst`` as frames; returns the bytes written.
+
     With ``workers`` above 1, ``dst`` is written on a thread of its own while the next
-    frames are read and sealed."""
+    frames are read and sealed, and frames of at least ``PARALLEL_FRAME_SIZE`` are sealed a
+    batch at a time, one frame per worker.
+    """
     size = cipher.frame_size
-    inbuf = memoryview(bytearray(size))
+    batches = FrameBatches(cipher, workers)
+    inbuf = memoryview(bytearray(size * batches.frames))
     written = 0
     index = 0
-    with _sink(dst, size + cipher.overhead, workers) as sink:
+    with _sink(dst, (size + cipher.overhead) * batches.frames, workers) as sink:
         while True:
             got = read_into(src, inbuf)
-            final = got < size
-            if not final and index >= _limits.MAX_FRAMES - 1:
+            # A batch that is not full holds the final frame (empty when the input ended on
+            # a frame boundary); a full one holds full frames only.
+            final = got < len(inbuf)
+            frames = got // size + 1 if final else got // size
+            # The final frame may be frame MAX_FRAMES - 1; a frame before it may not.
+            if index + frames > _limits.MAX_FRAMES - (0 if final else 1):
                 raise ValueError(
                     f"the input needs more than {_limits.MAX_FRAMES} frames of {size} bytes; "
                     "use a larger frame_size"
                 )
-            sealed = sink.buffer()[: got + cipher.overhead]
-            cipher.seal_frame(index, final, inbuf[:got], sealed)
+            sealed = sink.buffer()[: got + frames * cipher.overhead]
+            batches.seal(inbuf[:got], sealed, index, final)
             sink.emit(sealed)
             written += len(sealed)
             if final:
                 return written
-            index += 1
+            index += frames
 
 
 def decrypt_frames(cipher: FrameCipher, src: Readable, dst: Writable, workers: int = 1) -> int:
     """Open the frames ``src`` yields into ``dst``; returns the plaintext bytes written.
 
-    ``dst.write`` receives a view of a buffer that is reused for a later frame (and wiped if
-    a frame fails), as ``io`` allows: a sink copies what it keeps. With ``workers`` above 1,
-    ``dst`` is written on a thread of its own while the next frames are read and opened;
-    only verified frames reach it, in order, and all of them before an error is raised.
+    ``dst.write`` receives a view of a buffer that is reused for later frames (and wiped if
+    a frame fails), as ``io`` allows: a sink copies what it keeps. Only verified frames
+    reach it, in order, and all of them before an error is raised. With ``workers`` above 1,
+    ``dst`` is written on a thread of its own, and large frames are opened a batch at a
+    time, one frame per worker.
     """
     size = cipher.frame_size
     sealed_size = size + cipher.overhead
-    inbuf = memoryview(bytearray(sealed_size + 1))
+    batches = FrameBatches(cipher, workers)
+    whole = sealed_size * batches.frames
+    # Read one byte past a batch of full frames: a full frame is never the final one, and
+    # full frames followed by nothing mean the final frame was cut off.
+    inbuf = memoryview(bytearray(whole + 1))
     written = 0
     index = 0
-    with _sink(dst, size, workers) as sink:
-        # Read one byte past a full frame: a full frame is never the final one, and a full
-        # frame followed by nothing means the final frame was cut off.
+    with _sink(dst, size * batches.frames, workers) as sink:
         got = read_into(src, inbuf)
-        while got >= sealed_size:
-            if index >= _limits.MAX_FRAMES - 1:
+        while True:
+            final = got <= whole
+            full, rest = divmod(min(got, whole), sealed_size)
+            ends_well = final and rest >= cipher.overhead
+            frames = full + 1 if ends_well else full
+            body = inbuf[: full * sealed_size + (rest if ends_well else 0)]
+            too_many = index + frames > _limits.MAX_FRAMES - (0 if ends_well else 1)
+            if too_many or (final and not ends_well and full == 0):
                 raise DecryptionError()
-            plain = sink.buffer()
-            cipher.open_frame(index, False, inbuf[:sealed_size], plain)
-            sink.emit(plain)
-            written += size
-            if got == sealed_size:
+            plain = sink.buffer()[: len(body) - frames * cipher.overhead]
+            verified = batches.open(body, plain, index, ends_well)
+            if verified:
+                sink.emit(plain[: min(verified * size, len(plain))])
+                written += min(verified * size, len(plain))
+            if verified < frames or (final and not ends_well):
                 raise DecryptionError()
-            inbuf[0] = inbuf[sealed_size]
+            if final:
+                return written
+            inbuf[0] = inbuf[whole]
             got = 1 + read_into(src, inbuf[1:])
-            index += 1
-        if got < cipher.overhead:
-            raise DecryptionError()
-        plain = sink.buffer()[: got - cipher.overhead]
-        cipher.open_frame(index, True, inbuf[:got], plain)
-        sink.emit(plain)
-        return written + len(plain)
+            index += frames
 
 
 class _DirectSink:
@@ -155,6 +171,7 @@ class _ThreadedSink:
             raise self._failure
 
     def _write(self) -> None:
+        leave_signals_to_other_threads()
         while (frame := self._pending.get()) is not None:
             if self._failure is None:
                 try:

@@ -10,15 +10,25 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 __all__ = ["KeyId", "is_loopback", "parse_key_id"]
 
-# Key Vault names: 1-127 of letters, digits and dashes. Versions: 32 hex digits.
-_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
-_VERSION = re.compile(r"[0-9A-Fa-f]{32}")
-_HOST = re.compile(r"[0-9A-Za-z.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+# The whole grammar, matched against the id exactly as written: "https" in lower case, a
+# host (a DNS name or a bracketed IPv6 address), an optional port in plain decimal without
+# leading zeros, "/keys/", a name of 1-127 letters, digits and dashes, and an optional
+# 32-hex-digit version (or a trailing slash, which means "latest" as in the SDK). No
+# whitespace, control characters, user info, query or fragment anywhere: a URL parser's
+# normalisation (stripping spaces and tabs, folding the scheme, reading "0443" as 443) is
+# exactly what must not decide whether a header names our key.
+_KEY_ID = re.compile(
+    r"https://"
+    r"(?P<host>[0-9A-Za-z.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])"
+    r"(?::(?P<port>[1-9][0-9]{0,4}))?"
+    r"/keys/(?P<name>[0-9A-Za-z-]{1,127})"
+    r"(?:/(?P<version>[0-9A-Fa-f]{32})?)?"
+)
 _MAX_ID_CHARS = 1024
+_MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -55,33 +65,20 @@ class KeyId:
 def parse_key_id(key_id: str) -> KeyId | None:
     """The parts of a Key Vault key id, or None if ``key_id`` is not one (pure, no I/O).
 
-    Strict on purpose: https only, no user info, query or fragment, exactly ``/keys/name`` or
-    ``/keys/name/version`` with a 32-hex-digit version.
+    Exact on purpose: the whole string must be ``https://{host}[:{port}]/keys/{name}`` with
+    an optional ``/{32-hex-digit version}`` (or a trailing slash), nothing around it and
+    nothing a URL parser would have to normalise. Host names fold case (DNS does); an
+    explicit ``:443`` is the default port.
     """
     if not isinstance(key_id, str) or not 0 < len(key_id) <= _MAX_ID_CHARS:
         return None
-    try:
-        parts = urlsplit(key_id)
-        port = parts.port
-    except ValueError:
+    match = _KEY_ID.fullmatch(key_id)
+    if match is None:
         return None
-    if parts.scheme != "https" or parts.query or parts.fragment or "@" in parts.netloc:
+    port = 443 if match["port"] is None else int(match["port"])
+    if port > _MAX_PORT:
         return None
-    host = (parts.hostname or "").lower()
-    display_host = f"[{host}]" if ":" in host else host
-    if not _HOST.fullmatch(display_host):
-        return None
-    segments = parts.path.split("/")
-    # "/keys/n" -> ["", "keys", "n"]; a trailing slash means the latest version, as in the SDK.
-    if len(segments) == 4 and segments[3] == "":
-        segments = segments[:3]
-    if len(segments) not in (3, 4) or segments[0] != "" or segments[1] != "keys":
-        return None
-    name = segments[2]
-    version = segments[3] if len(segments) == 4 else None
-    if not _NAME.fullmatch(name) or (version is not None and not _VERSION.fullmatch(version)):
-        return None
-    return KeyId(display_host, 443 if port is None else port, name, version)
+    return KeyId(match["host"].lower(), port, match["name"], match["version"])
 
 
 def is_loopback(host: str) -> bool:

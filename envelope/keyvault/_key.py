@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import contextlib
 import inspect
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import anyio
 import httpx
 from azure.core.rest import HttpRequest
 from cryptography.hazmat.primitives import hashes
@@ -42,6 +46,7 @@ from ..transport import (
     secure_async_client,
     secure_client,
 )
+from ..transport._deadline import deadline
 from ._errors import key_vault_errors, reply_json
 from ._ids import KeyId, is_loopback, parse_key_id
 
@@ -68,6 +73,9 @@ _UNWRAP_LENGTHS = {
 _OAEP_SHA256 = padding.OAEP(
     mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
 )
+#: The largest reply read from a vault or an identity endpoint. Real ones are a few KiB (a
+#: key bundle of an RSA-8192 key is under 3 KiB, a token reply under 8 KiB).
+MAX_REPLY_BYTES = 64 * 1024
 
 
 class _ThreadedCredential:
@@ -137,12 +145,19 @@ class KeyVaultKey:
     ``tls_policy`` (default ``TLSPolicy()``: certifi roots, TLS 1.2+ with AEAD suites) governs
     every connection to the vault and the identity endpoint.
 
-    Time bound, per operation: at most ``1 + retry_total`` attempts, each limited by
-    ``connect_timeout`` and ``read_timeout``, and no new attempt after ``timeout`` seconds,
-    so a dead or blackholed vault fails with :class:`~envelope.KeyAccessError` within about
-    ``timeout + connect_timeout + read_timeout`` seconds (33 s with the defaults; a refused
-    connection fails in well under a second per attempt). A ``Retry-After`` from a throttling
-    vault is honoured as sent. An envelope with several KEKs in a layer then tries the next.
+    Time bound: every ``wrap_key`` / ``unwrap_key`` (and the async twins) ends within
+    ``timeout`` seconds by the wall clock, whatever the vault does, with
+    :class:`~envelope.KeyAccessError` if it has no answer by then. Within it, at most
+    ``1 + retry_total`` attempts, each connecting within ``connect_timeout`` and ending,
+    reply included, within ``read_timeout`` of its start, however slowly the reply trickles
+    in; a ``Retry-After`` is honoured when the retry would still fit, otherwise the call
+    fails at once. A refused connection fails in well under a second per attempt. Replies
+    are read up to 64 KiB (``MAX_REPLY_BYTES``); a larger or compressed one is refused. An
+    envelope with several KEKs in a layer then tries the next.
+
+    Requests go to the configured vault only: a redirect is never followed (it is a
+    ``KeyAccessError``), and every reply is validated before use (a malformed one, of any
+    shape or size, is a ``KeyAccessError`` too).
 
     Sync methods are thread-safe. The async twins (``wrap_key_async``, ``unwrap_key_async``)
     use a separate asyncio client created on first use; use them from one event loop and
@@ -194,6 +209,7 @@ class KeyVaultKey:
             "retry_backoff_max": retry_backoff_max,
             "timeout": timeout,
         }
+        self._timeout = timeout
         self._key_info_ttl = key_info_ttl
         self._api_version = api_version
         self._lock = threading.Lock()
@@ -224,40 +240,42 @@ class KeyVaultKey:
         """Wrap a 32-byte data key: RSA-OAEP-256 locally with the public key of a bundle
         at most ``key_info_ttl`` old, or A256KW by the vault for oct / oct-HSM keys."""
         _check_data_key(data_key)
-        info = self._current_info()
-        if info is None:
-            info = self._store_info(self._call("getKey", "GET", self._info_path()))
-        _check_wrappable(info, self._key_id)
-        if info.public_key is not None:
-            return _rsa_wrap(info, data_key)
-        reply = self._call("wrapKey", "POST", _op_path(info.kid, "wrapkey"), _wrap_body(data_key))
-        return self._wrapped_from_reply(info, reply)
+        with self._time_limit():
+            info = self._current_info()
+            if info is None:
+                info = self._store_info(self._call("getKey", "GET", self._info_path()))
+            _check_wrappable(info, self._key_id)
+            if info.public_key is not None:
+                return _rsa_wrap(info, data_key)
+            path, body = _op_path(info.kid, "wrapkey"), _wrap_body(data_key)
+            return self._wrapped_from_reply(info, self._call("wrapKey", "POST", path, body))
 
     def unwrap_key(self, wrapped: WrappedKey) -> bytes:
         """Unwrap by the vault, under the version named in ``wrapped.key_id``."""
         kid, body = self._unwrap_request(wrapped)
-        reply = self._call("unwrapKey", "POST", _op_path(kid, "unwrapkey"), body)
+        with self._time_limit():
+            reply = self._call("unwrapKey", "POST", _op_path(kid, "unwrapkey"), body)
         return self._unwrapped_from_reply(reply)
 
     async def wrap_key_async(self, data_key: bytes) -> WrappedKey:
         """The asyncio twin of :meth:`wrap_key`."""
         _check_data_key(data_key)
-        info = self._current_info()
-        if info is None:
-            reply = await self._call_async("getKey", "GET", self._info_path())
-            info = self._store_info(reply)
-        _check_wrappable(info, self._key_id)
-        if info.public_key is not None:
-            return _rsa_wrap(info, data_key)
-        reply = await self._call_async(
-            "wrapKey", "POST", _op_path(info.kid, "wrapkey"), _wrap_body(data_key)
-        )
-        return self._wrapped_from_reply(info, reply)
+        with self._time_limit_async():
+            info = self._current_info()
+            if info is None:
+                info = self._store_info(await self._call_async("getKey", "GET", self._info_path()))
+            _check_wrappable(info, self._key_id)
+            if info.public_key is not None:
+                return _rsa_wrap(info, data_key)
+            path, body = _op_path(info.kid, "wrapkey"), _wrap_body(data_key)
+            reply = await self._call_async("wrapKey", "POST", path, body)
+            return self._wrapped_from_reply(info, reply)
 
     async def unwrap_key_async(self, wrapped: WrappedKey) -> bytes:
         """The asyncio twin of :meth:`unwrap_key`."""
         kid, body = self._unwrap_request(wrapped)
-        reply = await self._call_async("unwrapKey", "POST", _op_path(kid, "unwrapkey"), body)
+        with self._time_limit_async():
+            reply = await self._call_async("unwrapKey", "POST", _op_path(kid, "unwrapkey"), body)
         return self._unwrapped_from_reply(reply)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -370,6 +388,10 @@ class KeyVaultKey:
             # The SDK checks that the vault's challenge names a resource the vault host is
             # under; a vault on loopback cannot, so the check is skipped there and only there.
             "verify_challenge_resource": not is_loopback(self._id.host),
+            # azure-core's redirect policy runs above the transport and would follow a
+            # redirect to any https host, with the data key of a wrap in the body: requests
+            # go to the configured vault and nowhere else.
+            "permit_redirects": False,
             **self._retry,
         }
         if self._api_version is not None:
@@ -386,7 +408,8 @@ class KeyVaultKey:
 
             identity_http = secure_client(self._policy, timeout=self._http_timeout)
             credential = DefaultAzureCredential(
-                transport=SecureTransport(client=identity_http), **self._retry
+                transport=SecureTransport(client=identity_http, max_response_bytes=MAX_REPLY_BYTES),
+                **self._retry,
             )
             closers += [credential.close, identity_http.close]
         elif _is_async_credential(credential):
@@ -398,7 +421,7 @@ class KeyVaultKey:
         client = KeyClient(
             self._id.vault_url,
             credential,
-            transport=SecureTransport(client=http),
+            transport=SecureTransport(client=http, max_response_bytes=MAX_REPLY_BYTES),
             **self._client_options(),
         )
         return _Clients(client, [client.close, http.close, *closers])
@@ -413,7 +436,10 @@ class KeyVaultKey:
 
             identity_http = secure_async_client(self._policy, timeout=self._http_timeout)
             credential = DefaultAzureCredential(
-                transport=AsyncSecureTransport(client=identity_http), **self._retry
+                transport=AsyncSecureTransport(
+                    client=identity_http, max_response_bytes=MAX_REPLY_BYTES
+                ),
+                **self._retry,
             )
             closers += [credential.close, identity_http.aclose]
         elif not _is_async_credential(credential):
@@ -422,26 +448,46 @@ class KeyVaultKey:
         client = KeyClient(
             self._id.vault_url,
             credential,
-            transport=AsyncSecureTransport(client=http),
+            transport=AsyncSecureTransport(client=http, max_response_bytes=MAX_REPLY_BYTES),
             **self._client_options(),
         )
         return _Clients(client, [client.close, http.aclose, *closers])
+
+    @contextlib.contextmanager
+    def _time_limit(self) -> Iterator[None]:
+        """Within the block, the vault's traffic ends ``timeout`` seconds from now: the
+        secure transport's sockets, attempts and retry waits all keep to it."""
+        with deadline(self._timeout):
+            yield
+
+    @contextlib.contextmanager
+    def _time_limit_async(self) -> Iterator[None]:
+        """The asyncio twin of :meth:`_time_limit`; a cancel scope also bounds what the
+        transport does not see (a credential with its own transport, a worker thread)."""
+        try:
+            with deadline(self._timeout), anyio.fail_after(self._timeout):
+                yield
+        except TimeoutError as exc:
+            raise KeyAccessError(
+                f"Key Vault did not answer {self._key_id} within the call's {self._timeout:g} s",
+                key_id=self._key_id,
+            ) from exc
 
     def _call(
         self, operation: str, method: str, path: str, body: dict[str, str] | None = None
     ) -> dict[str, Any]:
         client = self._sync_client()
-        with key_vault_errors(self._key_id, operation):
+        with key_vault_errors(self._key_id, operation, self._timeout):
             response = client.send_request(HttpRequest(method, path, json=body))
-            return reply_json(response.status_code, response.text())
+            return reply_json(response.status_code, response.content)
 
     async def _call_async(
         self, operation: str, method: str, path: str, body: dict[str, str] | None = None
     ) -> dict[str, Any]:
         client = self._async_client()
-        with key_vault_errors(self._key_id, operation):
+        with key_vault_errors(self._key_id, operation, self._timeout):
             response = await client.send_request(HttpRequest(method, path, json=body))
-            return reply_json(response.status_code, response.text())
+            return reply_json(response.status_code, response.content)
 
 
 # -- pure helpers ---------------------------------------------------------------------------
@@ -467,13 +513,15 @@ def _b64url(data: bytes) -> str:
 
 def _b64url_field(reply: dict[str, Any], name: str, key_id: str) -> bytes:
     text = reply.get(name)
-    if not isinstance(text, str) or len(text) > 4 * MAX_WRAPPED_KEY_BYTES:
+    if not isinstance(text, str) or not 0 < len(text) <= 4 * MAX_WRAPPED_KEY_BYTES:
         raise KeyAccessError(f"{key_id}: the vault's reply lacks a valid {name!r}", key_id=key_id)
     try:
-        # The service sends base64url without padding; accept standard base64 as the SDK does.
+        # The service sends base64url without padding; accept standard base64 as the SDK
+        # does, but nothing else: a lenient decoder would drop stray characters silently.
         normalised = text.replace("+", "-").replace("/", "_").rstrip("=")
-        return base64.urlsafe_b64decode(normalised + "=" * (-len(normalised) % 4))
-    except ValueError:
+        padded = normalised + "=" * (-len(normalised) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
         raise KeyAccessError(
             f"{key_id}: the vault's {name!r} is not base64", key_id=key_id
         ) from None
@@ -481,6 +529,22 @@ def _b64url_field(reply: dict[str, Any], name: str, key_id: str) -> bytes:
 
 def _int_field(jwk: dict[str, Any], name: str, key_id: str) -> int:
     return int.from_bytes(_b64url_field(jwk, name, key_id), "big")
+
+
+def _rsa_public_key(jwk: dict[str, Any], key_id: str) -> rsa.RSAPublicKey | None:
+    """The RSA public key of a JWK, or None if it is not a sound one: a modulus of
+    2048 to 8192 bits, odd, and an odd public exponent from 3 up to 2**256 (and below the
+    modulus)."""
+    n = _int_field(jwk, "n", key_id)
+    e = _int_field(jwk, "e", key_id)
+    if not _MIN_RSA_BITS <= n.bit_length() <= _MAX_RSA_BITS or n % 2 == 0:
+        return None
+    if not 3 <= e < min(n, 2**256) or e % 2 == 0:
+        return None
+    try:
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    except ValueError:
+        return None
 
 
 def _parse_bundle(bundle: dict[str, Any], configured: KeyId, key_id: str) -> _KeyInfo:
@@ -505,11 +569,9 @@ def _parse_bundle(bundle: dict[str, Any], configured: KeyId, key_id: str) -> _Ke
         raise malformed("kty or key_ops")
     public_key = None
     if kty in _RSA_TYPES:
-        n = _int_field(jwk, "n", key_id)
-        e = _int_field(jwk, "e", key_id)
-        if not _MIN_RSA_BITS <= n.bit_length() <= _MAX_RSA_BITS or e < 3 or e % 2 == 0:
-            raise malformed("RSA key size or exponent")
-        public_key = rsa.RSAPublicNumbers(e, n).public_key()
+        public_key = _rsa_public_key(jwk, key_id)
+        if public_key is None:
+            raise malformed("RSA key size, modulus or exponent")
     enabled = attributes.get("enabled", True)
     nbf, exp = attributes.get("nbf"), attributes.get("exp")
     if not isinstance(enabled, bool) or not all(

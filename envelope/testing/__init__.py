@@ -1,8 +1,10 @@
 """Test helpers: a local Azure Key Vault over real TLS, for offline tests and development.
 
-``LocalKeyVault`` speaks enough of the Key Vault keys REST API, and of the Microsoft identity
-platform's client-credentials flow, for the unmodified ``azure-keyvault-keys`` and
-``azure-identity`` packages. Run one from a shell with ``python -m envelope.testing.keyvault``.
+``LocalKeyVault`` speaks the Key Vault keys REST API, and the Microsoft identity platform's
+client-credentials flow, for the unmodified ``azure-keyvault-keys`` and ``azure-identity``
+packages (and Microsoft's other Key Vault SDKs). Run one from a shell with
+``python -m envelope.testing.keyvault``; run azure-keyvault-keys' own live tests against it
+with ``python -m envelope.testing.azure_sdk_tests``.
 """
 
 from ._faults import Fault

@@ -51,6 +51,14 @@ ALL_PERMISSIONS = frozenset(
         "decrypt",
         "wrapKey",
         "unwrapKey",
+        "sign",
+        "verify",
+        "import",
+        "backup",
+        "restore",
+        "release",
+        "getrotationpolicy",
+        "setrotationpolicy",
     }
 )
 
@@ -60,11 +68,13 @@ def b64url_encode(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    """Decode base64url with or without padding; standard base64 is accepted too."""
+    """Decode base64url with or without padding; standard base64 is accepted too. Any other
+    character is an error (``ValueError``), never silently dropped."""
     cleaned = text.strip().replace("+", "-").replace("/", "_").rstrip("=")
     if len(cleaned) % 4 == 1:
         raise ValueError("invalid base64url length")
-    return base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
+    padded = cleaned + "=" * (-len(cleaned) % 4)
+    return base64.b64decode(padded, altchars=b"-_", validate=True)
 
 
 class TokenError(Exception):
@@ -84,7 +94,12 @@ class Identity:
 class IdentityProvider:
     """Identities of one tenant and the signing key of their tokens."""
 
-    def __init__(self) -> None:
+    def __init__(self, audience: str = VAULT_AUDIENCE) -> None:
+        # The resource of the vault's challenge, and so the audience of its tokens:
+        # https://vault.azure.net for a vault, https://managedhsm.azure.net for a Managed HSM.
+        # Vaults that share this provider (one tenant) add theirs to ``audiences``.
+        self.audience = audience
+        self.audiences = {audience}
         self.tenant_id = str(uuid.uuid4())
         self._signing_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
@@ -128,11 +143,12 @@ class IdentityProvider:
         identity: Identity,
         issuer: str,
         *,
-        audience: str = VAULT_AUDIENCE,
+        audience: str | None = None,
         lifetime: int = TOKEN_LIFETIME,
         now: float | None = None,
     ) -> tuple[str, int]:
         """A signed token and its expiry (unix seconds)."""
+        audience = self.audience if audience is None else audience
         issued = int(time.time() if now is None else now)
         expires = issued + lifetime
         claims = {
@@ -156,8 +172,10 @@ class IdentityProvider:
         signature = hmac.new(self._signing_key, signing_input.encode(), hashlib.sha256).digest()
         return signing_input + "." + b64url_encode(signature), expires
 
-    def verify(self, token: str, issuer: str) -> Identity:
-        """The identity a token speaks for, or ``TokenError`` saying why it is refused."""
+    def verify(self, token: str, issuer: str, audience: str | None = None) -> Identity:
+        """The identity a token for ``audience`` (default: the provider's own) speaks for,
+        or ``TokenError`` saying why it is refused."""
+        expected_audience = self.audience if audience is None else audience
         if len(token) > MAX_TOKEN_CHARS:
             raise TokenError("The access token is too long.")
         parts = token.split(".")
@@ -187,9 +205,9 @@ class IdentityProvider:
             raise TokenError("The access token has expired.")
         if now < nbf - CLOCK_SKEW:
             raise TokenError("The access token is not yet valid.")
-        audience = claims.get("aud")
-        if not isinstance(audience, str) or audience.rstrip("/") != VAULT_AUDIENCE:
-            raise TokenError(f"Invalid audience. Expected {VAULT_AUDIENCE}, found: {audience}.")
+        found = claims.get("aud")
+        if not isinstance(found, str) or found.rstrip("/") != expected_audience:
+            raise TokenError(f"Invalid audience. Expected {expected_audience}, found: {found}.")
         if claims.get("iss") != issuer or claims.get("tid") != self.tenant_id:
             raise TokenError("Invalid issuer.")
         subject = claims.get("sub")

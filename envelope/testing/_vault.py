@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import ssl
 import tempfile
 import threading
@@ -11,10 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import trustme
 
+from ._clock import VaultClock
 from ._identity import VAULT_AUDIENCE, Identity
+from ._jwk import check_key_ops, generate_material
+from ._resolver import release_name, serve_name
 from ._server import TLSServer
 from ._service import Service
-from ._store import check_name, generate_version
+from ._store import KeyStore, check_name, new_version
+from ._vaultfile import VaultFile
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -30,6 +36,30 @@ if TYPE_CHECKING:
 __all__ = ["LocalKeyVault"]
 
 DEFAULT_IDENTITY = "default"
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# Vaults of one process share a backup key, as vaults of one subscription share backups.
+_PROCESS_BACKUP_KEY = os.urandom(32)
+
+
+def _check_host(host: str) -> str:
+    name = host.lower().rstrip(".")
+    labels = name.split(".")
+    if (
+        len(name) > 253
+        or len(labels) < 2
+        or not all(_LABEL.fullmatch(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise ValueError(f"host must be a DNS name such as myvault.vault.azure.net, not {host!r}")
+    return name
+
+
+def _audience(host: str | None) -> str:
+    """The challenge resource: the host without its first label, as Azure's vaults
+    (myvault.vault.azure.net -> https://vault.azure.net) and Managed HSMs do."""
+    if host is None:
+        return VAULT_AUDIENCE
+    return "https://" + host.split(".", 1)[1]
 
 
 class LocalKeyVault:
@@ -38,11 +68,65 @@ class LocalKeyVault:
     The server starts in the constructor and stops in :meth:`close` (or on leaving a ``with``
     block). Every instance has its own port, CA, tenant, identities and keys, so several can run
     side by side in one process.
+
+    ``host`` serves the vault under a DNS name such as ``myvault.vault.azure.net``: the
+    certificate is issued for it, the challenge names its parent domain as the resource (so
+    clients keep ``verify_challenge_resource`` on), and while the vault runs this process
+    resolves the name to 127.0.0.1, port 443 to the vault's port. ``path`` keeps the keys in
+    a file that survives a restart. ``backup_key`` (32 bytes) seals key backups; vaults with
+    the same one (by default, every vault of this process) restore each other's backups.
+    ``identity_from`` joins another vault's tenant: its identities, token endpoint and CA,
+    so that one credential works with both (a vault and a Managed HSM, say); close the
+    vault that owns the tenant last.
     """
 
-    def __init__(self, *, port: int = 0) -> None:
-        self._ca = trustme.CA()
-        cert = self._ca.issue_cert("127.0.0.1", "localhost")
+    _ca: trustme.CA
+    _service: Service
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str | None = None,
+        path: str | os.PathLike[str] | None = None,
+        backup_key: bytes | None = None,
+        identity_from: LocalKeyVault | None = None,
+    ) -> None:
+        if backup_key is not None and (not isinstance(backup_key, bytes) or len(backup_key) != 32):
+            raise ValueError("backup_key must be 32 bytes")
+        self._host = None if host is None else _check_host(host)
+        self._tenant_owner = identity_from
+        self._backup_key = _PROCESS_BACKUP_KEY if backup_key is None else backup_key
+        self._clock = VaultClock()
+        self._store = KeyStore(self._clock)
+        self._file = None if path is None else VaultFile(path)
+        try:
+            if self._file is not None:
+                loaded = self._file.load()
+                if loaded is not None:
+                    keys, deleted, offset = loaded
+                    self._clock.advance(offset)
+                    self._store.load(keys, deleted)
+            self._start(port)
+        except BaseException:
+            if self._file is not None:
+                self._file.close()
+            raise
+        if self._file is not None:
+            vault_file, store = self._file, self._store
+            store.listener = lambda generation: vault_file.saved_through(store, generation)
+            try:
+                self._service.sweep_rotations()
+                vault_file.save(store)
+            except BaseException:
+                self.close()
+                raise
+
+    def _start(self, port: int) -> None:
+        owner = self._tenant_owner
+        self._ca = trustme.CA() if owner is None else owner._ca
+        names = ["127.0.0.1", "localhost"] if self._host is None else [self._host, "127.0.0.1"]
+        cert = self._ca.issue_cert(*names)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         cert.configure_cert(context)
@@ -56,15 +140,33 @@ class LocalKeyVault:
         self._credentials_lock = threading.Lock()
         self._closed = False
         # The URL is known only once the socket is bound; the service learns it right after.
-        self._service = Service("", self._stop)
+        self._service = Service(
+            "",
+            self._stop,
+            self._store,
+            lambda: self._backup_key,
+            _audience(self._host),
+            None if owner is None else owner._service,
+        )
         try:
             self._server = TLSServer(port, context, self._service)
         except BaseException:
             self._tmp.cleanup()
             raise
-        self._url = f"https://127.0.0.1:{self._server.server_address[1]}"
+        self._port = self._server.server_address[1]
+        if self._host is None:
+            self._url = f"https://127.0.0.1:{self._port}"
+        else:
+            self._url = f"https://{self._host}" + ("" if port in (0, 443) else f":{port}")
+            try:
+                serve_name(self._host, self._port)
+            except BaseException:
+                self._server.server_close()
+                self._tmp.cleanup()
+                raise
         self._service.url = self._url
-        self._service.identities.add(DEFAULT_IDENTITY)
+        if owner is None:
+            self._service.identities.add(DEFAULT_IDENTITY)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -102,14 +204,24 @@ class LocalKeyVault:
         self._server.close_connections()
         self._server.server_close()
         self._thread.join()
+        if self._host is not None:
+            release_name(self._host)
+        if self._file is not None:
+            self._file.close()
         self._tmp.cleanup()
 
     # where and how to connect
 
     @property
     def url(self) -> str:
-        """The vault URL, ``https://127.0.0.1:PORT``."""
+        """The vault URL: ``https://127.0.0.1:PORT``, or ``https://HOST`` for a vault served
+        under a name (``https://HOST:PORT`` if an explicit port other than 443 was given)."""
         return self._url
+
+    @property
+    def port(self) -> int:
+        """The TCP port the vault listens on, on 127.0.0.1."""
+        return self._port
 
     @property
     def ca_file(self) -> str:
@@ -146,8 +258,9 @@ class LocalKeyVault:
         self, name: str, permissions: Iterable[str] | None = None, **credential_kwargs: Any
     ) -> ClientSecretCredential:
         """Register an identity with the given key permissions (all when None) and return a
-        credential for it. Permission names are Key Vault's: get, list, create, update, delete,
-        recover, purge, rotate, encrypt, decrypt, wrapKey, unwrapKey."""
+        credential for it. Permission names are Key Vault's: get, list, create, import,
+        update, delete, recover, purge, backup, restore, rotate, getrotationpolicy,
+        setrotationpolicy, encrypt, decrypt, wrapKey, unwrapKey, sign, verify, release."""
         self._service.identities.add(name, permissions)
         return self.get_credential(name, **credential_kwargs)
 
@@ -187,7 +300,7 @@ class LocalKeyVault:
             "tenant_id": self.tenant_id,
             "client_id": identity.client_id,
             "client_secret": identity.client_secret,
-            "authority": self._url,
+            "authority": self._service.authority_url,
             "disable_instance_discovery": True,
             "connection_verify": self._ca_file,
         }
@@ -199,15 +312,16 @@ class LocalKeyVault:
         name: str = DEFAULT_IDENTITY,
         *,
         lifetime: int = 3600,
-        audience: str = VAULT_AUDIENCE,
+        audience: str | None = None,
         issued_at: float | None = None,
     ) -> str:
         """A bearer token as the token endpoint would issue it, with adjustable lifetime,
-        audience and issue time, for tests of the vault's token checks."""
+        audience (default: the vault's own) and issue time, for tests of the vault's token
+        checks."""
         token, _ = self._service.identities.issue(
             self.identity(name),
             self._service.issuer,
-            audience=audience,
+            audience=self._service.audience if audience is None else audience,
             lifetime=lifetime,
             now=time.time() if issued_at is None else issued_at,
         )
@@ -221,6 +335,7 @@ class LocalKeyVault:
         kty: str = "RSA",
         size: int | None = None,
         *,
+        curve: str | None = None,
         key_ops: Iterable[str] | None = None,
         enabled: bool = True,
         not_before: int | None = None,
@@ -228,16 +343,22 @@ class LocalKeyVault:
         tags: dict[str, str] | None = None,
     ) -> str:
         """Create a key (or a new version of it) without going through REST, for fixtures.
-        Returns the versioned key id. Sizes default to 2048 (RSA, RSA-HSM) and 256 (oct-HSM)."""
+        Returns the versioned key id. Sizes default to 2048 (RSA, RSA-HSM) and 256 (oct-HSM);
+        EC and EC-HSM keys take ``curve`` (P-256, the default, P-384, P-521 or P-256K)."""
         check_name(name)
-        version = generate_version(
-            name, kty, size, None if key_ops is None else list(key_ops), None
+        ops = None if key_ops is None else check_key_ops(list(key_ops))
+        material = generate_material(kty, size, curve, None)
+        version = new_version(
+            name,
+            material,
+            ops,
+            self._clock.seconds(),
+            enabled=enabled,
+            nbf=not_before,
+            exp=expires_on,
+            tags=dict(tags or {}),
         )
-        version.enabled = enabled
-        version.nbf, version.exp = not_before, expires_on
-        version.tags = dict(tags or {})
-        self._service.store.add_version(version)
-        return version.kid(self._url)
+        return self._store.add_version(version).kid(self._url)
 
     def update_key(
         self,
@@ -250,7 +371,31 @@ class LocalKeyVault:
     ) -> None:
         """Change a key version's attributes without going through REST (latest when
         ``version`` is empty)."""
-        self._service.store.update(name, version, enabled=enabled, nbf=not_before, exp=expires_on)
+        changes = {"enabled": enabled, "nbf": not_before, "exp": expires_on}
+        self._store.update(
+            name, version, **{key: value for key, value in changes.items() if value is not None}
+        )
+
+    # the vault's clock
+
+    def now(self) -> datetime.datetime:
+        """The vault's clock: key timestamps, ``nbf``/``exp`` checks and rotation policies
+        follow it. It runs with the wall clock plus what :meth:`advance_time` added."""
+        return datetime.datetime.fromtimestamp(self._clock.now(), tz=datetime.timezone.utc)
+
+    def advance_time(self, delta: float | datetime.timedelta) -> int:
+        """Move the vault's clock forward by ``delta`` (seconds or a timedelta) and run the
+        rotation policies that fell due meanwhile, each rotation dated when its trigger fired.
+        Returns how many key versions the policies made. Tokens keep wall-clock time, so
+        clients stay signed in."""
+        seconds = delta.total_seconds() if isinstance(delta, datetime.timedelta) else delta
+        if not seconds >= 0:
+            raise ValueError("the vault's clock only moves forward")
+        self._clock.advance(seconds)
+        made = self._service.sweep_rotations()
+        if self._file is not None:
+            self._file.save(self._store)
+        return made
 
     # counters and faults
 

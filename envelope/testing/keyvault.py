@@ -8,6 +8,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from envelope._errors import EnvelopeError
+
 from ._vault import LocalKeyVault
 
 if TYPE_CHECKING:
@@ -32,10 +34,10 @@ Python:
       authority="{url}", disable_instance_discovery=True,
       connection_verify="{ca_file}",
   )
-  client = KeyClient("{url}", credential, verify_challenge_resource=False,
+  client = KeyClient("{url}", credential,{challenge}
                      connection_verify="{ca_file}")
-
-Press Ctrl-C to stop; keys live in memory only.
+{hosts}
+Press Ctrl-C to stop; {storage}.
 """
 
 
@@ -44,15 +46,35 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m envelope.testing.keyvault",
         description="Serve a local Azure Key Vault (keys API) over HTTPS on 127.0.0.1.",
     )
-    parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="TCP port (default: any free port; 443 with --host)",
+    )
+    parser.add_argument(
+        "--host",
+        help="serve under this name, e.g. myvault.vault.azure.net (resolve it to 127.0.0.1)",
+    )
+    parser.add_argument("--path", help="keep the keys in this file across restarts")
     parser.add_argument(
         "--key",
         action="append",
         default=[],
-        metavar="NAME[:KTY[:SIZE]]",
-        help="create a key at start, e.g. kek:RSA:3072 or hsm:oct-HSM:256 (repeatable)",
+        metavar="NAME[:KTY[:SIZE|CURVE]]",
+        help="create a key at start, e.g. kek:RSA:3072, hsm:oct-HSM:256 or sig:EC:P-384 "
+        "(repeatable)",
     )
     return parser.parse_args(argv)
+
+
+def _create(vault: LocalKeyVault, spec: str) -> str:
+    name, _, rest = spec.partition(":")
+    kty, _, size = rest.partition(":")
+    kty = kty or "RSA"
+    if kty.startswith("EC"):
+        return vault.create_key(name, kty, curve=size or None)
+    return vault.create_key(name, kty, int(size) if size else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,13 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with LocalKeyVault(port=args.port) as vault:
+    port = args.port if args.port is not None else (443 if args.host else 0)
+    try:
+        vault = LocalKeyVault(port=port, host=args.host, path=args.path)
+    except (OSError, ValueError, EnvelopeError) as exc:
+        print(f"cannot start the local Key Vault: {exc}", file=sys.stderr)
+        return 2
+    with vault:
         created = []
         for spec in args.key:
-            name, _, rest = spec.partition(":")
-            kty, _, size = rest.partition(":")
             try:
-                kid = vault.create_key(name, kty or "RSA", int(size) if size else None)
+                kid = _create(vault, spec)
             except Exception as exc:
                 print(f"cannot create key {spec!r}: {exc}", file=sys.stderr)
                 return 2
@@ -84,6 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 client_id=identity.client_id,
                 client_secret=identity.client_secret,
                 keys="\n".join(created) + ("\n" if created else ""),
+                challenge="" if args.host else " verify_challenge_resource=False,",
+                hosts=(
+                    f"\nOther processes reach it once the hosts file maps {args.host} to "
+                    "127.0.0.1.\n"
+                    if args.host
+                    else ""
+                ),
+                storage=f"keys are kept in {args.path}"
+                if args.path
+                else "keys live in memory only",
             ),
             flush=True,
         )

@@ -7,14 +7,23 @@ Every refusal raises :class:`envelope.InsecureTransportError` with a ``reason``:
 ``plaintext``              an ``http://`` (or other non-https) URL, before any socket opens
 ``redirect``               a redirect off https, before any socket opens
 ``verification-disabled``  ``verify=False``, ``connection_verify=False`` or a client/context
-                           that does not verify certificates and host names (a context is
-                           checked again on every new connection, so weakening it after
-                           the client was built refuses the next handshake)
-``protocol``               a server (or a context passed in) below the policy's version
-``cipher``                 a TLS 1.2 server (or a context) without ECDHE + AEAD suites
-``certificate``            an untrusted, self-signed, expired or wrong-host certificate
+                           that does not verify certificates and host names as strictly
+                           as the policy (a common-name fallback, no expiry check, X.509
+                           strictness cleared ...); a caller's context is checked again
+                           before every handshake, so weakening it after the client was
+                           built refuses the next connection
+``protocol``               a server (or a context passed in) below the policy's version, or
+                           a context that allows compression, renegotiation or another
+                           weaker session option
+``cipher``                 a TLS 1.2 server (or a context) without ECDHE + AEAD suites, or a
+                           context below OpenSSL security level 2 (1024-bit RSA keys)
+``certificate``            an untrusted, self-signed, expired, wrong-host or weak-key
+                           certificate
 ``pin``                    a certificate whose SPKI matches no pin, before any request byte
 =========================  ===============================================================
+
+Handshakes never use a context the caller holds: the secure clients copy it, once, into a
+private context (see ``secure_client``).
 """
 
 from ._azure import AsyncSecureTransport, SecureTransport

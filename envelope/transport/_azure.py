@@ -6,11 +6,25 @@ one, send it through a secure client, wrap the response, and translate httpx exc
 one place so azure-core's retry policy sees the errors it knows. Policy refusals are not
 translated: an :class:`envelope.InsecureTransportError` is not an ``AzureError``, so the
 pipeline neither retries nor rewraps it.
+
+Time and size are bounded per attempt, whatever the server does:
+
+* an attempt (connecting, the request, and the reply's headers, and its whole body unless
+  it is streamed) ends within the read timeout, by the wall clock: httpx's timeouts bound
+  each read, so a server sending a byte at a time could otherwise hold it for ever;
+* inside a ``with deadline(...)`` block (``envelope.transport._deadline``) no attempt
+  starts, and no retry waits, past the block's end: :class:`DeadlineExceeded` instead;
+* with ``max_response_bytes``, a larger reply is refused: by its Content-Length before
+  the body is read, or once that many bytes have arrived (chunked replies), and a
+  compressed reply is refused outright (identity encoding is asked for), since a few KiB
+  of gzip can inflate to gigabytes in one read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,6 +32,7 @@ import anyio
 import httpx
 from azure.core.exceptions import (
     DecodeError,
+    HttpResponseError,
     IncompleteReadError,
     ServiceRequestError,
     ServiceRequestTimeoutError,
@@ -30,6 +45,7 @@ from azure.core.utils import CaseInsensitiveDict
 
 from .._compat import AsyncHttpResponseImpl, HttpResponseImpl, mark_azure_response_closed
 from .._errors import InsecureTransportError
+from ._deadline import DeadlineExceeded, deadline, remaining
 from ._httpx import is_secure_client, secure_async_client, secure_client
 from ._policy import TLSPolicy
 
@@ -78,8 +94,8 @@ def _send_options(
         )
     if kwargs.pop("connection_cert", None) is not None:
         raise ValueError(
-            "connection_cert is not supported per request; load the client certificate into "
-            "create_ssl_context(policy) and pass it as verify= to secure_client()"
+            "connection_cert is not supported per request; give the client certificate to "
+            "secure_client(policy, cert=...) and pass that client to the transport"
         )
     if kwargs.pop("proxies", None):
         raise ValueError("proxies are configured on the httpx client (proxy= or environment)")
@@ -97,8 +113,51 @@ def _send_options(
     return stream, timeout
 
 
+def _attempt_limit(timeout: httpx.Timeout) -> float | None:
+    """Seconds this attempt may take by the wall clock: the read timeout, or what is left
+    of the enclosing deadline if that is less. None when neither applies."""
+    left = remaining()
+    if left is not None and left <= 0:
+        raise DeadlineExceeded("the deadline passed before the attempt started")
+    limits = [limit for limit in (timeout.read, left) if limit is not None]
+    return min(limits) if limits else None
+
+
+def _within(timeout: httpx.Timeout, limit: float | None) -> httpx.Timeout:
+    """``timeout`` with no operation allowed longer than the whole attempt."""
+    if limit is None:
+        return timeout
+
+    def bounded(value: float | None) -> float:
+        return limit if value is None else min(value, limit)
+
+    return httpx.Timeout(
+        connect=bounded(timeout.connect),
+        read=bounded(timeout.read),
+        write=bounded(timeout.write),
+        pool=bounded(timeout.pool),
+    )
+
+
+def _sleep_allowed(duration: float) -> None:
+    """Refuse to wait past the deadline: the attempt after the wait could not finish."""
+    left = remaining()
+    if left is not None and duration >= left:
+        raise DeadlineExceeded(
+            f"the next attempt would start after a {duration:g} s wait (the server's "
+            f"Retry-After or the backoff), past the deadline {max(left, 0):.1f} s away"
+        )
+
+
+def _attempt_timed_out(limit: float | None) -> ServiceResponseTimeoutError:
+    return ServiceResponseTimeoutError(f"no complete reply within {limit:g} s")
+
+
 def _build_request(
-    client: httpx.Client | httpx.AsyncClient, request: Any, timeout: httpx.Timeout
+    client: httpx.Client | httpx.AsyncClient,
+    request: Any,
+    timeout: httpx.Timeout,
+    max_response_bytes: int | None,
 ) -> httpx.Request:
     # Both azure-core request types (azure.core.rest and the legacy pipeline one) expose the
     # body as .data (bytes, str, a form dict, a stream) and multipart parts as .files.
@@ -113,9 +172,48 @@ def _build_request(
         body["data"] = data
     elif data is not None:
         body["content"] = data
+    headers = dict(request.headers)
+    if max_response_bytes is not None:
+        # A capped reply must not be compressed: the cap counts what arrives.
+        headers["Accept-Encoding"] = "identity"
     return client.build_request(
-        request.method, request.url, headers=dict(request.headers), timeout=timeout, **body
+        request.method, request.url, headers=headers, timeout=timeout, **body
     )
+
+
+def _check_reply_size(response: httpx.Response, max_response_bytes: int | None) -> None:
+    """Refuse, before reading it, a reply that announces more than the cap or is encoded."""
+    if max_response_bytes is None:
+        return
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _too_large(response, f"the reply is compressed ({encoding}); identity was asked")
+    length = response.headers.get("content-length")
+    if length is not None and int(length) > max_response_bytes:
+        raise _too_large(
+            response, f"the reply announces {length} bytes, over the {max_response_bytes} allowed"
+        )
+
+
+def _too_large(response: httpx.Response, message: str) -> HttpResponseError:
+    return HttpResponseError(message=f"{message}: {response.request.url.host}")
+
+
+class _ReplyBudget:
+    """Counts the bytes of a capped reply as they arrive."""
+
+    def __init__(self, response: httpx.Response, limit: int | None) -> None:
+        self._response = response
+        self._limit = limit
+        self._seen = 0
+
+    def count(self, chunk: bytes) -> bytes:
+        self._seen += len(chunk)
+        if self._limit is not None and self._seen > self._limit:
+            raise _too_large(
+                self._response, f"the reply is larger than the {self._limit} bytes allowed"
+            )
+        return chunk
 
 
 def _headers(response: httpx.Response) -> CaseInsensitiveDict:
@@ -132,6 +230,7 @@ class _StreamDownload:
         self._chunks = (
             internal.iter_bytes(_BLOCK_SIZE) if decompress else internal.iter_raw(_BLOCK_SIZE)
         )
+        self._budget = _ReplyBudget(internal, response.max_bytes)
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -140,7 +239,7 @@ class _StreamDownload:
         internal: httpx.Response = self.response.internal_response
         try:
             with _azure_errors():
-                return next(self._chunks)
+                return self._budget.count(next(self._chunks))
         except BaseException:
             internal.close()
             raise
@@ -156,6 +255,7 @@ class _AsyncStreamDownload:
         self._chunks = (
             internal.aiter_bytes(_BLOCK_SIZE) if decompress else internal.aiter_raw(_BLOCK_SIZE)
         )
+        self._budget = _ReplyBudget(internal, response.max_bytes)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -164,14 +264,16 @@ class _AsyncStreamDownload:
         internal: httpx.Response = self.response.internal_response
         try:
             with _azure_errors():
-                return await self._chunks.__anext__()
+                return self._budget.count(await self._chunks.__anext__())
         except BaseException:
-            await internal.aclose()
+            with anyio.CancelScope(shield=True):
+                await internal.aclose()
             raise
 
 
 class _SecureTransportResponse(HttpResponseImpl):
-    def __init__(self, request: Any, internal: httpx.Response) -> None:
+    def __init__(self, request: Any, internal: httpx.Response, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
         super().__init__(
             request=request,
             internal_response=internal,
@@ -185,7 +287,8 @@ class _SecureTransportResponse(HttpResponseImpl):
 
 
 class _AsyncSecureTransportResponse(AsyncHttpResponseImpl):
-    def __init__(self, request: Any, internal: httpx.Response) -> None:
+    def __init__(self, request: Any, internal: httpx.Response, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
         super().__init__(
             request=request,
             internal_response=internal,
@@ -214,6 +317,13 @@ def _checked_client(client: httpx.Client | httpx.AsyncClient, policy: TLSPolicy 
         )
 
 
+def _check_limit(max_response_bytes: int | None) -> None:
+    if max_response_bytes is not None and (
+        not isinstance(max_response_bytes, int) or max_response_bytes <= 0
+    ):
+        raise ValueError("max_response_bytes must be a positive integer or None")
+
+
 class SecureTransport(HttpTransport):  # type: ignore[type-arg]
     """An azure-core ``HttpTransport`` that sends through :func:`secure_client`.
 
@@ -221,15 +331,26 @@ class SecureTransport(HttpTransport):  # type: ignore[type-arg]
     credential. With ``client=`` (built by :func:`secure_client`, e.g. for timeouts or a
     proxy) the caller keeps ownership and closes it; otherwise the transport owns its client.
     Per-request ``connection_verify=False`` is refused; ``connection_timeout`` and
-    ``read_timeout`` are honoured.
+    ``read_timeout`` are honoured, the read timeout as a wall-clock bound on the whole
+    attempt (a reply trickled a byte at a time cannot stretch it). ``max_response_bytes``
+    caps a reply's body (see the module docstring); a larger one is an
+    ``azure.core.exceptions.HttpResponseError``.
     """
 
-    def __init__(self, policy: TLSPolicy | None = None, *, client: httpx.Client | None = None):
+    def __init__(
+        self,
+        policy: TLSPolicy | None = None,
+        *,
+        client: httpx.Client | None = None,
+        max_response_bytes: int | None = None,
+    ):
         if client is not None:
             _checked_client(client, policy)
+        _check_limit(max_response_bytes)
         self._policy = policy
         self._owns_client = client is None
         self._client = secure_client(policy) if client is None else client
+        self._max_response_bytes = max_response_bytes
 
     def open(self) -> None:
         # azure-core reopens a transport after close() when a client is used again.
@@ -248,19 +369,30 @@ class SecureTransport(HttpTransport):  # type: ignore[type-arg]
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def sleep(self, duration: float) -> None:
+        _sleep_allowed(duration)
+        time.sleep(duration)
+
     def send(self, request: HttpRequest, **kwargs: Any) -> _SecureTransportResponse:
         self.open()
         stream, timeout = _send_options(self._client, kwargs)
-        outgoing = _build_request(self._client, request, timeout)
-        with _azure_errors():
-            internal = self._client.send(outgoing, stream=True, follow_redirects=False)
-        response = _SecureTransportResponse(request, internal)
-        if not stream:
-            # azure-core's non-stream contract: the body is loaded and the connection freed.
+        limit = _attempt_limit(timeout)
+        outgoing = _build_request(
+            self._client, request, _within(timeout, limit), self._max_response_bytes
+        )
+        # The sockets of a secure client end every operation by this deadline.
+        with deadline(math.inf if limit is None else limit):
+            with _azure_errors():
+                internal = self._client.send(outgoing, stream=True, follow_redirects=False)
+            response = _SecureTransportResponse(request, internal, self._max_response_bytes)
             try:
-                response.read()
-            finally:
+                _check_reply_size(internal, self._max_response_bytes)
+                if not stream:
+                    # azure-core's non-stream contract: the body is loaded, the connection freed.
+                    response.read()
+            except BaseException:
                 response.close()
+                raise
         return response
 
 
@@ -268,12 +400,20 @@ class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
     """The ``AsyncHttpTransport`` twin of :class:`SecureTransport`, over
     :func:`secure_async_client`; works under asyncio and trio (sleeps through anyio)."""
 
-    def __init__(self, policy: TLSPolicy | None = None, *, client: httpx.AsyncClient | None = None):
+    def __init__(
+        self,
+        policy: TLSPolicy | None = None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        max_response_bytes: int | None = None,
+    ):
         if client is not None:
             _checked_client(client, policy)
+        _check_limit(max_response_bytes)
         self._policy = policy
         self._owns_client = client is None
         self._client = secure_async_client(policy) if client is None else client
+        self._max_response_bytes = max_response_bytes
 
     async def open(self) -> None:
         if self._owns_client and self._client.is_closed:
@@ -291,18 +431,37 @@ class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
         await self.close()
 
     async def sleep(self, duration: float) -> None:
+        _sleep_allowed(duration)
         await anyio.sleep(duration)
 
     async def send(self, request: HttpRequest, **kwargs: Any) -> _AsyncSecureTransportResponse:
         await self.open()
         stream, timeout = _send_options(self._client, kwargs)
-        outgoing = _build_request(self._client, request, timeout)
-        with _azure_errors():
-            internal = await self._client.send(outgoing, stream=True, follow_redirects=False)
-        response = _AsyncSecureTransportResponse(request, internal)
-        if not stream:
+        limit = _attempt_limit(timeout)
+        outgoing = _build_request(
+            self._client, request, _within(timeout, limit), self._max_response_bytes
+        )
+        response = None
+        with anyio.move_on_after(math.inf if limit is None else limit) as attempt:
+            with _azure_errors():
+                internal = await self._client.send(outgoing, stream=True, follow_redirects=False)
+            response = _AsyncSecureTransportResponse(request, internal, self._max_response_bytes)
             try:
-                await response.read()
-            finally:
-                await response.close()
+                _check_reply_size(internal, self._max_response_bytes)
+                if not stream:
+                    await response.read()
+            except BaseException:
+                await _close_shielded(response)
+                raise
+        if attempt.cancelled_caught:
+            if response is not None:
+                await _close_shielded(response)
+            raise _attempt_timed_out(limit)
+        assert response is not None
         return response
+
+
+async def _close_shielded(response: _AsyncSecureTransportResponse) -> None:
+    # Also when the attempt's time is up: a connection is never left half-read.
+    with anyio.CancelScope(shield=True):
+        await response.close()

@@ -15,9 +15,11 @@ an https proxy: it connects to the proxy first), unless the host is in ``allow_h
 
 Through a proxy the host judged is the *target*, not only the next hop: a plaintext proxy
 must be allowed, and so must the host of an ``http://`` URL it is asked to forward
-(urllib3 ``ProxyManager``, ``requests`` with ``proxies=``, ``urllib``'s ``ProxyHandler``;
-over an https proxy too, since the proxy sends it on in plaintext) and the host of a
-``set_tunnel()`` over a plaintext connection. ``https://`` through a proxy passes.
+(urllib3 ``ProxyManager``, ``requests`` with ``proxies=``, ``urllib``'s ``ProxyHandler``,
+httpx's ``proxy=``, an absolute URL written as the request line, such as httpx's
+``extensions={"target": b"http://host/"}`` or ``http.client``'s ``request("GET",
+"http://host/")``; over a TLS hop too, since the proxy sends it on in plaintext) and the
+host of a ``set_tunnel()`` over a plaintext connection. ``https://`` through a proxy passes.
 
 What it cannot catch, by construction:
 
@@ -237,9 +239,18 @@ def _install() -> None:
     if httpcore is not None:
 
         def refuse_httpcore(pool: Any, request: Any) -> None:
-            if request.url.scheme not in _PLAIN_SCHEMES:
+            # The request line httpcore will send: the URL's path, or whatever a "target"
+            # extension put there. An absolute URL in it is a request for the server at
+            # the other end to forward, in plaintext unless it says https, whether the hop
+            # to that server is plaintext or TLS.
+            url = request.url
+            host = url.host.decode("ascii", "replace")
+            forwarded = _forwarded_target(url.target.decode("ascii", "replace"))
+            if forwarded is not None and forwarded[0] != "https":
+                _refuse(forwarded[1], f"httpcore/httpx (a request target forwarded by {host})")
+            if url.scheme not in _PLAIN_SCHEMES:
                 return
-            _refuse(request.url.host.decode("ascii"), "httpcore/httpx")
+            _refuse(host, "httpcore/httpx")
             # An HTTPProxy/SOCKSProxy pool: the plaintext request also travels, in the
             # clear, to the proxy itself unless that hop is TLS.
             proxy_url = httpcore_pool_proxy_url(pool)

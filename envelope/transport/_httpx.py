@@ -4,17 +4,29 @@ How a refusal happens, in the order a request meets them::
 
     secure_client(verify=...)        verify=False / a weaker SSLContext   -> at construction
     transport, before the pool       an http:// URL, or a redirect to one  -> no socket opened
+    httpcore "connect_tcp.complete"  the contexts weakened since           -> no handshake
     OpenSSL handshake                protocol, suites, chain, expiry, host -> no request byte sent
-    httpcore "start_tls.complete"    the context (again), a verified peer, -> no request byte sent
+    httpcore "start_tls.complete"    the contexts (again), a verified peer, -> no request byte sent
                                      SPKI pin, negotiated version/suite
 
-The last step uses httpcore's public ``trace`` extension: the hook runs after the handshake
-and before the connection is handed to HTTP/1.1 or HTTP/2, so an impostor holding a
-publicly trusted certificate for the right name never sees a header, let alone a token.
-It also re-checks the SSL context itself: a caller's ``verify=`` context is checked at
-construction, but the caller still holds it, and switching its verification off later
-must not quietly apply to the next connection. A stream whose TLS state cannot be read
-is refused, not waved through.
+Handshakes use a **private copy** of the SSL context, built from the policy when the client
+is made and held by nobody else. A caller's ``verify=`` context is checked at construction
+and copied (its trust anchors and any stricter setting carry over); the caller still holds
+the original, so it is checked again before every handshake and a weakening refuses the
+connection, but no change to it, however timed, can reach a handshake: a thread that
+switches verification off and on again cannot slip an unverified connection past the
+checks. (Python's ``getpeercert()`` answers from the context's *current* verify mode, not
+the one the connection was made with, so checking a shared context after the handshake
+would not be enough.)
+
+The checks around the handshake use httpcore's public ``trace`` extension: the hooks run
+after the TCP connection is made and after the handshake, before the connection is handed to
+HTTP/1.1 or HTTP/2, so an impostor holding a publicly trusted certificate for the right name
+never sees a header, let alone a token. A stream whose TLS state cannot be read is refused,
+not waved through.
+
+The private context makes ``DeadlineSSLSocket`` objects, so a ``with deadline(...)`` block
+bounds every read, write and handshake of a sync client.
 """
 
 from __future__ import annotations
@@ -32,7 +44,8 @@ from .._compat import (
     wrap_httpx_client_transports,
 )
 from .._errors import InsecureTransportError
-from ._policy import TLSPolicy, check_ssl_context, create_ssl_context, spki_pin
+from ._deadline import DeadlineSSLSocket
+from ._policy import TLSPolicy, check_ssl_context, create_ssl_context, private_copy, spki_pin
 
 __all__ = [
     "InsecureRequestError",
@@ -44,6 +57,7 @@ __all__ = [
 # into the request it builds for a redirect, so seeing the mark on an http:// request means
 # a server redirected us off https.
 _PASSED_MARK = "envelope.transport.passed"
+_TCP_DONE_EVENT = "connect_tcp.complete"
 _TLS_DONE_EVENT = "start_tls.complete"
 
 # OpenSSL reasons that mean "the peer cannot meet our protocol floor".
@@ -138,11 +152,19 @@ def _refuse_plaintext(request: httpx.Request) -> None:
 
 
 class _HandshakeCheck:
-    """What is checked on a fresh TLS connection before it carries a request."""
+    """What is checked on a fresh connection: before its TLS handshake, the contexts; after
+    it, the connection itself, before it carries a request.
 
-    def __init__(self, policy: TLSPolicy, context: ssl.SSLContext) -> None:
+    ``context`` is the client's private context, the one every handshake uses; ``source``
+    the caller's ``verify=`` context it was copied from, if any.
+    """
+
+    def __init__(
+        self, policy: TLSPolicy, context: ssl.SSLContext, source: ssl.SSLContext | None = None
+    ) -> None:
         self._policy = policy
         self._context = context
+        self._source = source
         self._pins = frozenset(policy.pins)
         self._versions = frozenset(
             {"TLSv1.3"}
@@ -152,16 +174,21 @@ class _HandshakeCheck:
         self._suites = frozenset(cipher["name"] for cipher in context.get_ciphers())
 
     def context_problem(self, context: ssl.SSLContext | None = None) -> tuple[str, str] | None:
-        """Whether ``context`` (default: the client's) is still as strict as the policy.
+        """Whether ``context`` (default: the caller's context, then the private one) is
+        still as strict as the policy.
 
-        A caller's context is checked at construction, but it is a mutable object the
-        caller keeps: ``verify_mode = CERT_NONE`` set afterwards would silently apply to
-        every later handshake, so it is checked again on each new connection.
+        The private context cannot be weakened by the caller; the caller's context can, and
+        a caller who weakens it gets a refusal rather than silence. The private one is
+        checked too: nothing but this module should hold it, but that is not a proof.
         """
-        try:
-            check_ssl_context(self._context if context is None else context, self._policy)
-        except InsecureTransportError as exc:
-            return exc.reason, str(exc)
+        contexts = [context] if context is not None else [self._source, self._context]
+        for candidate in contexts:
+            if candidate is None:
+                continue
+            try:
+                check_ssl_context(candidate, self._policy)
+            except InsecureTransportError as exc:
+                return exc.reason, str(exc)
         return None
 
     def problem(self, stream: Any) -> tuple[str, str] | None:
@@ -169,15 +196,16 @@ class _HandshakeCheck:
         if ssl_object is None:
             # A "TLS" stream that cannot show its TLS state cannot show it was verified.
             return "verification-disabled", "the TLS stream exposes no SSL object to check"
-        # Only connections made with the policy's context are ours to judge; the hop to an
+        # Only connections made with the private context are ours to judge; the hop to an
         # https proxy has its own context and its own certificate.
         if ssl_object.context is not self._context:
             return None
-        problem = self.context_problem(ssl_object.context)
+        problem = self.context_problem()
         if problem is not None:
             return problem
         host = ssl_object.server_hostname
-        # getpeercert() is {} when the peer certificate was not verified (CERT_NONE).
+        # The private context verified the chain and the host name during the handshake,
+        # and nobody else can have switched that off; getpeercert() is {} when it did not.
         if not ssl_object.getpeercert():
             return "certificate", f"the certificate of {host} was not verified"
         version = ssl_object.version()
@@ -193,6 +221,16 @@ class _HandshakeCheck:
         return None
 
 
+def _problem_at(check: _HandshakeCheck, event: str, info: dict[str, Any]) -> tuple[str, str] | None:
+    """The refusal due at a trace event: the contexts once a connection is open (before any
+    handshake on it), the connection once its handshake is done."""
+    if event.endswith(_TCP_DONE_EVENT):
+        return check.context_problem()
+    if event.endswith(_TLS_DONE_EVENT):
+        return check.problem(info["return_value"])
+    return None
+
+
 TraceHook = Callable[[str, dict[str, Any]], None]
 AsyncTraceHook = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -203,13 +241,11 @@ class _SyncTrace:
         self.inner = inner
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if event.endswith(_TLS_DONE_EVENT):
-            stream = info["return_value"]
-            problem = self.check.problem(stream)
-            if problem is not None:
-                # httpcore drops a stream whose setup raised without closing it.
-                stream.close()
-                raise InsecureRequestError(problem[1], reason=problem[0])
+        problem = _problem_at(self.check, event, info)
+        if problem is not None:
+            # httpcore drops a stream whose setup raised without closing it.
+            info["return_value"].close()
+            raise InsecureRequestError(problem[1], reason=problem[0])
         if self.inner is not None:
             self.inner(event, info)
 
@@ -220,12 +256,10 @@ class _AsyncTrace:
         self.inner = inner
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if event.endswith(_TLS_DONE_EVENT):
-            stream = info["return_value"]
-            problem = self.check.problem(stream)
-            if problem is not None:
-                await stream.aclose()
-                raise InsecureRequestError(problem[1], reason=problem[0])
+        problem = _problem_at(self.check, event, info)
+        if problem is not None:
+            await info["return_value"].aclose()
+            raise InsecureRequestError(problem[1], reason=problem[0])
         if self.inner is not None:
             await self.inner(event, info)
 
@@ -281,27 +315,49 @@ def _restore(extensions: dict[str, Any], key: str, value: object) -> None:
         extensions[key] = value
 
 
-def _resolve_context(policy: TLSPolicy, kwargs: dict[str, Any]) -> ssl.SSLContext:
+def _resolve_context(
+    policy: TLSPolicy, kwargs: dict[str, Any]
+) -> tuple[ssl.SSLContext, ssl.SSLContext | None]:
+    """The private context every handshake of a new client uses, and the caller's
+    ``verify=`` context it was copied from (None when the policy's own is used)."""
     for name in ("transport", "mounts", "app"):
         if kwargs.get(name) is not None:
             raise TypeError(
                 f"secure clients build their own transports; {name}= would bypass the policy"
             )
     verify = kwargs.pop("verify", True)
+    source: ssl.SSLContext | None = None
     if verify is True:
-        return create_ssl_context(policy)
-    if isinstance(verify, ssl.SSLContext):
+        context = create_ssl_context(policy)
+    elif isinstance(verify, ssl.SSLContext):
         check_ssl_context(verify, policy)
-        return verify
-    if verify is False:
+        context, source = private_copy(verify, policy), verify
+    elif verify is False:
         raise InsecureTransportError(
             "verify=False is refused: certificates are always verified",
             reason="verification-disabled",
         )
-    raise TypeError(
-        "verify must be True or an ssl.SSLContext at least as strict as the policy; "
-        "to trust a private CA use TLSPolicy(ca_file=...) or TLSPolicy(ca_data=...)"
-    )
+    else:
+        raise TypeError(
+            "verify must be True or an ssl.SSLContext at least as strict as the policy; "
+            "to trust a private CA use TLSPolicy(ca_file=...) or TLSPolicy(ca_data=...)"
+        )
+    cert = kwargs.pop("cert", None)
+    if cert is not None:
+        _load_client_certificate(context, cert)
+    context.sslsocket_class = DeadlineSSLSocket
+    return context, source
+
+
+def _load_client_certificate(context: ssl.SSLContext, cert: object) -> None:
+    """httpx's ``cert=`` forms: a PEM file with key and certificate, or (certfile, keyfile)
+    or (certfile, keyfile, password)."""
+    if isinstance(cert, str):
+        context.load_cert_chain(cert)
+    elif isinstance(cert, tuple) and len(cert) in (2, 3):
+        context.load_cert_chain(*cert)
+    else:
+        raise TypeError("cert must be a path, (certfile, keyfile) or (certfile, keyfile, password)")
 
 
 def _is_guarded(transport: object) -> bool:
@@ -315,18 +371,21 @@ def secure_client(policy: TLSPolicy | None = None, **httpx_kwargs: Any) -> httpx
     ``http2=True`` (with ``h2`` installed), ``proxy=`` and environment proxies (https
     requests travel through a CONNECT tunnel, so TLS and the pins stay end to end), auth,
     headers. ``verify`` may only be ``True`` or an ``ssl.SSLContext`` at least as strict as
-    the policy (for instance ``create_ssl_context(policy)`` with a client certificate
-    loaded); it is checked again after every handshake, so a change that weakens it later
-    refuses the connection before a request byte is sent. ``transport=`` and ``mounts=``
-    are refused: they would bypass the checks.
+    the policy in every property :func:`check_ssl_context` compares. Such a context is
+    copied, once, into a private context that every handshake uses (trust anchors and
+    stricter settings carry over); it is checked again before every handshake, so a change
+    that weakens it later refuses the connection before a request byte is sent, and no change
+    to it reaches a handshake. A client certificate cannot be copied out of a context: give
+    it as ``cert="client.pem"`` or ``cert=(certfile, keyfile[, password])``.
+    ``transport=`` and ``mounts=`` are refused: they would bypass the checks.
 
     Raises :class:`InsecureRequestError` (an :class:`envelope.InsecureTransportError`) for
     each refusal; see the module docstring of ``envelope.transport`` for the list.
     """
     policy = TLSPolicy() if policy is None else policy
-    context = _resolve_context(policy, httpx_kwargs)
+    context, source = _resolve_context(policy, httpx_kwargs)
     client = httpx.Client(verify=context, **httpx_kwargs)
-    check = _HandshakeCheck(policy, context)
+    check = _HandshakeCheck(policy, context, source)
     # httpx builds the default and the proxy transports from the same arguments; wrapping
     # what it built keeps all of that (limits, http2, proxies from the environment) intact.
     wrap_httpx_client_transports(client, lambda inner: _GuardedTransport(inner, check))
@@ -336,17 +395,18 @@ def secure_client(policy: TLSPolicy | None = None, **httpx_kwargs: Any) -> httpx
 def secure_async_client(policy: TLSPolicy | None = None, **httpx_kwargs: Any) -> httpx.AsyncClient:
     """The ``httpx.AsyncClient`` twin of :func:`secure_client`, with the same rules."""
     policy = TLSPolicy() if policy is None else policy
-    context = _resolve_context(policy, httpx_kwargs)
+    context, source = _resolve_context(policy, httpx_kwargs)
     client = httpx.AsyncClient(verify=context, **httpx_kwargs)
-    check = _HandshakeCheck(policy, context)
+    check = _HandshakeCheck(policy, context, source)
     wrap_httpx_client_transports(client, lambda inner: _AsyncGuardedTransport(inner, check))
     return client
 
 
 def is_secure_client(client: httpx.Client | httpx.AsyncClient) -> bool:
     """Whether ``client`` was built by :func:`secure_client` / :func:`secure_async_client`,
-    still routes every request through the policy checks, and its SSL context is still as
-    strict as the policy (a context changed after construction makes this False)."""
+    still routes every request through the policy checks, and the ``verify=`` context it was
+    given is still as strict as the policy (weakening it after construction makes this
+    False, and the client refuses every new connection)."""
     transport = httpx_client_transport(client)
     return (
         isinstance(transport, (_GuardedTransport, _AsyncGuardedTransport))

@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_quick_run_writes_json_and_png(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -23,24 +23,71 @@ def test_quick_run_writes_json_and_png(tmp_path: Path) -> None:
         check=False,
         env={**os.environ, "MPLBACKEND": "Agg"},
     )
+
+
+def test_quick_run_writes_json_and_png(tmp_path: Path) -> None:
+    completed = _run("--quick", "--out", str(tmp_path))
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "Targets" in completed.stdout
+    # Not a terminal: no progress line.
+    assert "elapsed" not in completed.stderr
 
     document = json.loads((tmp_path / "latest-quick.json").read_text(encoding="utf-8"))
     assert document["kind"] == "quick"
     assert document["machine"]["python"]
+    assert "applied" in document["machine"]["malloc"]
     measured = {(r["group"], r["op"], r["impl"]) for r in document["results"]}
     assert ("one-shot", "encrypt", "envelope") in measured
     assert ("one-shot", "decrypt", "raw GCM+OCB3, reused buffer (ceiling)") in measured
-    assert any(r["group"] == "stream" for r in document["results"])
+    assert ("1 KiB cache", "decrypt", "envelope, cached data keys") in measured
+    streams = {r["op"] for r in document["results"] if r["group"] == "stream"}
+    assert streams == {
+        "copy_file",
+        "encrypt_file",
+        "decrypt_file",
+        "encrypt_stream",
+        "decrypt_stream",
+    }
     for record in document["results"]:
-        assert record["median_s"] > 0
+        assert 0 < record["best_s"] <= record["median_s"]
     for target in document["targets"]:
         assert target["met"] in (True, False, None)
         assert target["met"] is not None or target["reason"]
+    names = [t["name"] for t in document["targets"]]
+    assert any("encrypt_file / copying the file with fsync" in name for name in names)
+    assert any("Tink KmsEnvelopeAead" in name for name in names) or any(
+        s["impl"].startswith("Tink") for s in document["skipped"]
+    )
     # A peer that cannot run is reported, never invented.
     assert all(entry["reason"] for entry in document["skipped"])
 
     png = tmp_path / "throughput-quick.png"
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert not (tmp_path / "latest.json").exists(), "a quick run must not write full results"
+
+    # The run against itself: nothing is faster or slower than itself.
+    missing = _run("--compare", str(tmp_path / "latest-quick.json"), str(tmp_path / "no.json"))
+    assert missing.returncode != 0
+    assert "cannot read" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    itself = _run("--compare", *[str(tmp_path / "latest-quick.json")] * 2)
+    assert itself.returncode == 0, itself.stderr[-4000:]
+    assert "0 SLOWER, 0 faster" in itself.stdout
+
+    # A partial run compared with the full quick run: the comparison is printed and kept.
+    partial = _run("--quick", "--only", "layers", "--out", str(tmp_path), "--compare")
+    assert partial.returncode != 0  # --compare needs a file
+    partial = _run(
+        "--quick",
+        "--only",
+        "layers",
+        "--out",
+        str(tmp_path),
+        "--compare",
+        str(tmp_path / "latest-quick.json"),
+    )
+    assert partial.returncode == 0, partial.stderr[-4000:]
+    assert "Compared with the quick run of" in partial.stdout
+    kept = json.loads((tmp_path / "latest-quick-partial.json").read_text(encoding="utf-8"))
+    verdicts = {change["name"]: change["verdict"] for change in kept["comparison"]["changes"]}
+    assert any(name.startswith("layers: encrypt 1 KiB") for name in verdicts)

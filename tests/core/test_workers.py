@@ -96,28 +96,34 @@ def test_a_stream_releases_exactly_the_frames_before_the_failure(env: Envelope, 
 
 
 class _FailingSink:
-    """Accepts ``limit`` writes, then fails as a full disk would."""
+    """Fails as a full disk would, on the first write after ``limit`` bytes."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.parts: list[bytes] = []
+        self.received = bytearray()
 
     def write(self, data: bytes | memoryview) -> int:
-        if len(self.parts) == self.limit:
+        if len(self.received) >= self.limit:
             raise OSError(28, "No space left on device")
-        self.parts.append(bytes(data))
+        self.received += data
         return len(data)
 
 
 @pytest.mark.parametrize("direction", ["encrypt", "decrypt"])
 def test_a_failing_sink_stops_the_stream_with_its_own_error(env: Envelope, direction: str):
     data = os.urandom(FRAMES * SMALL_FRAME + 7)
-    source = io.BytesIO(data if direction == "encrypt" else bytes(env.encrypt(data)))
+    message = bytes(env.encrypt(data))
+    source = io.BytesIO(data if direction == "encrypt" else message)
     stream = env.encrypt_stream if direction == "encrypt" else env.decrypt_stream
-    sink = _FailingSink(limit=3)
+    sink = _FailingSink(limit=3 * SMALL_FRAME)
     with pytest.raises(OSError, match="No space"):
         stream(source, sink)
-    assert len(sink.parts) == 3
+    # What it took is the start of the output; nothing after the failure was written.
+    assert len(sink.received) >= sink.limit
+    if direction == "decrypt":
+        assert bytes(sink.received) == data[: len(sink.received)]
+    else:
+        assert len(sink.received) < len(message)
 
 
 def test_one_envelope_shared_by_eight_threads(env: Envelope):
@@ -137,3 +143,22 @@ def test_one_envelope_shared_by_eight_threads(env: Envelope):
     results, errors = run_threads(8, work)
     assert errors == []
     assert results == [True] * 8
+
+
+def test_a_large_file_is_sealed_in_large_frames_and_opens_anywhere(tmp_path):
+    keys = [LocalKey.generate(), LocalKey.generate()]
+    parallel, serial = Envelope(keys, workers=2), Envelope(keys, workers=1)
+    data = os.urandom(2 * envelope._parallel.RUN_BYTES + 5)
+    (tmp_path / "plain").write_bytes(data)
+    parallel.encrypt_file(tmp_path / "plain", tmp_path / "sealed")
+    with open(tmp_path / "sealed", "rb") as sealed:
+        assert inspect(sealed).frame_size == envelope._parallel.PARALLEL_FRAME_SIZE
+    serial.decrypt_file(tmp_path / "sealed", tmp_path / "opened")
+    assert (tmp_path / "opened").read_bytes() == data
+    parallel.decrypt_file(tmp_path / "sealed", tmp_path / "again")
+    assert (tmp_path / "again").read_bytes() == data
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 1000)
+    parallel.encrypt_file(small, tmp_path / "small.sealed")
+    with open(tmp_path / "small.sealed", "rb") as sealed:
+        assert inspect(sealed).frame_size == parallel.frame_size

@@ -188,6 +188,22 @@ VERSION = "0123456789abcdef0123456789abcdef"
         (f"{VAULT}/keys/k/{VERSION[:-1]}g", False),
         (f"{VAULT}/secrets/k/{VERSION}", False),
         ("local:0123", False),
+        # Spellings a lenient URL parser would normalise away: exact means exact.
+        (f" {VAULT}/keys/k/{VERSION}", False),
+        (f"{VAULT}/keys/k/{VERSION}\n", False),
+        (f"{VAULT}/keys/\tk/{VERSION}", False),
+        (f"{VAULT}/ke\rys/k/{VERSION}", False),
+        (f"HTTPS://contoso.vault.azure.net/keys/k/{VERSION}", False),
+        (f"Https://contoso.vault.azure.net/keys/k/{VERSION}", False),
+        (f"{VAULT}:0443/keys/k/{VERSION}", False),
+        (f"{VAULT}:00443/keys/k/{VERSION}", False),
+        (f"{VAULT}:443:443/keys/k/{VERSION}", False),
+        (f"{VAULT}:/keys/k/{VERSION}", False),
+        (f"{VAULT}/keys//k/{VERSION}", False),
+        (f"{VAULT}//keys/k/{VERSION}", False),
+        (f"{VAULT}/keys/k/{VERSION}/", False),
+        (f"{VAULT}/Keys/k/{VERSION}", False),
+        (f"{VAULT}\x00/keys/k/{VERSION}", False),
     ],
 )
 def test_versionless_id_accepts_exactly_the_versions_of_that_key(header_id, accepted):

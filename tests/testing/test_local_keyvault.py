@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,10 +24,9 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
-from azure.keyvault.keys import KeyClient, KeyType, KeyVaultKey
+from azure.keyvault.keys import KeyClient, KeyType
 from azure.keyvault.keys._shared import http_challenge_cache
 from azure.keyvault.keys.crypto import (
-    CryptographyClient,
     EncryptionAlgorithm,
     KeyWrapAlgorithm,
 )
@@ -38,48 +34,17 @@ from azure.keyvault.keys.crypto import (
 import envelope.testing
 from envelope.testing import LocalKeyVault
 from tests.conftest import TIMEOUTS, StaticToken, key_client
-
-API = "api-version=7.6"
-
-
-def code_of(error: HttpResponseError) -> str:
-    assert error.error is not None
-    return str(error.error.code)
-
-
-def headers_of(error: HttpResponseError) -> Any:
-    assert error.response is not None
-    return error.response.headers  # type: ignore[attr-defined]
-
-
-def jwk(key: KeyVaultKey) -> Any:
-    # JsonWebKey's fields are set dynamically; the stubs do not list them.
-    return key.key
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def crypto_client(vault: LocalKeyVault, key_id: str, credential=None) -> CryptographyClient:
-    return CryptographyClient(
-        key_id,
-        credential or vault.credential,
-        verify_challenge_resource=False,
-        connection_verify=vault.ca_file,
-        retry_backoff_factor=0.01,
-        **TIMEOUTS,
-    )
-
-
-def remote(client: KeyClient, method: str, path: str, body: dict[str, Any] | None = None):
-    """A request through the client's own auth and retry pipeline; forces remote crypto."""
-    request = HttpRequest(method, f"{path}?{API}", json=body)
-    return client.send_request(request)
+from tests.testing.kv import (
+    API,
+    b64url,
+    code_of,
+    crypto_client,
+    headers_of,
+    jwk,
+    raw_exchange,
+    remote,
+    unb64url,
+)
 
 
 def test_public_surface():
@@ -584,28 +549,14 @@ def test_two_vaults_are_isolated(vault):
         assert "getKey" not in vault.operation_counts()
 
 
-def _raw_exchange(vault: LocalKeyVault, payload: bytes) -> bytes:
-    context = ssl.create_default_context(cafile=vault.ca_file)
-    port = int(vault.url.rsplit(":", 1)[1])
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        tls.sendall(payload)
-        chunks = []
-        while chunk := tls.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def test_oversized_and_garbage_requests(vault):
-    oversized = _raw_exchange(
+    oversized = raw_exchange(
         vault,
         b"POST /keys/big/create?api-version=7.6 HTTP/1.1\r\nHost: x\r\n"
         b"Content-Length: 1000000000\r\nConnection: close\r\n\r\n",
     )
     assert oversized.startswith(b"HTTP/1.1 413")
-    garbage = _raw_exchange(vault, b"\x00\xffGARBAGE\r\n\r\n")
+    garbage = raw_exchange(vault, b"\x00\xffGARBAGE\r\n\r\n")
     assert garbage.startswith(b"HTTP/1.1 400")
     assert b'"code": "BadRequest"' in garbage
     with key_client(vault) as client:

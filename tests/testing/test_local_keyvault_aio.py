@@ -5,53 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.core.pipeline.transport import AsyncioRequestsTransport
 from azure.keyvault.keys import KeyType
-from azure.keyvault.keys.aio import KeyClient
 from azure.keyvault.keys.crypto import EncryptionAlgorithm, KeyWrapAlgorithm
-from azure.keyvault.keys.crypto.aio import CryptographyClient
 
-from envelope.testing import LocalKeyVault
-from tests.conftest import TIMEOUTS
-
-
-def transport(vault: LocalKeyVault) -> Any:
-    # aiohttp is not a dependency; azure-core's asyncio-over-requests transport needs no extra.
-    return AsyncioRequestsTransport(connection_verify=vault.ca_file)
-
-
-def key_client(vault: LocalKeyVault, credential: Any, **kwargs: Any) -> KeyClient:
-    return KeyClient(
-        vault.url,
-        credential,
-        verify_challenge_resource=False,
-        transport=transport(vault),
-        retry_backoff_factor=0.01,
-        **TIMEOUTS,
-        **kwargs,
-    )
-
-
-def crypto_client(vault: LocalKeyVault, key_id: str, credential: Any) -> CryptographyClient:
-    return CryptographyClient(
-        key_id,
-        credential,
-        verify_challenge_resource=False,
-        transport=transport(vault),
-        retry_backoff_factor=0.01,
-        **TIMEOUTS,
-    )
+from tests.testing.kv import async_crypto_client, async_key_client, transport
 
 
 @pytest.mark.asyncio
 async def test_async_lifecycle_and_errors(vault):
     async with (
         vault.get_async_credential(transport=transport(vault)) as credential,
-        key_client(vault, credential) as client,
+        async_key_client(vault, credential) as client,
     ):
         created = await client.create_rsa_key("async-rsa", size=2048)
         assert created.key_type == KeyType.rsa
@@ -77,13 +44,13 @@ async def test_async_crypto_round_trips(vault):
     aes_kid = vault.create_key("async-gcm", "oct-HSM", 256)
     dek = os.urandom(32)
     async with vault.get_async_credential(transport=transport(vault)) as credential:
-        async with crypto_client(vault, rsa_kid, credential) as crypto:
+        async with async_crypto_client(vault, rsa_kid, credential) as crypto:
             wrapped = await crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, dek)
             unwrapped = await crypto.unwrap_key(
                 KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key
             )
             assert unwrapped.key == dek
-        async with crypto_client(vault, aes_kid, credential) as crypto:
+        async with async_crypto_client(vault, aes_kid, credential) as crypto:
             sealed = await crypto.encrypt(
                 EncryptionAlgorithm.a256_gcm, b"async", additional_authenticated_data=b"aad"
             )
@@ -107,7 +74,7 @@ async def test_async_concurrent_unwraps_with_throttling(vault):
     dek = os.urandom(32)
     async with (
         vault.get_async_credential(transport=transport(vault)) as credential,
-        crypto_client(vault, kid, credential) as crypto,
+        async_crypto_client(vault, kid, credential) as crypto,
     ):
         wrapped = await crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, dek)
         fault = vault.inject_fault("unwrapKey", status=429, retry_after=0.05, count=3)
@@ -128,7 +95,7 @@ async def test_async_restricted_identity(vault):
     vault.create_key("async-guarded")
     async with (
         vault.get_async_credential("async-reader", transport=transport(vault)) as credential,
-        key_client(vault, credential) as client,
+        async_key_client(vault, credential) as client,
     ):
         assert (await client.get_key("async-guarded")).name == "async-guarded"
         with pytest.raises(HttpResponseError) as denied:

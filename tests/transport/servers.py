@@ -3,23 +3,26 @@ and a record of every byte each server received so a test can prove what never l
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.server
 import io
+import ipaddress
+import pathlib
 import select
 import socket
 import socketserver
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 LOOPBACK = "127.0.0.1"
@@ -65,7 +68,13 @@ class _TeeReader(io.RawIOBase):
         super().close()
 
 
-Responder = Callable[[http.server.BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], bytes]]
+#: A reply body: bytes, sent with a Content-Length; or chunks, streamed as they come (the
+#: server flushes each one, so a generator that sleeps between chunks trickles), with
+#: chunked transfer encoding unless the headers give a Content-Length. With status ``RAW``
+#: the chunks are the whole reply, status line and headers included.
+Body = bytes | Iterable[bytes]
+Responder = Callable[[http.server.BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], Body]]
+RAW = 0
 
 
 def ok_responder(
@@ -96,13 +105,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with self.server.recorded.lock:
             self.server.recorded.requests.append((self.command, self.path, headers, body))
         status, reply_headers, reply = self.server.responder(self, body)
-        self.send_response(status)
-        for key, value in reply_headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(reply)
+        if isinstance(reply, bytes):
+            self.send_response(status)
+            for key, value in reply_headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(reply)
+            return
+        self._stream(status, reply_headers, reply)
+
+    def _stream(self, status: int, headers: dict[str, str], chunks: Iterable[bytes]) -> None:
+        chunked = status != RAW and "content-length" not in {key.lower() for key in headers}
+        if status != RAW:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+        # Until the client hangs up: the point of a streamed reply is usually that it does.
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            for chunk in chunks:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                self.wfile.flush()
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 
@@ -171,11 +201,9 @@ def serve(
 
 
 @contextmanager
-def _running(
-    server: socketserver.BaseServer, drain: Callable[[], None] | None = None
-) -> Iterator[None]:
-    """Serve in a thread; on exit stop, then ``drain`` what is still queued, then close,
-    which joins the workers."""
+def _running(server: socketserver.TCPServer) -> Iterator[None]:
+    """Serve in a thread; on exit stop, then serve what is still queued, then close, which
+    joins the workers."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -183,9 +211,22 @@ def _running(
     finally:
         server.shutdown()
         thread.join(timeout=10)
-        if drain is not None:
-            drain()
+        _drain(server)
         server.server_close()
+
+
+def _drain(server: socketserver.TCPServer) -> None:
+    """Serve whatever is still in the accept queue, so that a connection the client made
+    (and perhaps dropped) just before the test ended is recorded too, not lost on close."""
+    server.socket.setblocking(False)
+    while True:
+        try:
+            request, client_address = server.socket.accept()
+        except BlockingIOError:
+            return
+        request.setblocking(True)
+        if server.verify_request(request, client_address):
+            server.process_request(request, client_address)
 
 
 @contextmanager
@@ -435,19 +476,6 @@ class _ForwardServer(socketserver.ThreadingTCPServer):
     def handle_error(self, request, client_address) -> None:
         """Client aborts are expected here; the tests assert on ``log``."""
 
-    def drain(self) -> None:
-        """Serve whatever is still in the accept queue, so a connection the client made
-        just before the test ended is recorded too rather than lost on close."""
-        self.socket.setblocking(False)
-        while True:
-            try:
-                request, client_address = self.socket.accept()
-            except BlockingIOError:
-                return
-            request.setblocking(True)
-            if self.verify_request(request, client_address):
-                self.process_request(request, client_address)
-
 
 @contextmanager
 def forward_proxy() -> Iterator[tuple[str, ProxyLog]]:
@@ -456,5 +484,54 @@ def forward_proxy() -> Iterator[tuple[str, ProxyLog]]:
     answers any other host itself (a real proxy would go there in plaintext). Yields its URL
     and its log, complete once the block has exited."""
     server = _ForwardServer()
-    with _running(server, server.drain):
+    with _running(server):
         yield f"http://{LOOPBACK}:{server.server_address[1]}", server.log
+
+
+def weak_rsa_leaf(ca: trustme.CA, host: str = LOOPBACK, bits: int = 1024) -> tuple[bytes, bytes]:
+    """A leaf certificate for ``host`` with an RSA key of ``bits`` bits, signed by ``ca`` (which
+    trustme issues with 2048 bits at least): PEM certificate and PEM key."""
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(host))]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return (
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def pem_server_context(
+    directory: pathlib.Path, cert_pem: bytes, key_pem: bytes, *, security_level: int | None = None
+) -> ssl.SSLContext:
+    """A server context for a PEM certificate and key (written to ``directory``), optionally
+    at a lower OpenSSL security level, so that it can serve a weak key at all."""
+    (directory / "server-cert.pem").write_bytes(cert_pem)
+    (directory / "server-key.pem").write_bytes(key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if security_level is not None:
+        context.set_ciphers(f"DEFAULT:@SECLEVEL={security_level}")
+    context.load_cert_chain(directory / "server-cert.pem", directory / "server-key.pem")
+    return context

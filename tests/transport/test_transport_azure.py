@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import functools
+import gzip
 import http.server
 import json
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseTimeoutError,
+)
 from azure.identity import ClientSecretCredential
 from azure.identity.aio import ClientSecretCredential as AsyncClientSecretCredential
 from azure.keyvault.keys import KeyClient
@@ -32,6 +39,7 @@ from envelope.transport import (
     secure_async_client,
     secure_client,
 )
+from envelope.transport._deadline import DeadlineExceeded, deadline
 from tests.conftest import StaticToken
 from tests.transport.servers import (
     Certificates,
@@ -273,7 +281,7 @@ def test_a_client_context_weakened_after_the_transport_was_built_sends_nothing(
         with pytest.raises(envelope.InsecureTransportError):
             SecureTransport(client=secure)
     assert excinfo.value.reason == "verification-disabled"
-    assert server.recorded.raw == [b""]  # one handshake, no retry, not one byte
+    assert server.recorded.raw == [b""]  # one connection, no retry, not one byte
     assert server.recorded.requests == []
 
 
@@ -407,3 +415,132 @@ async def test_an_async_identity_credential_closes_its_secure_transport():
         async with credential:
             token = await credential.get_token("https://vault.azure.net/.default")
             assert token.token
+
+
+# --- bounds on time and size, whatever the server does ------------------------------------
+
+TRANSPORTS = pytest.mark.parametrize("mode", ["sync", "async"])
+
+
+def _send(policy: TLSPolicy, mode: str, url: str, **options: Any) -> Any:
+    """One non-stream GET through a fresh SecureTransport or AsyncSecureTransport."""
+    from azure.core.rest import HttpRequest
+
+    limit = options.pop("max_response_bytes", None)
+    if mode == "sync":
+        with SecureTransport(policy, max_response_bytes=limit) as transport:
+            return transport.send(HttpRequest("GET", url), **options)
+
+    async def run() -> Any:
+        async with AsyncSecureTransport(policy, max_response_bytes=limit) as transport:
+            return await transport.send(HttpRequest("GET", url), **options)
+
+    return asyncio.run(run())
+
+
+def _trickle(
+    handler: http.server.BaseHTTPRequestHandler, body: bytes
+) -> tuple[int, dict[str, str], Any]:
+    def drip() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"x"
+            time.sleep(0.05)
+
+    return 200, {"Content-Length": "100"}, drip()
+
+
+@TRANSPORTS
+def test_an_attempt_ends_within_its_read_timeout_however_slowly_the_reply_trickles(
+    certs: Certificates, policy: TLSPolicy, mode: str
+) -> None:
+    context = server_context(certs.good, minimum=ssl.TLSVersion.TLSv1_3)
+    with serve(context, _trickle) as server:
+        started = time.monotonic()
+        with pytest.raises(ServiceResponseTimeoutError):
+            _send(policy, mode, server.url("/slow"), read_timeout=0.5)
+        elapsed = time.monotonic() - started
+    # Each byte came well within the read timeout; the whole reply would take 5 s.
+    assert elapsed < 0.5 + 0.5
+
+
+def _big(kind: str) -> Callable[..., tuple[int, dict[str, str], Any]]:
+    def respond(
+        handler: http.server.BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, dict[str, str], Any]:
+        block = b"x" * 4096
+        if kind == "gzip":
+            return 200, {"Content-Encoding": "gzip"}, gzip.compress(block * 256)
+        headers = {"Content-Length": str(len(block) * 256)} if kind == "content-length" else {}
+        return 200, headers, iter([block] * 256)
+
+    return respond
+
+
+@TRANSPORTS
+@pytest.mark.parametrize("kind", ["content-length", "chunked", "gzip"])
+def test_a_reply_over_max_response_bytes_is_refused(
+    certs: Certificates, policy: TLSPolicy, mode: str, kind: str
+) -> None:
+    context = server_context(certs.good, minimum=ssl.TLSVersion.TLSv1_3)
+    with serve(context, _big(kind)) as server:
+        with pytest.raises(HttpResponseError, match="reply"):
+            _send(policy, mode, server.url("/big"), max_response_bytes=65536)
+        # The same reply is read in full without a cap (gzip is decoded as usual).
+        response = _send(policy, mode, server.url("/big"))
+        assert len(response.content) == 4096 * 256
+    requested = [request[2].get("accept-encoding") for request in server.recorded.requests]
+    assert requested[0] == "identity"  # a capped reply is asked for uncompressed
+    assert requested[1] != "identity"
+
+
+def test_max_response_bytes_must_be_positive(policy: TLSPolicy) -> None:
+    for bad in (0, -1, 1.5, "64k"):
+        with pytest.raises(ValueError, match="max_response_bytes"):
+            SecureTransport(policy, max_response_bytes=bad)  # type: ignore[arg-type]
+
+
+@TRANSPORTS
+def test_inside_a_deadline_no_attempt_starts_and_no_retry_waits_past_it(
+    vault: RunningServer, policy: TLSPolicy, mode: str
+) -> None:
+    from azure.core.rest import HttpRequest
+
+    async def waits(transport: AsyncSecureTransport, seconds: float) -> None:
+        await transport.sleep(seconds)
+
+    with deadline(0.3):
+        if mode == "sync":
+            with SecureTransport(policy) as transport:
+                with pytest.raises(DeadlineExceeded, match="Retry-After"):
+                    transport.sleep(1.0)
+                transport.sleep(0.01)
+                time.sleep(0.3)
+                with pytest.raises(DeadlineExceeded):
+                    transport.send(HttpRequest("GET", vault.url("/keys/k1/")))
+        else:
+
+            async def run() -> None:
+                async with AsyncSecureTransport(policy) as transport:
+                    with pytest.raises(DeadlineExceeded, match="Retry-After"):
+                        await waits(transport, 1.0)
+                    await waits(transport, 0.01)
+                    await asyncio.sleep(0.3)
+                    with pytest.raises(DeadlineExceeded):
+                        await transport.send(HttpRequest("GET", vault.url("/keys/k1/")))
+
+            asyncio.run(run())
+    assert vault.recorded.requests == []
+
+
+def test_a_deadline_bounds_every_read_of_a_sync_secure_client(
+    certs: Certificates, policy: TLSPolicy
+) -> None:
+    context = server_context(certs.good, minimum=ssl.TLSVersion.TLSv1_3)
+    with serve(context, _trickle) as server, secure_client(policy, timeout=5.0) as client:
+        started = time.monotonic()
+        with deadline(0.5), pytest.raises(httpx.ReadTimeout):
+            client.get(server.url("/slow"))
+        assert time.monotonic() - started < 0.5 + 0.5
+        # Outside the block, reads are bounded per operation only, as httpx does.
+        response = client.get(server.url("/slow"))
+        assert len(response.content) == 100

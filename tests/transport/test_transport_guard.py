@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -16,7 +17,15 @@ import urllib3.connection
 
 import envelope
 from envelope.transport import _guard, forbid_plaintext
-from tests.transport.servers import LOOPBACK, ProxyLog, forward_proxy, serve, silent_listener
+from tests.transport.servers import (
+    LOOPBACK,
+    ProxyLog,
+    forward_proxy,
+    issue_certificates,
+    serve,
+    server_context,
+    silent_listener,
+)
 
 
 def _http_client(url: str) -> int:
@@ -129,7 +138,26 @@ def _httpx_async_via(proxy: str, url: str) -> int:
     return asyncio.run(run())
 
 
+def _httpx_target_via(proxy: str, url: str) -> int:
+    # httpcore sends the "target" extension as the request line: to a forward proxy, an
+    # absolute URL there is a request to forward, whatever host the client connected to.
+    with httpx.Client(trust_env=False, timeout=5) as client:
+        response = client.get(proxy, headers=SECRET, extensions={"target": url.encode()})
+        return response.status_code
+
+
+def _httpx_async_target_via(proxy: str, url: str) -> int:
+    async def run() -> int:
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+            extensions = {"target": url.encode()}
+            return (await client.get(proxy, headers=SECRET, extensions=extensions)).status_code
+
+    return asyncio.run(run())
+
+
 VIA_PROXY: dict[str, Callable[[str, str], int]] = {
+    "httpx-target": _httpx_target_via,
+    "httpx-async-target": _httpx_async_target_via,
     "urllib3": _urllib3_via,
     "requests": _requests_via,
     "urllib": _urllib_via,
@@ -244,6 +272,43 @@ def test_an_http_url_forwarded_over_tls_is_still_plaintext_beyond_the_proxy() ->
             connection.close()
         assert not connected()
     assert excinfo.value.reason == "plaintext"
+
+
+@pytest.mark.parametrize("scheme", ["http", "HTTP", "ws", "ftp"])
+def test_an_absolute_target_sent_over_tls_is_still_plaintext_beyond_the_server(
+    scheme: str,
+) -> None:
+    # The hop is TLS to an allowed host, but a forward proxy there would send the request
+    # on, in plaintext, to the host the request line names.
+    certs = issue_certificates()
+    with serve(server_context(certs.good)) as server:
+        context = ssl.create_default_context(cadata=certs.ca_pem.decode())
+        target = f"{scheme}://kv.example.com/keys/k/unwrapkey".encode()
+        with (
+            httpx.Client(verify=context, trust_env=False, timeout=5) as client,
+            forbid_plaintext(allow_hosts={LOOPBACK}),
+            pytest.raises(envelope.InsecureTransportError) as excinfo,
+        ):
+            client.get(server.url("/"), headers=SECRET, extensions={"target": target})
+    assert excinfo.value.reason == "plaintext"
+    assert server.recorded.requests == []
+
+
+def test_an_https_or_origin_form_target_passes() -> None:
+    certs = issue_certificates()
+    with serve(server_context(certs.good)) as server:
+        context = ssl.create_default_context(cadata=certs.ca_pem.decode())
+        with (
+            httpx.Client(verify=context, trust_env=False, timeout=5) as client,
+            forbid_plaintext(allow_hosts={LOOPBACK}),
+        ):
+            for target in (b"https://kv.example.com/keys/k", b"/keys/k?x=1", b"*"):
+                client.get(server.url("/"), extensions={"target": target})
+    assert [request[1] for request in server.recorded.requests] == [
+        "https://kv.example.com/keys/k",
+        "/keys/k?x=1",
+        "*",
+    ]
 
 
 def test_disable_removes_every_patch() -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import http.server
 import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 
 import envelope
 from envelope.transport import (
@@ -27,10 +30,12 @@ from tests.transport.servers import (
     Responder,
     RunningServer,
     connect_proxy,
+    pem_server_context,
     self_signed_pem,
     serve,
     server_context,
     silent_listener,
+    weak_rsa_leaf,
 )
 
 TIMEOUT = httpx.Timeout(5.0)
@@ -306,6 +311,37 @@ def _switch_verification_off(context: ssl.SSLContext) -> None:
     context.verify_mode = ssl.CERT_NONE
 
 
+def _weaken_then_get(
+    policy: TLSPolicy,
+    context: ssl.SSLContext,
+    weaken: Callable[[ssl.SSLContext], None],
+    server: RunningServer,
+    mode: str,
+) -> pytest.ExceptionInfo[InsecureRequestError]:
+    """Build a client on ``context``, weaken the context, then send a token to ``server``:
+    the refusal, which must come."""
+    headers = {"Authorization": "Bearer secret-token"}
+    if mode == "sync":
+        with secure_client(policy, verify=context, timeout=TIMEOUT) as client:
+            assert is_secure_client(client)
+            weaken(context)
+            assert not is_secure_client(client)
+            with pytest.raises(InsecureRequestError) as excinfo:
+                client.get(server.url("/secret"), headers=headers)
+        return excinfo
+
+    async def run() -> pytest.ExceptionInfo[InsecureRequestError]:
+        async with secure_async_client(policy, verify=context, timeout=TIMEOUT) as c:
+            assert is_secure_client(c)
+            weaken(context)
+            assert not is_secure_client(c)
+            with pytest.raises(InsecureRequestError) as info:
+                await c.get(server.url("/secret"), headers=headers)
+            return info
+
+    return asyncio.run(run())
+
+
 @MODES
 def test_a_context_weakened_after_construction_is_refused_before_a_request_byte(
     certs: Certificates, policy: TLSPolicy, mode: str
@@ -314,29 +350,10 @@ def test_a_context_weakened_after_construction_is_refused_before_a_request_byte(
     # certificate error) switches verification off. A server with a certificate from a
     # CA nobody trusts must still not see the request, let alone the token.
     context = create_ssl_context(policy)
-    headers = {"Authorization": "Bearer secret-token"}
     with serve(server_context(certs.other_ca)) as server:
-        if mode == "sync":
-            with secure_client(policy, verify=context, timeout=TIMEOUT) as client:
-                assert is_secure_client(client)
-                _switch_verification_off(context)
-                assert not is_secure_client(client)
-                with pytest.raises(InsecureRequestError) as excinfo:
-                    client.get(server.url("/secret"), headers=headers)
-        else:
-
-            async def run() -> pytest.ExceptionInfo[InsecureRequestError]:
-                async with secure_async_client(policy, verify=context, timeout=TIMEOUT) as c:
-                    assert is_secure_client(c)
-                    _switch_verification_off(context)
-                    assert not is_secure_client(c)
-                    with pytest.raises(InsecureRequestError) as info:
-                        await c.get(server.url("/secret"), headers=headers)
-                    return info
-
-            excinfo = asyncio.run(run())
+        excinfo = _weaken_then_get(policy, context, _switch_verification_off, server, mode)
     _assert_refused(excinfo, "verification-disabled", server)
-    assert server.recorded.raw == [b""]  # the handshake completed; then nothing came
+    assert server.recorded.raw == [b""]  # one connection, refused before its handshake
 
 
 @MODES
@@ -365,6 +382,269 @@ def test_a_context_weakened_after_a_verified_request_refuses_the_next_connection
             excinfo = asyncio.run(run())
     _assert_refused(excinfo, "verification-disabled", impostor)
     assert [request[1] for request in trusted.recorded.requests] == ["/first"]
+
+
+# --- a context weakened in a property other than verify_mode ------------------------------
+
+# OpenSSL's X509_V_FLAG_NO_CHECK_TIME: certificates are not checked for expiry.
+NO_CHECK_TIME = 0x200000
+
+
+def _skip_expiry_check(context: ssl.SSLContext) -> None:
+    context.verify_flags = ssl.VerifyFlags(int(context.verify_flags) | NO_CHECK_TIME)
+
+
+def _security_level_zero(context: ssl.SSLContext) -> None:
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:@SECLEVEL=0")
+
+
+def _not_strict(context: ssl.SSLContext) -> None:
+    context.verify_flags = ssl.VerifyFlags(int(context.verify_flags) & ~ssl.VERIFY_X509_STRICT)
+
+
+def _common_name_fallback(context: ssl.SSLContext) -> None:
+    context.hostname_checks_common_name = True
+
+
+def _renegotiation(context: ssl.SSLContext) -> None:
+    context.options = ssl.Options(int(context.options) & ~ssl.OP_NO_RENEGOTIATION)
+
+
+@pytest.fixture
+def weak_key_server(certs: Certificates, tmp_path: Path) -> Iterator[RunningServer]:
+    """A server whose certificate the CA really issued for 127.0.0.1, on a 1024-bit RSA key."""
+    cert_pem, key_pem = weak_rsa_leaf(certs.ca)
+    with serve(pem_server_context(tmp_path, cert_pem, key_pem, security_level=0)) as server:
+        yield server
+
+
+@pytest.fixture
+def expired_server(certs: Certificates) -> Iterator[RunningServer]:
+    with serve(server_context(certs.expired)) as server:
+        yield server
+
+
+SECRET = {"Authorization": "Bearer secret-token"}
+
+WEAKENED = [
+    pytest.param(_skip_expiry_check, "expired_server", "verification-disabled", id="no-check-time"),
+    pytest.param(_security_level_zero, "weak_key_server", "cipher", id="seclevel-0"),
+    pytest.param(_not_strict, "tls13_server", "verification-disabled", id="not-strict"),
+    pytest.param(_common_name_fallback, "tls13_server", "verification-disabled", id="cn-fallback"),
+    pytest.param(_renegotiation, "tls13_server", "protocol", id="renegotiation"),
+]
+
+
+@pytest.mark.parametrize(("weaken", "server_name", "reason"), WEAKENED)
+def test_a_weakened_context_is_refused_at_construction(
+    policy: TLSPolicy, weaken: Callable[[ssl.SSLContext], None], server_name: str, reason: str
+) -> None:
+    context = create_ssl_context(policy)
+    weaken(context)
+    with pytest.raises(envelope.InsecureTransportError) as excinfo:
+        secure_client(policy, verify=context)
+    assert excinfo.value.reason == reason
+    with pytest.raises(envelope.InsecureTransportError):
+        secure_async_client(policy, verify=context)
+
+
+@MODES
+@pytest.mark.parametrize(("weaken", "server_name", "reason"), WEAKENED)
+def test_a_context_weakened_after_construction_sends_no_byte_to_the_server_it_would_admit(
+    request: pytest.FixtureRequest,
+    policy: TLSPolicy,
+    mode: str,
+    weaken: Callable[[ssl.SSLContext], None],
+    server_name: str,
+    reason: str,
+) -> None:
+    # The expired server and the 1024-bit key are admitted by a context so weakened and by
+    # nothing else; the other weakenings are refused before any server is judged. The token
+    # must reach none of them.
+    server: RunningServer = request.getfixturevalue(server_name)
+    excinfo = _weaken_then_get(policy, create_ssl_context(policy), weaken, server, mode)
+    assert excinfo.value.reason == reason
+    assert server.recorded.requests == []
+    assert b"secret-token" not in server.recorded.all_bytes
+
+
+def test_the_policy_refuses_a_server_key_of_1024_bits(
+    policy: TLSPolicy, weak_key_server: RunningServer
+) -> None:
+    with pytest.raises(InsecureRequestError) as excinfo:
+        get(policy, weak_key_server.url("/secret"), "sync", headers=SECRET)
+    assert excinfo.value.reason == "certificate"
+    assert weak_key_server.recorded.requests == []
+
+
+# --- a context toggled while handshakes run -----------------------------------------------
+
+RACE_HANDSHAKES = 1000
+
+
+class _Toggler:
+    """Switches verification of ``context`` off and on again, about every millisecond, in a
+    thread of its own: the weakening is undone before most handshakes finish."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        self._stop = threading.Event()
+        self.toggles = 0
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        context = self._context
+        while not self._stop.is_set():
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            time.sleep(0.001)
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.check_hostname = True
+            time.sleep(0.001)
+            self.toggles += 1
+
+    def __enter__(self) -> _Toggler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _refusals(outcomes: list[object]) -> tuple[int, list[object]]:
+    refused = [o for o in outcomes if isinstance(o, InsecureRequestError)]
+    return len(refused), [o for o in outcomes if not isinstance(o, InsecureRequestError)]
+
+
+@pytest.fixture
+def impostor(tmp_path: Path) -> Iterator[RunningServer]:
+    """A self-signed certificate for 127.0.0.1: nothing trusts it."""
+    cert_pem, key_pem = self_signed_pem(host="127.0.0.1")
+    context = pem_server_context(tmp_path, cert_pem, key_pem)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with serve(context) as server:
+        yield server
+
+
+@pytest.mark.slow
+@MODES
+def test_a_context_toggled_by_another_thread_admits_no_impostor_in_1000_handshakes(
+    policy: TLSPolicy, impostor: RunningServer, mode: str
+) -> None:
+    context = create_ssl_context(policy)
+    url = impostor.url("/secret")
+    # A connection admitted by mistake is never reused: each attempt is a new handshake.
+    headers = {**SECRET, "Connection": "close"}
+    outcomes: list[object] = []
+    if mode == "sync":
+        with secure_client(policy, verify=context, timeout=TIMEOUT) as client, _Toggler(context):
+            for _ in range(RACE_HANDSHAKES):
+                try:
+                    outcomes.append(client.get(url, headers=headers))
+                except InsecureRequestError as exc:
+                    outcomes.append(exc)
+    else:
+
+        async def run() -> None:
+            async with secure_async_client(policy, verify=context, timeout=TIMEOUT) as client:
+                with _Toggler(context):
+                    for _ in range(RACE_HANDSHAKES):
+                        try:
+                            outcomes.append(await client.get(url, headers=headers))
+                        except InsecureRequestError as exc:
+                            outcomes.append(exc)
+
+        asyncio.run(run())
+    refused, admitted = _refusals(outcomes)
+    assert (refused, admitted) == (RACE_HANDSHAKES, [])
+    assert impostor.recorded.requests == []
+    assert b"secret-token" not in impostor.recorded.all_bytes
+    # Every attempt reached the impostor: each one was a handshake that had to be refused.
+    assert len(impostor.recorded.raw) == RACE_HANDSHAKES
+
+
+# --- what the private copy of a caller's context keeps ------------------------------------
+
+
+def test_a_callers_stricter_version_floor_is_kept_by_the_private_copy(
+    certs: Certificates, policy: TLSPolicy
+) -> None:
+    # The policy allows TLS 1.2; the caller's context asks for 1.3 and must get it.
+    context = create_ssl_context(policy)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    tls12_only = server_context(certs.good, maximum=ssl.TLSVersion.TLSv1_2)
+    with (
+        serve(tls12_only) as server,
+        secure_client(policy, verify=context, timeout=TIMEOUT) as client,
+        pytest.raises(InsecureRequestError) as excinfo,
+    ):
+        client.get(server.url())
+    _assert_refused(excinfo, "protocol", server)
+
+
+def test_the_callers_trust_anchors_are_the_ones_the_private_copy_trusts(
+    certs: Certificates, policy: TLSPolicy, tls13_server: RunningServer
+) -> None:
+    # The caller's context trusts another CA only: the policy's CA does not sneak back in.
+    other = TLSPolicy(ca_data=trustme.CA().cert_pem.bytes())
+    with (
+        secure_client(policy, verify=create_ssl_context(other), timeout=TIMEOUT) as client,
+        pytest.raises(InsecureRequestError) as excinfo,
+    ):
+        client.get(tls13_server.url())
+    assert excinfo.value.reason == "certificate"
+
+
+def test_a_context_whose_anchors_cannot_be_read_is_refused_with_a_way_out(
+    policy: TLSPolicy,
+) -> None:
+    context = create_ssl_context(policy)
+    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    bare.verify_flags = context.verify_flags
+    bare.hostname_checks_common_name = False
+    bare.options = context.options
+    bare.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL")
+    with pytest.raises(ValueError, match="ca_file"):
+        secure_client(policy, verify=bare)
+
+
+@MODES
+def test_a_client_certificate_is_presented_when_given_as_cert(
+    certs: Certificates, policy: TLSPolicy, tmp_path: Path, mode: str
+) -> None:
+    client_leaf = certs.ca.issue_cert("client.example")
+    cert_file, key_file = tmp_path / "client.pem", tmp_path / "client.key"
+    client_leaf.cert_chain_pems[0].write_to_path(str(cert_file))
+    client_leaf.private_key_pem.write_to_path(str(key_file))
+    mutual = server_context(certs.good, minimum=ssl.TLSVersion.TLSv1_3)
+    mutual.verify_mode = ssl.CERT_REQUIRED
+    certs.ca.configure_trust(mutual)
+    seen: list[object] = []
+
+    def responder(
+        handler: http.server.BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        seen.append(handler.connection.getpeercert())
+        return 200, {}, b"mutual"
+
+    cert = (str(cert_file), str(key_file))
+    with serve(mutual, responder) as server:
+        if mode == "sync":
+            with secure_client(policy, cert=cert, timeout=TIMEOUT) as client:
+                assert client.get(server.url()).text == "mutual"
+        else:
+
+            async def run() -> None:
+                async with secure_async_client(policy, cert=cert, timeout=TIMEOUT) as c:
+                    assert (await c.get(server.url())).text == "mutual"
+
+            asyncio.run(run())
+        # Without it, the server refuses the handshake.
+        with secure_client(policy, timeout=TIMEOUT) as client, pytest.raises(httpx.HTTPError):
+            client.get(server.url())
+    assert len(seen) == 1  # the request without a client certificate never got this far
+    assert seen[0]["subjectAltName"] == (("DNS", "client.example"),)  # type: ignore[index]
 
 
 class _Stream:

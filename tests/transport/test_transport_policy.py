@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import hashlib
 import ssl
+from collections.abc import Callable
 
 import pytest
 import trustme
@@ -114,3 +115,131 @@ def test_spki_pin_is_sha256_of_the_subject_public_key_info() -> None:
     assert spki_pin(pem) == spki_pin(pem.decode()) == spki_pin(der) == expected
     assert spki_pin(certificate) == expected
     TLSPolicy(pins=(expected,))
+
+
+# --- every security-relevant property of a caller's context -------------------------------
+
+# OpenSSL's X509_V_FLAG_* and SSL_OP_* values that the ssl module does not name (OpenSSL 3).
+NO_CHECK_TIME = 0x200000
+IGNORE_CRITICAL = 0x10
+LEGACY_SERVER_CONNECT = 0x4
+ALLOW_UNSAFE_LEGACY_RENEGOTIATION = 0x40000
+NO_EXTENDED_MASTER_SECRET = 0x1
+
+
+def _flags(attribute: str, *, add: int = 0, clear: int = 0) -> Callable[[ssl.SSLContext], None]:
+    """Set ``add`` and clear ``clear`` in the context's ``verify_flags`` or ``options``."""
+    kind = ssl.VerifyFlags if attribute == "verify_flags" else ssl.Options
+
+    def change(context: ssl.SSLContext) -> None:
+        value = (int(getattr(context, attribute)) | add) & ~clear
+        setattr(context, attribute, kind(value))
+
+    return change
+
+
+def _add_verify_flags(flags: int) -> Callable[[ssl.SSLContext], None]:
+    return _flags("verify_flags", add=flags)
+
+
+def _clear_verify_flags(flags: int) -> Callable[[ssl.SSLContext], None]:
+    return _flags("verify_flags", clear=flags)
+
+
+def _add_options(options: int) -> Callable[[ssl.SSLContext], None]:
+    return _flags("options", add=options)
+
+
+def _clear_options(options: int) -> Callable[[ssl.SSLContext], None]:
+    return _flags("options", clear=options)
+
+
+def _security_level(level: int) -> Callable[[ssl.SSLContext], None]:
+    def change(context: ssl.SSLContext) -> None:
+        context.set_ciphers(f"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:@SECLEVEL={level}")
+
+    return change
+
+
+def _common_name_fallback(context: ssl.SSLContext) -> None:
+    context.hostname_checks_common_name = True
+
+
+def _tls13_only(context: ssl.SSLContext) -> None:
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+
+
+def _key_log(context: ssl.SSLContext) -> None:
+    context.keylog_filename = "/dev/null"
+
+
+WEAKENINGS = [
+    pytest.param(_add_verify_flags(NO_CHECK_TIME), "verification-disabled", id="no-check-time"),
+    pytest.param(
+        _add_verify_flags(ssl.VERIFY_X509_PARTIAL_CHAIN), "verification-disabled", id="partial"
+    ),
+    pytest.param(
+        _add_verify_flags(ssl.VERIFY_ALLOW_PROXY_CERTS), "verification-disabled", id="proxy-certs"
+    ),
+    pytest.param(_add_verify_flags(IGNORE_CRITICAL), "verification-disabled", id="ignore-critical"),
+    pytest.param(
+        _clear_verify_flags(ssl.VERIFY_X509_STRICT), "verification-disabled", id="not-strict"
+    ),
+    pytest.param(_common_name_fallback, "verification-disabled", id="common-name-fallback"),
+    pytest.param(_security_level(0), "cipher", id="seclevel-0"),
+    pytest.param(_security_level(1), "cipher", id="seclevel-1"),
+    pytest.param(_clear_options(ssl.OP_NO_RENEGOTIATION), "protocol", id="renegotiation"),
+    pytest.param(_clear_options(ssl.OP_NO_COMPRESSION), "protocol", id="compression"),
+    pytest.param(_add_options(LEGACY_SERVER_CONNECT), "protocol", id="legacy-server-connect"),
+    pytest.param(
+        _add_options(ALLOW_UNSAFE_LEGACY_RENEGOTIATION), "protocol", id="unsafe-renegotiation"
+    ),
+    pytest.param(_add_options(ssl.OP_IGNORE_UNEXPECTED_EOF), "protocol", id="truncation"),
+    pytest.param(_add_options(NO_EXTENDED_MASTER_SECRET), "protocol", id="no-ems"),
+    pytest.param(_key_log, "protocol", id="key-log"),
+]
+
+
+@pytest.mark.parametrize(("weaken", "reason"), WEAKENINGS)
+def test_a_context_weaker_than_the_policy_in_any_property_is_refused(
+    weaken: Callable[[ssl.SSLContext], None], reason: str
+) -> None:
+    context = create_ssl_context()
+    weaken(context)
+    with pytest.raises(envelope.InsecureTransportError) as excinfo:
+        check_ssl_context(context)
+    assert excinfo.value.reason == reason
+
+
+STRICTER = [
+    pytest.param(_add_options(ssl.OP_NO_TICKET), id="no-tickets"),
+    pytest.param(_tls13_only, id="tls13-only"),
+    pytest.param(_add_verify_flags(ssl.VERIFY_CRL_CHECK_LEAF), id="crl-leaf"),
+    pytest.param(_clear_verify_flags(ssl.VERIFY_X509_TRUSTED_FIRST), id="no-trusted-first"),
+    pytest.param(_security_level(3), id="seclevel-3"),
+]
+
+
+@pytest.mark.parametrize("tighten", STRICTER)
+def test_a_context_stricter_than_the_policy_is_accepted(
+    tighten: Callable[[ssl.SSLContext], None],
+) -> None:
+    context = create_ssl_context()
+    tighten(context)
+    check_ssl_context(context)
+
+
+def test_the_policy_context_is_strict_in_every_property() -> None:
+    context = create_ssl_context()
+    assert context.security_level >= 2
+    assert not context.hostname_checks_common_name
+    flags = int(context.verify_flags)
+    assert flags & ssl.VERIFY_X509_STRICT
+    assert not flags & (NO_CHECK_TIME | IGNORE_CRITICAL | ssl.VERIFY_X509_PARTIAL_CHAIN)
+    assert not flags & ssl.VERIFY_ALLOW_PROXY_CERTS
+    options = int(context.options)
+    assert options & ssl.OP_NO_COMPRESSION
+    assert options & ssl.OP_NO_RENEGOTIATION
+    weak_options = LEGACY_SERVER_CONNECT | ALLOW_UNSAFE_LEGACY_RENEGOTIATION
+    assert not options & (weak_options | ssl.OP_IGNORE_UNEXPECTED_EOF | NO_EXTENDED_MASTER_SECRET)
+    assert context.keylog_filename is None
