@@ -21,7 +21,7 @@ _FULL_SECONDS = {
     "allocation wall": 50.0,
     "stream": 55.0,
     "key vault": 13.0,
-    "records": 40.0,
+    "records": 15.0,
 }
 _QUICK_SECONDS = {
     "one-shot": 6.0,

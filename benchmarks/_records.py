@@ -254,7 +254,6 @@ def records_case(plan: Plan, recorder: Recorder) -> None:
     lines.append(f"  key store: {tables['key_store_bytes']:,} bytes for 50 scopes")
     case["table"] = lines
     recorder.cases["records"] = {"status": "ok", **case}
-    print("\n".join(lines), flush=True)
 
 
 def _targets(recorder: Recorder, op: str, size: int, stats: dict[str, Stats]) -> None:
