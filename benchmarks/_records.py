@@ -189,7 +189,7 @@ def records_case(plan: Plan, recorder: Recorder) -> None:
     header = f"{'contender':48s} {'size':>6s} {'+bytes':>7s} {'enc/s':>10s} {'dec/s':>10s}"
     lines += [header, "-" * len(header)]
     for size in SIZES:
-        print(f"records {size} B", flush=True)
+        recorder.progress.step(f"preparing {size} B")
         data = os.urandom(size)
         pairs = _contenders(records, messages, data, recorder)
         batches = (RECORDS_MANY, TINK_AEAD_LOOP)
@@ -229,6 +229,7 @@ def records_case(plan: Plan, recorder: Recorder) -> None:
             lines.append(f"{label:48s} {size:>6d} {added:>7} {encrypt:>10,.0f} {decrypt:>10,.0f}")
     overhead = case["sizes"][KiB][RECORDS]["added_bytes"]
     recorder.target("records: bytes added per value, two layers", overhead, "<=", 64, "B")
+    recorder.progress.step(f"cold decrypt_many of {COLD_RECORDS:,} records")
     cold = _cold_decrypt_many()
     case["cold_decrypt_many"] = cold
     recorder.target(
@@ -238,6 +239,7 @@ def records_case(plan: Plan, recorder: Recorder) -> None:
         1,
         "calls",
     )
+    recorder.progress.step("a SQLite table")
     tables = _table_sizes(2_000 if plan.quick else 20_000)
     case["sqlite_table"] = tables
     lines += [
