@@ -39,6 +39,10 @@ AEADS: dict[int, type[AESGCM] | type[AESOCB3] | type[AESGCMSIV]] = {
     3: AESGCMSIV,
 }
 WRAP_IDS = {1, 2, 3, 4, 5}
+#: A key store's documents by id; a reader's (key id, local key) pairs per layer position.
+Store = Mapping[int, bytes]
+Reader = Sequence[Sequence[tuple[str, bytes]]]
+Ctx = Mapping[str, str]
 #: A wrapped key as a document holds it: wrap id, key id, wrapped bytes.
 Wrap = tuple[int, str, bytes]
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -231,14 +235,7 @@ def subkey(suite: int, layer_key: bytes, j: int, prefix: bytes) -> bytes:
     return kdf(suite, layer_key, b"envelope/records/v1 subkey\x00" + bytes((j,)) + prefix, 32)
 
 
-def read(
-    record: bytes | str,
-    *,
-    store: Mapping[int, bytes],
-    reader: Sequence[Sequence[tuple[str, bytes]]],
-    scope: str,
-    context: Mapping[str, str],
-) -> bytes:
+def read(record: bytes | str, *, store: Store, reader: Reader, scope: str, context: Ctx) -> bytes:
     """Section 8, steps 1 to 8, in order."""
     try:
         expected_scope = scope.encode("utf-8")

@@ -480,6 +480,21 @@ def test_sqlite_scopes_differing_by_a_nul_case_or_space_are_shredded_apart(
 
 # -- flaws -------------------------------------------------------------------------------------
 
+
+def _script(source: str, *args: str) -> str:
+    """What a Python script printed, run in a process of its own with this checkout's code
+    (a hung thread or a raw fork must not take the test process with it)."""
+    return subprocess.run(
+        [sys.executable, "-c", source, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    ).stdout
+
+
 _HANG = r"""
 import sys, threading, secrets
 from envelope import Envelope, LocalKey
@@ -509,8 +524,10 @@ class ShredOnAdd(MemoryKeyStore):
 
 def in_another_thread(action):
     def run():
-        action()
-        print("returned", flush=True)
+        try:
+            action()
+        finally:  # returning or raising the library's error both end the call
+            print("returned", flush=True)
     threading.Thread(target=run, daemon=True).start()
 
 key = CountingKey(secrets.token_bytes(32))
@@ -544,16 +561,7 @@ print("unwraps", key.calls, flush=True)
 def _hang(mode: str) -> tuple[bool, int]:
     """Whether ``encrypt`` returned within 5 seconds in that scenario, and how many unwraps
     its KEK made meanwhile (a subprocess: a thread that never returns cannot be stopped)."""
-    done = subprocess.run(
-        [sys.executable, "-c", _HANG, mode],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
-    )
-    lines = done.stdout.split()
+    lines = _script(_HANG, mode).split()
     return "returned" in lines, int(lines[lines.index("unwraps") + 1])
 
 
@@ -603,18 +611,9 @@ def test_flaw_a_clone_of_a_writer_repeats_its_prefix_and_nonces() -> None:
     generator on a VM clone (vmgenid), so a nonce drawn from it per record would differ.
     Fix: draw each nonce from ``os.urandom`` at sealing time (about 1.2 us here, measured),
     and say in RECORDS.md 5.1/6.1 that a pool is unsafe across snapshots."""
-    done = subprocess.run(
-        [sys.executable, "-c", _CLONE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
-    )
     # Prefix (8 bytes) and nonce (12) of each clone's next record. The prefixes are equal (a
     # clone cannot know it is one); a nonce drawn when sealing is what must tell them apart.
-    mine, theirs = done.stdout.split()
+    mine, theirs = _script(_CLONE).split()
     assert mine != theirs, "two clones sealed under one (subkey, nonce)"
 
 
@@ -662,16 +661,9 @@ def test_flaw_a_child_forked_while_a_thread_starts_an_epoch_deadlocks() -> None:
     ``Records._tally_lock``) are not. Measured without the pause below: 2 of 40 forks of a
     process sealing batches on a thread hung. Fix: replace those locks in the at-fork hook
     (or start every writer afresh in the child: a new ``Writer`` per scope)."""
-    done = subprocess.run(
-        [sys.executable, "-c", _FORK_LOCK],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
+    assert _script(_FORK_LOCK).split() == ["sealed"], (
+        "the forked child never sealed its first record"
     )
-    assert done.stdout.split() == ["sealed"], "the forked child never sealed its first record"
 
 
 def test_flaw_a_key_store_writer_makes_writers_encrypt_under_its_keys(
@@ -762,3 +754,18 @@ def test_flaw_an_uncomputable_suite_is_reported_after_the_binding_check(
     assert _kind(reader.decrypt, record, scope="right") == spec.FORMAT
     reader = Records(Envelope(keys.keks), store)
     assert _kind(reader.decrypt, record, scope="wrong") == spec.FORMAT
+
+
+def test_flaw_a_scope_of_another_type_can_hit_the_key_set_cache() -> None:
+    """LOW. ``encrypt`` looks the scope up in the cache's lock-free front before checking it,
+    and the front holds key sets by id (int) and sealers by record head (bytes) beside the
+    writers by scope (str): a scope that is a key-set id or a record head finds a key set or
+    a sealer, and the caller gets ``AttributeError`` or a ``TypeError`` about ``Sealer.seal``
+    instead of the clear ``TypeError`` that any other non-str scope gets. Fix: key the front
+    by ``(kind, key)``, or check ``type(scope) is str`` before the lookup."""
+    records = Records(Envelope([LocalKey.generate(), LocalKey.generate()]), MemoryKeyStore())
+    record = records.encrypt(b"x", scope="s")
+    records.decrypt(record, scope="s")
+    for scope in (_id(record), record[:17]):
+        with pytest.raises(TypeError, match="scope must be a str"):
+            records.encrypt(b"x", scope=scope)  # type: ignore[arg-type]
