@@ -31,9 +31,9 @@ from ._datakeys import Layers, gather_all, to_wrapped_key
 from ._engine import commitments_match, derive_layer_key, kdf_info, suite_available
 from ._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
 from ._format import Aead, LayerHeader, Suite, WrappedKeyRecord
-from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
+from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey, wrap_needs_secret
 
-__all__ = ["Committed", "LayerKeys", "Unwrapper"]
+__all__ = ["Committed", "LayerKeys", "Unwrapper", "check_suite"]
 
 #: The (KEK, wrapped key) pairs to try for one layer, in order.
 Candidates = tuple[tuple[KeyEncryptionKey, WrappedKeyRecord], ...]
@@ -54,10 +54,15 @@ class Committed(Protocol):
 
 
 class LayerKeys(NamedTuple):
-    """A layer's data key, verified against its commitment, and its message key."""
+    """A layer's data key, verified against its commitment, and its message key.
+
+    ``secret``: whether the data key came from a wrapped key that only a holder of its KEK's
+    secret can make (``wrap_needs_secret``), as opposed to a public-key wrap, which anyone
+    can make of a data key of their choosing. A fresh data key counts as secret."""
 
     data_key: bytes
     message_key: bytes
+    secret: bool = True
 
 
 class Unwrapper:
@@ -81,12 +86,7 @@ class Unwrapper:
     def plan(self, header: Committed) -> list[Candidates]:
         """Each layer's candidates. Pure: no KEK is used, so a header naming a key this
         envelope was not configured with never causes a connection."""
-        if not suite_available(header.suite):
-            raise FormatError(
-                f"this message uses suite {int(header.suite)} (keyed BLAKE2b, FORMAT.md section "
-                "5.2), which this Python cannot compute (a FIPS build, or one without "
-                "CPython's BLAKE2); decrypt it where keyed BLAKE2b is available"
-            )
+        check_suite(header.suite)
         if len(header.layers) != len(self._layers):
             raise KeyAccessError(
                 f"message has {len(header.layers)} layer(s); this envelope is configured "
@@ -127,7 +127,7 @@ class Unwrapper:
         attempt = _LayerAttempt(index, header, self._info)
         for kek, record in candidates:
             with attempt:
-                if found := attempt.keys(self._data_key(attempt, kek, record)):
+                if found := attempt.keys(self._data_key(attempt, kek, record), kek, record):
                     return found
         raise attempt.error()
 
@@ -137,7 +137,8 @@ class Unwrapper:
         attempt = _LayerAttempt(index, header, self._info)
         for kek, record in candidates:
             with attempt:
-                if found := attempt.keys(await self._data_key_async(attempt, kek, record)):
+                data_key = await self._data_key_async(attempt, kek, record)
+                if found := attempt.keys(data_key, kek, record):
                     return found
         raise attempt.error()
 
@@ -183,13 +184,17 @@ class _LayerAttempt:
         self._access: list[KeyAccessError] = []
         self._integrity = False
 
-    def keys(self, data_key: bytes | None) -> LayerKeys | None:
-        """The layer's keys if ``data_key`` matches its commitment; otherwise the failure
-        is noted as an integrity failure and None returned."""
+    def keys(
+        self, data_key: bytes | None, kek: KeyEncryptionKey, record: WrappedKeyRecord
+    ) -> LayerKeys | None:
+        """The layer's keys if ``data_key`` (what ``kek`` unwrapped ``record`` to) matches its
+        commitment; otherwise the failure is noted as an integrity failure and None
+        returned."""
         if data_key is not None:
             message_key = self._message_key(data_key)
             if message_key is not None:
-                return LayerKeys(data_key, message_key)
+                secret = wrap_needs_secret(kek, to_wrapped_key(record))
+                return LayerKeys(data_key, message_key, secret)
         self._integrity = True
         return None
 
@@ -236,6 +241,18 @@ class _LayerAttempt:
             return None
         message_key, commitment = derive_layer_key(self._suite, data_key, self._info, self._salt)
         return message_key if commitments_match(self._layer.commitment, commitment) else None
+
+
+def check_suite(suite: Suite, what: str = "message") -> None:
+    """A :class:`~envelope.FormatError` for a suite this Python cannot compute: it is
+    reported before anything else is done with the ``what`` (a message's header, a key-set
+    document) that names it."""
+    if not suite_available(suite):
+        raise FormatError(
+            f"this {what} uses suite {int(suite)} (keyed BLAKE2b, FORMAT.md section 5.2), "
+            "which this Python cannot compute (a FIPS build, or one without CPython's "
+            "BLAKE2); decrypt it where keyed BLAKE2b is available"
+        )
 
 
 async def _unwrap_async(kek: KeyEncryptionKey, wrapped: WrappedKey) -> bytes:

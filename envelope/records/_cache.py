@@ -8,9 +8,14 @@ allows. At a few microseconds per record, the lock and bookkeeping of every look
 a visible share of the cost; only a miss, an expired entry and the first use of an entry
 after a fill go through the locked cache.
 
-A discard (a shredded scope) also covers the fills in flight when it happens: each value
-carries the cache's mark from before its load began, and a value loaded before a discard
-that matches it is refused when it lands and loaded again.
+A discard (a shredded scope) also covers the fills in flight when it happens: each fill
+takes the cache's mark when it begins and stamps its value with it, and a value loaded
+before a discard that matches it is refused when it lands. A refused fill is made again,
+with a new mark (it reads the key store again), a bounded number of times; a caller whose
+value came from something read before the fill (a document the store named current, a key
+set it just made) is told instead (:class:`Discarded`) and starts over from the store.
+
+In a child made by ``fork()`` the cache starts empty, with new locks (``_fork``).
 """
 
 from __future__ import annotations
@@ -22,21 +27,31 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol, TypeVar, cast
 
 from .._cache import DEFAULT_MAX_AGE, CacheStats, _BoundedCache
+from .._errors import KeyAccessError
+from . import _fork
 
-__all__ = ["DEFAULT_KEY_SET_ENTRIES", "Cached", "KeySetCache"]
+__all__ = ["DEFAULT_KEY_SET_ENTRIES", "Cached", "Discarded", "KeySetCache"]
 
 #: Key sets (and scope writers) held in memory, by default.
 DEFAULT_KEY_SET_ENTRIES = 1024
 #: Entries here are bounded by age and number only: how many records a key set serves is
 #: the writer's rotation policy's business, not the cache's.
 _UNLIMITED_USES = 2**62
-#: Discards remembered to judge fills in flight; a fill older than all of them is reloaded.
-_REMEMBERED_DISCARDS = 64
+#: Discards remembered to judge fills in flight; a fill older than all of them is refused
+#: (it began before the oldest discard remembered, so whether one covers it is unknown).
+_REMEMBERED_DISCARDS = 1024
+#: Fills of one key made in a row when each is refused (a discard covered it meanwhile).
+FILL_ATTEMPTS = 8
+
+
+class Discarded(KeyAccessError):
+    """A value was discarded while it loaded (its scope shredded, say), as often as the
+    caller allowed: the caller starts over from the key store, or gives up with this."""
 
 
 class Cached(Protocol):
     """What the cache holds: a value that knows until when it may be served, and the cache's
-    :meth:`KeySetCache.mark` from before its load began."""
+    :meth:`KeySetCache.mark` taken when its load began."""
 
     @property
     def valid_until(self) -> float: ...
@@ -64,6 +79,9 @@ class KeySetCache:
     the loads and their unwraps (one per layer); ``hits`` count the lookups the locked cache
     answered (a caller that waited for another's load, or the first use of an entry after
     the lock-free front let it go); lookups the front answers are not counted.
+
+    In a process made by ``fork()`` the cache is empty (the child loads key sets afresh);
+    its counters carry on from the parent's.
     """
 
     def __init__(
@@ -80,6 +98,7 @@ class KeySetCache:
         self._owner: object = None
         self._mark = 0
         self._discards: list[tuple[int, Callable[[Hashable, Cached], bool]]] = []
+        _fork.register(self)
 
     @property
     def max_age(self) -> float:
@@ -128,20 +147,34 @@ class KeySetCache:
         self._admit(key, value)
 
     def mark(self) -> int:
-        """What a fill records before its load begins (its value's ``load_mark``)."""
+        """What a fill takes when its load begins (its value's ``load_mark``)."""
         return self._mark
 
     def get_or_fill(
-        self, key: Hashable, fill: Callable[[], _C | None], *, kek_calls: int = 0
+        self,
+        key: Hashable,
+        fill: Callable[[], _C | None],
+        *,
+        kek_calls: int = 0,
+        attempts: int = FILL_ATTEMPTS,
     ) -> _C | None:
         """The cached value, or the one ``fill()`` makes (once for all concurrent callers,
         counted as ``kek_calls`` KEK operations); remembered in the front as well. None if
-        the fill returns None."""
-        while True:
+        the fill returns None.
+
+        ``fill`` takes :meth:`mark` when it begins. A value a discard covered meanwhile is
+        dropped and ``fill`` called again, up to ``attempts`` fills in all; then
+        :class:`Discarded` is raised. A fill that would only bring the same value again (a
+        document read before, a key set made before) is given ``attempts=1``."""
+        for _ in range(attempts):
             value = cast("_C | None", self._cache.get_or_fill(key, fill, kek_calls=kek_calls))
             if value is None or self._admit(key, value):
                 return value
             self._cache.discard(functools.partial(_is, value))
+        raise Discarded(
+            f"what this key set cache was loading was discarded {attempts} time(s) in a row "
+            "(its scope shredded or rotated meanwhile)"
+        )
 
     def discard(self, condition: Callable[[Hashable, Cached], bool]) -> int:
         """Drop the entries that meet ``condition``, from the front and the locked cache,
@@ -168,6 +201,13 @@ class KeySetCache:
                     del self._front[next(iter(self._front))]
                 self._front[key] = value
         return True
+
+    def _after_fork(self) -> None:
+        # In a forked child: the parent's other threads, their locks and their fills are
+        # gone; the child loads what it needs afresh.
+        self._lock = threading.Lock()
+        self._front = {}
+        self._cache.forget_in_child()
 
 
 def _is(value: object, _: Hashable, cached: object) -> bool:

@@ -177,7 +177,11 @@ class Sealer:
 
 class KeySet:
     """A key set whose data keys were unwrapped and checked (or just made): its id, scope,
-    digest and layer keys. Thread-safe; subkeys are derived once per prefix and kept."""
+    digest and layer keys. Thread-safe; subkeys are derived once per prefix and kept.
+
+    ``vouched``: whether every data key is known to be secret: each came from a wrap only a
+    holder of its KEK's secret can make (or the key set was just made here). A writer
+    adopts a stored key set only if so (``docs/RECORDS.md`` section 5.5)."""
 
     __slots__ = (
         "_layer_keys",
@@ -192,6 +196,7 @@ class KeySet:
         "sealers",
         "suite",
         "valid_until",
+        "vouched",
     )
 
     def __init__(
@@ -213,6 +218,7 @@ class KeySet:
         # The second half of each layer's output (the commitment) was checked by the
         # unwrapper; the first half keys the subkey derivation and nothing else.
         self._layer_keys = tuple(k.message_key for k in keys)
+        self.vouched = all(k.secret for k in keys)
         #: The sealers of the prefixes seen, by prefix (read without a lock).
         self.sealers: dict[bytes, Sealer] = {}
         self._lock = threading.Lock()

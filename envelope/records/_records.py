@@ -35,13 +35,15 @@ from .._engine import suite_available
 from .._envelope import Envelope
 from .._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
 from .._format import Aead, Suite, context_encoding, encode_context
-from .._unwrap import Unwrapper
-from ._cache import KeySetCache
+from .._unwrap import Unwrapper, check_suite
+from . import _fork
+from ._cache import FILL_ATTEMPTS, Discarded, KeySetCache
 from ._format import (
     FIXED_BYTES,
     HEAD_BYTES,
     PREFIX_BYTES,
     RECORD_VERSION,
+    KeySetDocument,
     check_scope,
     from_text,
     max_record_bytes,
@@ -59,8 +61,11 @@ Buffer = bytes | bytearray | memoryview
 _EMPTY_CONTEXT = context_encoding(())
 #: Encoded contexts remembered per Records (by their items), before the memo is emptied.
 _CONTEXT_MEMO = 256
-#: Attempts at storing a new key set whose random id the store already had.
-_ADD_ATTEMPTS = 8
+#: Attempts at storing a new key set: its random id was taken, the scope was shredded
+#: meanwhile, or another writer's key set, which this one may not adopt, became current.
+_ADD_ATTEMPTS = 32
+#: Scopes for which a Records remembers the newest key set it made (section 5.5).
+_OWN_KEY_SETS = 65536
 # Read once: the hot path should not look them up per record.
 _MAX_RECORD = max_record_bytes()
 _MAX_KEY_SET_ID = _limits.MAX_KEY_SET_ID
@@ -135,7 +140,11 @@ class Records:
         self._contexts: dict[object, bytes] = {}
         # Records written per key set by this process, carried across writer reloads.
         self._tallies: dict[int, int] = {}
-        self._tally_lock = threading.Lock()
+        # The newest key set this Records made for each scope (id, key-set digest): one it
+        # may write under whatever its wraps are (section 5.5).
+        self._own: dict[str, tuple[int, bytes]] = {}
+        self._lock = threading.Lock()  # of _tallies and _own
+        _fork.register(self)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -170,7 +179,9 @@ class Records:
             encoded = self._context(context)
         if len(plaintext) > _MAX_PLAINTEXT:
             _too_large()
-        writer: Writer | None = self._cache.lookup(scope)
+        # Only a str can be a scope: the cache's front also holds key sets by id (int) and
+        # sealers by record head (bytes).
+        writer: Writer | None = self._cache.lookup(scope) if type(scope) is str else None
         record = (writer or self._writer(scope)).seal(plaintext, encoded)
         return record if record is not None else self._seal(scope, [plaintext], encoded)[0]
 
@@ -190,6 +201,7 @@ class Records:
     ) -> list[bytes]:
         """A record of each plaintext, in order, all in ``scope`` under ``context``: one
         lookup and one draw of random bytes for the batch instead of one per record."""
+        check_scope(scope)
         encoded = self._context(context)
         values = list(plaintexts)
         if any(len(value) > _MAX_PLAINTEXT for value in values):
@@ -202,7 +214,8 @@ class Records:
         """The asyncio twin of :meth:`encrypt`. A scope's first use (reading the store,
         making or unwrapping its key set) runs on a worker thread, never on the event loop;
         concurrent first uses share one load."""
-        self._context(context)  # a caller's mistake is reported before any work
+        check_scope(scope)  # a caller's mistake is reported before any work
+        self._context(context)
         if self._cache.lookup(scope) is None:
             await asyncio.to_thread(self._writer, scope)
         return self.encrypt(plaintext, scope=scope, context=context)
@@ -293,27 +306,35 @@ class Records:
     def rotate(self, scope: str = "") -> int:
         """Start a new key set for ``scope``'s new records and return its id; the records
         made before keep opening. If another process rotated the scope at the same moment,
-        both end up with that one key set."""
+        both end up with that one key set, when this one may adopt it (a key set is adopted
+        only if each of its data keys came from a wrap that needs a secret: see
+        ``docs/RECORDS.md`` section 5.5); otherwise this one writes under its own."""
         raw = check_scope(scope)
-        with _store_call("read the current key set"):
-            current = self._store.current(scope)
-        replaces = None
-        if current is not None:
-            replaces = self._key_set_of(current, scope, self._cache.mark()).key_set_id
-        key_set = self._add_key_set(scope, raw, replaces, self._cache.mark())
-        self._cache.discard(lambda key, _: key == scope)
-        return key_set.key_set_id
+        for _ in range(FILL_ATTEMPTS):
+            with _store_call("read the current key set"):
+                current = self._store.current(scope)
+            replaces = None if current is None else _parsed(current, scope).key_set_id
+            try:
+                key_set = self._add_key_set(scope, raw, replaces)
+            except Discarded:
+                continue  # shredded meanwhile: the store is read again
+            self._cache.discard(lambda key, _: key == scope)
+            return key_set.key_set_id
+        raise Discarded(f"scope {scope!r} kept being shredded while it was rotated")
 
     def shred(self, scope: str) -> int:
         """Delete every key set of ``scope``; returns how many were deleted. Its records then
-        fail with :class:`~envelope.KeyAccessError`: at once in this process, and in other
-        processes once their caches' ``max_age`` has passed. No other scope is touched."""
+        fail with :class:`~envelope.KeyAccessError`: at once through this ``Records``, and
+        through every other (in this process or another) once its cache's ``max_age`` has
+        passed. No other scope is touched."""
         check_scope(scope)
         with _store_call("delete the key sets of a scope"):
             deleted = int(self._store.delete_scope(scope))
         # After the store: a load that began before the delete and lands after this is
         # refused by the cache; one that begins after it finds nothing.
         self._cache.discard(lambda key, value: key == scope or _scope_of(value) == scope)
+        with self._lock:
+            self._own.pop(scope, None)
         return deleted
 
     def rewrap(
@@ -399,21 +420,79 @@ class Records:
             self._cache.discard(functools.partial(_is, writer))
 
     def _load_writer(self, scope: str, raw: bytes, stale: Writer | None) -> Writer:
-        mark = self._cache.mark()
+        """A writer of the key set the scope's records are to be written under now, read
+        from the store afresh whenever a discard (a shred) covered what it was loading."""
+        for _ in range(FILL_ATTEMPTS):
+            mark = self._cache.mark()
+            try:
+                key_set = self._writable(scope, raw, stale)
+            except Discarded:
+                continue
+            return self._new_writer(key_set, mark)
+        raise Discarded(f"scope {scope!r} kept being shredded while its writer loaded")
+
+    def _writable(self, scope: str, raw: bytes, stale: Writer | None) -> KeySet:
+        """The key set to write the scope's records under (RECORDS.md 5.2, 5.3 and 5.5): the
+        scope's current one if this writer may adopt it and it is not due for rotation;
+        else the newest one this writer made for the scope, if the store still holds it
+        and it is not due; else a new one."""
         with _store_call("read the current key set"):
             current = self._store.current(scope)
         if current is None:
-            key_set = self._add_key_set(scope, raw, None, mark)
-        else:
-            key_set = self._key_set_of(current, scope, mark)
-            if self._due(key_set, stale):
-                key_set = self._add_key_set(scope, raw, key_set.key_set_id, mark)
+            return self._add_key_set(scope, raw, None)
+        found, key_set_id = self._adoptable(current, scope)
+        if found is None:
+            found = self._own_key_set(scope)
+        if found is not None and not self._due(found, stale):
+            return found
+        return self._add_key_set(scope, raw, key_set_id)
+
+    def _adoptable(self, document: object, scope: str) -> tuple[KeySet | None, int]:
+        """The key set of a document the store named the scope's current one, if this
+        writer may write under it (RECORDS.md 5.5), and the document's key-set id."""
+        data = _document(document)
+        parsed = _parsed(data, scope)
+        try:
+            check_suite(parsed.suite, "key set")
+        except FormatError:
+            return None, parsed.key_set_id  # a suite this Python cannot compute: replace it
+        key_set = self._key_set(parsed.key_set_id, scope, data)
+        return (key_set if self._may_write(key_set) else None), parsed.key_set_id
+
+    def _may_write(self, key_set: KeySet) -> bool:
+        """Whether every data key of ``key_set`` is known to be secret: it came from wraps
+        that need a secret, or this Records made it (RECORDS.md 5.5)."""
+        if key_set.vouched:
+            return True
+        with self._lock:
+            own = self._own.get(key_set.scope)
+        return own == (key_set.key_set_id, key_set.digest)
+
+    def _own_key_set(self, scope: str) -> KeySet | None:
+        """The newest key set this Records made for ``scope``, if the store still holds it
+        (not shredded, not replaced by another document)."""
+        with self._lock:
+            own = self._own.get(scope)
+        if own is None:
+            return None
+        key_set_id, digest = own
+        with _store_call("read a key set"):
+            stored = self._store.get(key_set_id)
+        if stored is None:
+            return None  # shredded, or lost: a new key set is made
+        try:
+            key_set = self._key_set(key_set_id, scope, _document(stored))
+        except DecryptionError:
+            return None  # another document under its id: a new key set is made
+        return key_set if key_set.digest == digest else None
+
+    def _new_writer(self, key_set: KeySet, mark: int) -> Writer:
         now = time.monotonic()
         valid_until = now + self._cache.max_age
         if self._rotation.max_age is not None:
             due = key_set.created + self._rotation.max_age - time.time()
             valid_until = min(valid_until, now + due)
-        with self._tally_lock:
+        with self._lock:
             writer = Writer(
                 key_set,
                 valid_until=valid_until,
@@ -428,7 +507,7 @@ class Records:
 
     def _due(self, key_set: KeySet, stale: Writer | None) -> bool:
         """Whether the scope's current key set must be replaced before writing under it."""
-        with self._tally_lock:
+        with self._lock:
             if stale is not None and stale.key_set.key_set_id == key_set.key_set_id:
                 self._tallies[key_set.key_set_id] = stale.written
             written = self._tallies.get(key_set.key_set_id, 0)
@@ -437,9 +516,10 @@ class Records:
             return True
         return max_records is not None and written >= max_records
 
-    def _add_key_set(self, scope: str, raw: bytes, replaces: int | None, mark: int) -> KeySet:
+    def _add_key_set(self, scope: str, raw: bytes, replaces: int | None) -> KeySet:
         """A new key set stored as the scope's current one, replacing ``replaces``; or, if
-        another writer's won the race, that one (RECORDS.md 5.3)."""
+        another writer's won the race and this one may adopt it, that one (RECORDS.md 5.3).
+        :class:`Discarded` if the scope was shredded once the store took it."""
         suite = _message.SUITE if suite_available(_message.SUITE) else Suite.HKDF_SHA256
         for _ in range(_ADD_ATTEMPTS):
             made = new_key_set(
@@ -447,7 +527,7 @@ class Records:
                 raw,
                 self._algorithms,
                 self._data_keys.fresh(),
-                load_mark=mark,
+                load_mark=self._cache.mark(),
                 valid_until=time.monotonic() + self._cache.max_age,
             )
             with _store_call("store a new key set"):
@@ -455,55 +535,49 @@ class Records:
             if current is None:
                 replaces = None  # the scope was shredded meanwhile: start it afresh
                 continue
-            if _document(current) == made.document:
+            data = _document(current)
+            if data == made.document:
+                with self._lock:
+                    self._own.pop(scope, None)  # the newest last, the oldest first out
+                    self._own[scope] = (made.key_set_id, made.digest)
+                    while len(self._own) > _OWN_KEY_SETS:
+                        del self._own[next(iter(self._own))]
                 return self._remember(made)
-            winner = self._key_set_of(current, scope, mark)
-            if winner.key_set_id != replaces:
+            winner, winner_id = self._adoptable(data, scope)
+            if winner_id == replaces:
+                continue  # the store refused the id (another key set has it): draw another
+            if winner is not None:
                 return winner  # another writer's key set, stored first
-            # The store refused the id (another key set has it): draw another.
+            replaces = winner_id  # one this writer may not adopt: replace it by its own
         raise KeyAccessError(
             f"the key store did not take a new key set for scope {scope!r} in "
             f"{_ADD_ATTEMPTS} attempts"
         )
 
     def _remember(self, key_set: KeySet) -> KeySet:
-        found = self._cache.get_or_fill(key_set.key_set_id, lambda: key_set)
+        """A key set just made and stored, in the cache; :class:`Discarded` if a discard
+        (a shred of its scope) landed since it was made."""
+        found = self._cache.get_or_fill(key_set.key_set_id, lambda: key_set, attempts=1)
         assert found is not None
         return found
 
-    def _key_set_of(self, document: object, scope: str, mark: int) -> KeySet:
-        """The key set of a document the store named the scope's current one."""
-        data = _document(document)
-        parsed = parse_key_set(data)
-        if parsed.scope != scope:
-            raise KeyAccessError(
-                f"the key store's current key set for scope {scope!r} belongs to another scope"
-            )
-        return self._key_set(parsed.key_set_id, scope, data, mark)
-
-    def _key_set(
-        self,
-        key_set_id: int,
-        scope: str,
-        document: bytes | None = None,
-        mark: int | None = None,
-    ) -> KeySet:
+    def _key_set(self, key_set_id: int, scope: str, document: bytes | None = None) -> KeySet:
         """Steps 3 to 7 of RECORDS.md section 8, through the cache: one load for all the
-        concurrent callers that need this key set."""
+        concurrent callers that need this key set. With ``document`` (what the store named
+        the scope's current key set), that document is loaded, once: if a discard covers
+        it meanwhile, :class:`Discarded` tells the caller to read the store again."""
         check_scope(scope)  # step 1 comes first: a caller's mistake is reported as such
         found = self._cache.get_or_fill(
             key_set_id,
-            functools.partial(self._load_key_set, key_set_id, scope, document, mark),
+            functools.partial(self._load_key_set, key_set_id, scope, document),
             kek_calls=len(self._algorithms),
+            attempts=FILL_ATTEMPTS if document is None else 1,
         )
         assert found is not None  # a fill returns a key set or raises
         return found
 
-    def _load_key_set(
-        self, key_set_id: int, scope: str, document: bytes | None, mark: int | None
-    ) -> KeySet:
-        if mark is None:
-            mark = self._cache.mark()
+    def _load_key_set(self, key_set_id: int, scope: str, document: bytes | None) -> KeySet:
+        mark = self._cache.mark()
         if document is None:
             with _store_call("read a key set"):
                 stored = self._store.get(key_set_id)
@@ -513,6 +587,7 @@ class Records:
                 )
             document = _document(stored)
         parsed = parse_key_set(document)
+        check_suite(parsed.suite, "key set")  # step 4: before the binding check
         if parsed.key_set_id != key_set_id or parsed.scope != scope:
             # Another key set's document, or another scope's: nothing is unwrapped for it.
             raise DecryptionError()
@@ -524,6 +599,11 @@ class Records:
             load_mark=mark,
             valid_until=time.monotonic() + self._cache.max_age,
         )
+
+    def _after_fork(self) -> None:
+        # In a forked child (no other thread exists): a lock a parent thread held would
+        # stay held. The cache registers itself and starts empty.
+        self._lock = threading.Lock()
 
     def _encrypt_with(
         self,
@@ -601,6 +681,17 @@ def _document(value: object) -> bytes:
     if len(value) > _limits.MAX_KEY_SET_BYTES:
         raise FormatError("not a key-set document: longer than MAX_KEY_SET_BYTES")
     return bytes(value)
+
+
+def _parsed(document: object, scope: str) -> KeySetDocument:
+    """A document the store named ``scope``'s current key set, parsed; a
+    :class:`~envelope.KeyAccessError` if it belongs to another scope."""
+    parsed = parse_key_set(_document(document))
+    if parsed.scope != scope:
+        raise KeyAccessError(
+            f"the key store's current key set for scope {scope!r} belongs to another scope"
+        )
+    return parsed
 
 
 def _scope_of(value: object) -> str | None:

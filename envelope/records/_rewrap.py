@@ -5,7 +5,9 @@ Key sets are taken from the store in id order, a batch at a time, and re-wrapped
 threads. Each is parsed and checked as a reader does (key ids before any KEK call,
 commitments after unwrap), its data keys wrapped again, and the new document put in place
 only if the old one is still there unchanged, so a concurrent shred or rewrap is never
-undone. KEK operations are paced to a rate a key service tolerates.
+undone. A data key unwrapped from a public-key wrap is never wrapped under a KEK whose wraps
+need a secret: such a key set is reported as failed. KEK operations are paced to a rate a
+key service tolerates.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .._datakeys import DataKeys, Layers
 from .._errors import EnvelopeError, KeyAccessError
 from .._format import encode_wrapped_keys
 from .._limits import MAX_KEY_SET_BYTES
-from .._unwrap import Unwrapper
+from .._unwrap import Unwrapper, check_suite
 from ._format import parse_key_set, rewrapped_key_set
 from ._keyset import Committing
 from ._store import KeyStore
@@ -138,6 +140,7 @@ class Rewrapper:
         calls = 0
         try:
             parsed = parse_key_set(document)
+            check_suite(parsed.suite, "key set")
             if parsed.key_set_id != key_set_id:
                 return "failed", 0, f"its document names key set {parsed.key_set_id}"
             committing = Committing.of(parsed)
@@ -145,8 +148,12 @@ class Rewrapper:
             calls = self._calls
             self._pace.wait(calls)
             keys = self._unwrapper.unwrap(committing)
+            # A data key from a public-key wrap is not wrapped under a KEK that needs a
+            # secret: that would vouch for a key anyone could have chosen (RECORDS.md 5.4).
             wrapped = [
-                encode_wrapped_keys(self._data_keys.wrap(index, layer.data_key))
+                encode_wrapped_keys(
+                    self._data_keys.wrap(index, layer.data_key, secret=layer.secret)
+                )
                 for index, layer in enumerate(keys)
             ]
             new = rewrapped_key_set(parsed, wrapped)

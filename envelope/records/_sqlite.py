@@ -4,7 +4,12 @@ Several processes may share one file: every change is one ``BEGIN IMMEDIATE`` tr
 so a scope's first key set and a rotation are agreed on by all of them (``docs/RECORDS.md``
 section 5.3), and readers wait for a writer's lock up to ``timeout`` seconds. Deleted
 documents are overwritten in the file (``PRAGMA secure_delete``), so that a shredded scope's
-wrapped data keys do not linger in free pages. The file is created with mode 0600.
+wrapped data keys do not linger in its free pages (what that does not reach: RECORDS.md
+section 6.4). The file is created with mode 0600.
+
+The file is as untrusted as the documents in it: a value is read only after SQL has said it
+is a blob of a length a document may have (``typeof``, ``length``), so a row rewritten to
+hold text, a number or a huge blob costs nothing to refuse.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .._limits import MAX_KEY_SET_BYTES
+from . import _fork
+
 __all__ = ["SQLiteKeyStore"]
 
 _SCHEMA_VERSION = 1
@@ -26,6 +34,13 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS envelope_key_sets_by_scope ON envelope_key_sets (scope)",
     "CREATE TABLE IF NOT EXISTS envelope_scopes (scope TEXT PRIMARY KEY, current INTEGER NOT NULL)",
 )
+#: Every query that reads a document takes ``substr(document, 1, ?)`` with this bound and
+#: ``typeof(document)``: the blob cut one byte past the longest a document may be (the reader
+#: sees that it is too long, and SQLite hands over no more), and its SQL type, checked
+#: before the value is used.
+_CUT = MAX_KEY_SET_BYTES + 1
+#: Connections of a parent process, kept from being closed by a forked child.
+_INHERITED: list[sqlite3.Connection] = []
 
 
 class SQLiteKeyStore:
@@ -40,6 +55,7 @@ class SQLiteKeyStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        _fork.register(self)
         if not self._path.exists():
             # Created here with 0600 rather than by SQLite with the umask's mode: the file
             # holds wrapped data keys and the scopes' names.
@@ -60,10 +76,14 @@ class SQLiteKeyStore:
     def get(self, key_set_id: int) -> bytes | None:
         row = (
             self._connection()
-            .execute("SELECT document FROM envelope_key_sets WHERE id = ?", (_sql_id(key_set_id),))
+            .execute(
+                "SELECT substr(document, 1, ?), typeof(document) FROM envelope_key_sets "
+                "WHERE id = ?",
+                (_CUT, _sql_id(key_set_id)),
+            )
             .fetchone()
         )
-        return None if row is None else bytes(row[0])
+        return None if row is None else _blob(*row)
 
     def current(self, scope: str) -> bytes | None:
         return _current(self._connection(), scope)
@@ -112,12 +132,13 @@ class SQLiteKeyStore:
         rows = (
             self._connection()
             .execute(
-                "SELECT id, document FROM envelope_key_sets WHERE id > ? ORDER BY id LIMIT ?",
-                (start, limit),
+                "SELECT id, substr(document, 1, ?), typeof(document) FROM envelope_key_sets "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (_CUT, start, limit),
             )
             .fetchall()
         )
-        return [(_id(key_set_id), bytes(document)) for key_set_id, document in rows]
+        return [(_id(key_set_id), _blob(document, kind)) for key_set_id, document, kind in rows]
 
     def close(self) -> None:
         """Close every connection this store opened in this process."""
@@ -139,14 +160,24 @@ class SQLiteKeyStore:
 
     # -- connections ----------------------------------------------------------------------
 
+    def _after_fork(self) -> None:
+        # In a forked child (no other thread exists): a new lock (a parent thread may have
+        # held this one), and no connection of the parent's.
+        self._lock = threading.Lock()
+        self._forget_connections()
+
+    def _forget_connections(self) -> None:
+        """A connection must not cross a fork: the child starts afresh and leaves the
+        parent's connections open, untouched, to the parent."""
+        _INHERITED.extend(self._connections)
+        self._pid = os.getpid()
+        self._connections = []
+        self._local = threading.local()
+
     def _connection(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():
-            # A connection must not cross a fork: the child starts afresh, and leaves the
-            # parent's connections to the parent.
+        if self._pid != os.getpid():  # a copy of the process that ran no fork hook
             with self._lock:
-                self._pid = os.getpid()
-                self._connections = []
-            self._local = threading.local()
+                self._forget_connections()
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = sqlite3.connect(
@@ -172,11 +203,18 @@ class SQLiteKeyStore:
 
 def _current(connection: sqlite3.Connection, scope: str) -> bytes | None:
     row = connection.execute(
-        "SELECT k.document FROM envelope_scopes AS s JOIN envelope_key_sets AS k "
-        "ON k.id = s.current WHERE s.scope = ?",
-        (scope,),
+        "SELECT substr(k.document, 1, ?), typeof(k.document) FROM envelope_scopes AS s "
+        "JOIN envelope_key_sets AS k ON k.id = s.current WHERE s.scope = ?",
+        (_CUT, scope),
     ).fetchone()
-    return None if row is None else bytes(row[0])
+    return None if row is None else _blob(*row)
+
+
+def _blob(document: object, kind: object) -> bytes:
+    """A document column's value, which SQL said is of type ``kind``: bytes if a blob."""
+    if kind != "blob" or not isinstance(document, bytes):
+        raise TypeError(f"the key store holds a document that is not a blob (but {kind})")
+    return document
 
 
 def _sql_id(key_set_id: int) -> int:

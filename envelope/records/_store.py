@@ -11,6 +11,8 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from . import _fork
+
 __all__ = ["KeyStore", "MemoryKeyStore"]
 
 
@@ -70,6 +72,7 @@ class MemoryKeyStore:
         self._documents: dict[int, tuple[str, bytes]] = {}
         self._current: dict[str, int] = {}
         self._lock = threading.Lock()
+        _fork.register(self)
 
     def get(self, key_set_id: int) -> bytes | None:
         with self._lock:
@@ -113,6 +116,10 @@ class MemoryKeyStore:
     def __len__(self) -> int:
         with self._lock:
             return len(self._documents)
+
+    def _after_fork(self) -> None:
+        # In a forked child, where no other thread exists: a parent thread may have held it.
+        self._lock = threading.Lock()
 
     def _current_document(self, scope: str) -> bytes | None:
         key_set_id = self._current.get(scope)

@@ -4,10 +4,14 @@
 - A writer draws a random 8-byte prefix when it starts, and again after
   ``RECORDS_PER_PREFIX`` records: each epoch's subkeys are derived once and its AEAD objects
   reused for every record of the epoch.
-- Nonces are 12 random bytes per record, taken from a pool filled by ``os.urandom`` so that a
-  record costs no system call of its own; no byte of the pool is used twice.
-- After ``fork()`` the child empties the pool and every writer starts a new epoch, so a child
-  never repeats its parent's prefix or random bytes.
+- Each record's nonce is 12 bytes from ``os.urandom``, drawn when the record is sealed (a
+  batch draws its nonces in one call, within the call that seals it). No random bytes are
+  kept for later: a copy of the process that runs no fork hook (a VM snapshot resumed twice,
+  a cloned VM, CRIU) continues the epoch's prefix, but draws other nonces, because the
+  kernel reseeds its generator in each copy (vmgenid). A pool drawn in advance would hand
+  both copies the same nonces.
+- After ``fork()`` every writer starts a new epoch, so a child never continues its parent's
+  prefix.
 """
 
 from __future__ import annotations
@@ -19,72 +23,18 @@ import threading
 from collections.abc import Sequence
 
 from .. import _limits
+from ._fork import Lineage
 from ._format import NONCE_BYTES, PREFIX_BYTES
 from ._keyset import KeySet, Sealer
 
 __all__ = ["Writer", "nonces"]
 
-#: Nonces drawn from the operating system at once.
-_POOL_NONCES = 256
-
-
-class _Fork:
-    """How many times this process's lineage has forked into it (0 in the first process)."""
-
-    generation = 0
-
-
-class _Block:
-    """Random bytes for ``_POOL_NONCES`` nonces; ``next(counter)`` hands out each slot once."""
-
-    __slots__ = ("counter", "random")
-
-    def __init__(self, random: bytes) -> None:
-        self.random = random
-        self.counter = itertools.count()
-
-
-class _NoncePool:
-    """12-byte nonces, each from ``os.urandom`` and used once, without a lock per nonce
-    (``Writer.seal`` takes a slot of ``block`` itself and calls :meth:`take` only when the
-    block is used up); emptied in a forked child."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.block = _Block(b"")
-
-    def take(self) -> bytes:
-        block = self.block
-        slot = next(block.counter) * NONCE_BYTES
-        if slot < len(block.random):
-            return block.random[slot : slot + NONCE_BYTES]
-        with self._lock:
-            if self.block is block:
-                self.block = _Block(os.urandom(NONCE_BYTES * _POOL_NONCES))
-        return self.take()
-
-    def forget(self) -> None:
-        # Runs in the child right after fork(), where no other thread exists: no lock (the
-        # parent's lock may have been held by a thread that is not in the child).
-        self._lock = threading.Lock()
-        self.block = _Block(b"")
-
-
-_POOL = _NoncePool()
-
-
-def _after_fork_in_child() -> None:
-    _POOL.forget()
-    _Fork.generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_urandom = os.urandom
 
 
 def nonces(count: int) -> bytes:
     """``count`` fresh nonces in one call to the operating system, for a batch."""
-    return os.urandom(NONCE_BYTES * count)
+    return _urandom(NONCE_BYTES * count)
 
 
 class _Epoch:
@@ -102,7 +52,7 @@ class _Epoch:
         self.aad_head = sealer.aad_head
         self.size = size
         self.counter = itertools.count()  # next() on it is atomic: no lock per record
-        self.fork = _Fork.generation
+        self.fork = Lineage.generation
 
 
 class Writer:
@@ -148,18 +98,13 @@ class Writer:
         encoded encryption context); None once the writer has written its share of records
         (``max_records``): the scope's writer must then be looked up again."""
         epoch = self._epoch
-        if next(epoch.counter) >= epoch.size or epoch.fork != _Fork.generation:
+        if next(epoch.counter) >= epoch.size or epoch.fork != Lineage.generation:
             reserved = self._reserve(1)[0]
             if reserved is None:
                 return None
             epoch = reserved
-        # Sealer.seal and _NoncePool.take, inline: at a few microseconds a record, two
-        # calls are a visible share.
-        block = _POOL.block
-        slot = next(block.counter) * NONCE_BYTES
-        nonce = (
-            block.random[slot : slot + NONCE_BYTES] if slot < len(block.random) else _POOL.take()
-        )
+        # Sealer.seal, inline: at a few microseconds a record, a call is a visible share.
+        nonce = _urandom(NONCE_BYTES)
         aad = epoch.aad_head + context
         if epoch.pair is not None:
             inner, outer = epoch.pair
@@ -198,7 +143,7 @@ class Writer:
         with self._lock:
             while not self.exhausted:
                 epoch = self._epoch
-                if epoch.fork == _Fork.generation:
+                if epoch.fork == Lineage.generation:
                     # Claim the counter's next values one by one: next() is the only way to
                     # advance it that the lock-free path in seal() also respects.
                     granted = 0
