@@ -193,8 +193,12 @@ class KeySetCache:
         with self._lock:
             if self._discards and value.load_mark < self._discards[0][0] - 1:
                 return False  # older than every discard remembered: it cannot be judged
-            for mark, condition in self._discards:
-                if mark > value.load_mark and condition(key, value):
+            # Newest first: the discards are in mark order, and only those after the
+            # value's load began concern it.
+            for mark, condition in reversed(self._discards):
+                if mark <= value.load_mark:
+                    break
+                if condition(key, value):
                     return False
             if value.valid_until > time.monotonic():
                 while len(self._front) >= self._cache.max_entries:

@@ -12,6 +12,8 @@
   both copies the same nonces.
 - After ``fork()`` every writer starts a new epoch, so a child never continues its parent's
   prefix.
+- An epoch's records are counted without a lock by ``next()`` on an ``itertools.count``,
+  which the interpreter lock makes atomic; a free-threaded CPython build is not verified.
 """
 
 from __future__ import annotations

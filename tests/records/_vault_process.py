@@ -23,7 +23,7 @@ __all__ = ["VaultProcess"]
 
 def _serve(connection: Connection) -> None:
     """The child: one LocalKeyVault, and the commands the parent sends, until ``close``."""
-    from envelope.testing import LocalKeyVault  # noqa: PLC0415 - imported in the child
+    from envelope.testing import LocalKeyVault
 
     with LocalKeyVault() as vault:
         identity = vault.identity()

@@ -4,8 +4,9 @@ vectors and against the library in both directions, differential fuzzing of the 
 the text form and key-set parsers at every length extreme, the writer's prefixes and nonces
 from many threads, and tampering with a SQLite key store's rows directly.
 
-Tests named ``test_flaw_*`` demonstrate flaws the review found; they fail until the flaw is
-fixed (each docstring says what should hold and why it does not).
+The last section holds the flaws the review found, each attacked as it was when found: a
+test that failed until the flaw was fixed, renamed for what now holds (each docstring says
+what the flaw was, and what holds now).
 """
 
 from __future__ import annotations
@@ -522,12 +523,14 @@ class ShredOnAdd(MemoryKeyStore):
             other.join()
         return current
 
+done = threading.Event()
 def in_another_thread(action):
     def run():
         try:
             action()
         finally:  # returning or raising the library's error both end the call
             print("returned", flush=True)
+            done.set()
     threading.Thread(target=run, daemon=True).start()
 
 key = CountingKey(secrets.token_bytes(32))
@@ -553,7 +556,10 @@ else:
     key.hook = discards
     key.calls = 0
     in_another_thread(lambda: records.encrypt(b"y", scope="s"))
-threading.Event().wait(5)
+# Up to 5 seconds for the call to end; then a little longer, so that unwraps a call that
+# returned left going on its own would be counted too.
+done.wait(5)
+threading.Event().wait(0.5)
 print("unwraps", key.calls, flush=True)
 """
 
@@ -566,16 +572,17 @@ def _hang(mode: str) -> tuple[bool, int]:
 
 
 @pytest.mark.parametrize("mode", ["shred during first use", "shred during unwrap", "65 discards"])
-def test_flaw_a_discard_during_a_writers_load_makes_it_loop_forever(mode: str) -> None:
-    """HIGH. A scope's writer is loaded with the cache's mark taken before the load began
-    (``_load_writer``), and that same mark is handed to the key-set fill
+def test_a_discard_during_a_writers_load_ends_the_load(mode: str) -> None:
+    """Was HIGH: a scope's writer is loaded with the cache's mark taken before the load
+    began (``_load_writer``), and that same mark is handed to the key-set fill
     (``_key_set_of``/``_add_key_set`` -> ``_remember``). When a discard that covers the key
     set lands meanwhile (a shred of the scope from another thread), or simply 65 discards of
     anything (shreds of other scopes, writers expiring, rotations), ``KeySetCache._admit``
     refuses the value, and ``get_or_fill`` fills again with the same stale mark: refused
     again, forever. The thread spins, unwrapping through the KEK on every turn (a storm of
-    Key Vault calls), and ``encrypt`` never returns. Fix: take a fresh mark inside every
-    fill (or re-read the store when a fill is refused), and bound the retries."""
+    Key Vault calls), and ``encrypt`` never returns. Now every fill takes its own mark; a
+    refused key set sends the writer back to the store, and fills are retried a bounded
+    number of times."""
     returned, unwraps = _hang(mode)
     assert returned, f"encrypt never returned ({unwraps} KEK unwraps in 5 seconds)"
     assert unwraps <= 3
@@ -601,16 +608,16 @@ print(mine.hex(), os.read(read_end, 20).hex())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="libc fork via ctypes")
-def test_flaw_a_clone_of_a_writer_repeats_its_prefix_and_nonces() -> None:
-    """MEDIUM. Nonces come from a process-wide pool of 256 drawn ahead (``_writer._NoncePool``,
-    as RECORDS.md 5.1 allows). Python's fork hooks empty it in a forked child, but a copy of
+def test_a_clone_of_a_writer_draws_its_own_nonces() -> None:
+    """Was MEDIUM: nonces come from a process-wide pool of 256 drawn ahead (``_writer._NoncePool``,
+    as RECORDS.md 5.1 allowed). Python's fork hooks empty it in a forked child, but a copy of
     the process's memory that runs no hook (a VM snapshot resumed twice, a cloned VM, CRIU,
-    Firecracker/Lambda SnapStart) resumes both copies with the same prefix and the same
-    pooled nonces: their next records share (subkey, nonce), which for AES-GCM and OCB3
-    leaks the XOR of the plaintexts and the GHASH key (forgeries). The kernel reseeds its
-    generator on a VM clone (vmgenid), so a nonce drawn from it per record would differ.
-    Fix: draw each nonce from ``os.urandom`` at sealing time (about 1.2 us here, measured),
-    and say in RECORDS.md 5.1/6.1 that a pool is unsafe across snapshots."""
+    Firecracker/Lambda SnapStart) resumes both copies with the same prefix and the same pooled
+    nonces: their next records share (subkey, nonce), which for AES-GCM and OCB3 leaks the XOR
+    of the plaintexts and the GHASH key (forgeries). The kernel reseeds its generator on a VM
+    clone (vmgenid), so a nonce drawn from it per record would differ. Now each nonce is drawn
+    from ``os.urandom`` when its record is sealed, and RECORDS.md 5.1 forbids a pool (6.1 gives
+    the bound for copies)."""
     # Prefix (8 bytes) and nonce (12) of each clone's next record. The prefixes are equal (a
     # clone cannot know it is one); a nonce drawn when sealing is what must tell them apart.
     mine, theirs = _script(_CLONE).split()
@@ -652,24 +659,24 @@ print("hung" if os.WIFSIGNALED(status) else "sealed")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
-def test_flaw_a_child_forked_while_a_thread_starts_an_epoch_deadlocks() -> None:
-    """LOW. After ``fork()`` the child's first record always goes through
+def test_a_child_forked_while_a_thread_starts_an_epoch_seals() -> None:
+    """Was LOW: after ``fork()`` the child's first record always goes through
     ``Writer._reserve``, which takes the writer's lock; if another thread of the parent held
     it at the fork (every ``encrypt_many``, and every record that starts an epoch, takes it),
     the child waits forever. ``_NoncePool.forget`` replaces the pool's lock in the child for
     exactly this reason, but the writer's lock (and ``KeySet._lock``, the caches' locks,
     ``Records._tally_lock``) are not. Measured without the pause below: 2 of 40 forks of a
-    process sealing batches on a thread hung. Fix: replace those locks in the at-fork hook
-    (or start every writer afresh in the child: a new ``Writer`` per scope)."""
+    process sealing batches on a thread hung. Now the at-fork hook (``records._fork``)
+    gives the child new locks and an empty key-set cache: it starts every writer afresh."""
     assert _script(_FORK_LOCK).split() == ["sealed"], (
         "the forked child never sealed its first record"
     )
 
 
-def test_flaw_a_key_store_writer_makes_writers_encrypt_under_its_keys(
+def test_a_key_store_writer_cannot_make_writers_encrypt_under_its_keys(
     vault: LocalKeyVault, tmp_path: Path
 ) -> None:
-    """HIGH where every layer's KEK is an RSA key (all that Azure Key Vault's standard and
+    """Was HIGH where every layer's KEK is an RSA key (all that Azure Key Vault's standard and
     premium tiers offer: symmetric oct-HSM keys need Managed HSM). RSA wraps need only the
     public key, so whoever can write the key store (the database next to the records) can
     make a key set of data keys they chose, wrapped under every layer's public key, with
@@ -679,10 +686,9 @@ def test_flaw_a_key_store_writer_makes_writers_encrypt_under_its_keys(
     accept any record the attacker forges, and a rewrap would launder the key set under
     symmetric KEKs. RECORDS.md 6.5 says a forged document "is caught by the commitments":
     not with public-key KEKs. A message writer never takes its data keys from storage, so
-    this is new to records. Fix: refuse to adopt (for writing) a key set whose every layer
-    could be wrapped without a secret, unless it is authenticated otherwise (e.g. a Key
-    Vault ``sign`` of the key-set digest), or require a symmetric layer; document it in 6.2
-    and 6.5."""
+    this is new to records. Now a writer writes only under a key set it made, or one whose
+    every data key it unwrapped from a wrap that needs a secret (RECORDS.md 5.5 and 6.7): it
+    does not adopt the planted key set, and writes under one of its own."""
     admin = key_client(vault)
     names = [f"review-rsa-{secrets.token_hex(4)}" for _ in range(2)]
     kids = [vault.create_key(name, "RSA") for name in names]
@@ -729,6 +735,7 @@ def test_flaw_a_key_store_writer_makes_writers_encrypt_under_its_keys(
             record = records.encrypt(b"4111 1111 1111 1111", scope="victim", context={"c": "pan"})
         except EnvelopeError:
             return  # refusing the planted key set is a fix
+    assert _id(record) != planted_id, "the writer adopted the planted key set"
     # The attacker reads it.
     doc = spec.Doc(document)
     layer_keys = [spec.layer_key(doc, j, dek) for j, dek in enumerate(deks)]
@@ -736,16 +743,16 @@ def test_flaw_a_key_store_writer_makes_writers_encrypt_under_its_keys(
     assert stolen != b"4111 1111 1111 1111", "the key store's writer read a new record"
 
 
-def test_flaw_an_uncomputable_suite_is_reported_after_the_binding_check(
+def test_an_uncomputable_suite_is_reported_before_the_binding_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """LOW (conformance). RECORDS.md section 8 step 4: a reader that cannot compute the
+    """Was LOW (conformance): RECORDS.md section 8 step 4: a reader that cannot compute the
     document's suite reports a format error *at parsing*, before step 5 (binding). The
     library checks the suite in ``Unwrapper.plan`` (step 6), after the binding check, so a
     suite 2 record read under another scope by a Python without keyed BLAKE2b (a FIPS
     build) is a decryption failure here and a format error for a reader that follows the
-    document. Fix: check ``suite_available`` right after ``parse_key_set`` in
-    ``_load_key_set`` (and in rewrap)."""
+    document. Now the suite is checked right after ``parse_key_set`` in ``_load_key_set``
+    (and in rewrap)."""
     keys = _Keys(2)
     store = MemoryKeyStore()
     record = Records(Envelope(keys.keks), store).encrypt(b"x", scope="right")
@@ -756,13 +763,13 @@ def test_flaw_an_uncomputable_suite_is_reported_after_the_binding_check(
     assert _kind(reader.decrypt, record, scope="wrong") == spec.FORMAT
 
 
-def test_flaw_a_scope_of_another_type_can_hit_the_key_set_cache() -> None:
-    """LOW. ``encrypt`` looks the scope up in the cache's lock-free front before checking it,
+def test_a_scope_of_another_type_never_reaches_the_key_set_cache() -> None:
+    """Was LOW: ``encrypt`` looked the scope up in the cache's lock-free front before checking it,
     and the front holds key sets by id (int) and sealers by record head (bytes) beside the
-    writers by scope (str): a scope that is a key-set id or a record head finds a key set or
-    a sealer, and the caller gets ``AttributeError`` or a ``TypeError`` about ``Sealer.seal``
-    instead of the clear ``TypeError`` that any other non-str scope gets. Fix: key the front
-    by ``(kind, key)``, or check ``type(scope) is str`` before the lookup."""
+    writers by scope (str): a scope that is a key-set id or a record head finds a key set or a
+    sealer, and the caller gets ``AttributeError`` or a ``TypeError`` about ``Sealer.seal``
+    instead of the clear ``TypeError`` that any other non-str scope gets. Now ``encrypt`` looks
+    up only a ``str`` scope, and every other verb checks the scope first."""
     records = Records(Envelope([LocalKey.generate(), LocalKey.generate()]), MemoryKeyStore())
     record = records.encrypt(b"x", scope="s")
     records.decrypt(record, scope="s")
