@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from .. import _limits, _message
-from .._datakeys import DataKeys
+from .._datakeys import DataKeys, to_wrapped_key
 from .._engine import suite_available
 from .._envelope import Envelope
 from .._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
 from .._format import Aead, Suite, context_encoding, encode_context
+from .._keys import wrap_needs_secret
 from .._unwrap import Unwrapper, check_suite
 from . import _fork
 from ._cache import FILL_ATTEMPTS, Discarded, KeySetCache
@@ -456,8 +457,26 @@ class Records:
             check_suite(parsed.suite, "key set")
         except FormatError:
             return None, parsed.key_set_id  # a suite this Python cannot compute: replace it
+        if not self._may_vouch(parsed):
+            return None, parsed.key_set_id  # no need to unwrap it to know
         key_set = self._key_set(parsed.key_set_id, scope, data)
         return (key_set if self._may_write(key_set) else None), parsed.key_set_id
+
+    def _may_vouch(self, parsed: KeySetDocument) -> bool:
+        """False when some layer of ``parsed`` holds no wrapped key that this envelope's
+        KEKs for the layer accept and whose wraps need a secret: then no unwrap can vouch
+        for it (RECORDS.md 5.5), and none is made (with RSA KEKs on a layer, another
+        writer's key set costs no vault call). A document whose layers do not match the
+        envelope's is left to the load, which reports it."""
+        layers = self._envelope.layers
+        return len(parsed.layers) != len(layers) or all(
+            any(
+                kek.can_unwrap(record.key_id) and wrap_needs_secret(kek, to_wrapped_key(record))
+                for kek in keks
+                for record in layer.wrapped_keys
+            )
+            for layer, keks in zip(parsed.layers, layers, strict=True)
+        )
 
     def _may_write(self, key_set: KeySet) -> bool:
         """Whether every data key of ``key_set`` is known to be secret: it came from wraps

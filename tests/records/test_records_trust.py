@@ -108,7 +108,7 @@ def _opened_by(record: bytes, document: bytes, deks: list[bytes], context: dict[
 
 
 def test_writers_with_rsa_keys_write_under_their_own_key_sets(
-    rsa_pair: tuple[list[str], list[KeyVaultKey]], tmp_path: Path
+    vault: LocalKeyVault, rsa_pair: tuple[list[str], list[KeyVaultKey]], tmp_path: Path
 ) -> None:
     """Two writers (two Records, as two processes would be) cannot tell each other's key set
     from one a store writer planted, so each writes under its own; a reader opens both."""
@@ -117,8 +117,11 @@ def test_writers_with_rsa_keys_write_under_their_own_key_sets(
         first = Records(Envelope(keks), store)
         second = Records(Envelope(keks), store)
         a = first.encrypt(b"first", scope="s")
+        vault.reset_counts()
         b = second.encrypt(b"second", scope="s")
         assert _id(a) != _id(b)
+        # Nothing of the first's key set was unwrapped to find that out: RSA wraps only.
+        assert "unwrapKey" not in vault.operation_counts()
         assert store.current("s") == store.get(_id(b))  # the last one added is current
         # The first writer, its cache emptied, goes back to its own key set, still stored
         # and not due: no new key set, and the current one is left as it is.
