@@ -3,6 +3,10 @@ key store that counts and records what it is asked."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -88,3 +92,30 @@ class DictStore:
         self._count("scan")
         ids = sorted(i for i in self.documents if after is None or i > after)[:limit]
         return [(i, self.documents[i]) for i in ids]
+
+
+def key_set_id(record: bytes) -> int:
+    """The key-set id a record names (bytes 1 to 9)."""
+    return int.from_bytes(record[1:9], "big")
+
+
+def sql(path: Path, statement: str, *args: object) -> None:
+    """One statement on a SQLite key store's file, behind the store's back (the attacker)."""
+    with sqlite3.connect(path) as connection:
+        connection.execute(statement, args)
+    connection.close()
+
+
+def script(source: str, *args: str) -> str:
+    """What a Python script printed, run in a process of its own with this checkout's code
+    (a hung thread or a raw fork must not take the test process with it)."""
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-c", source, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=True,
+    ).stdout

@@ -17,7 +17,6 @@ import random
 import secrets
 import sqlite3
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -47,6 +46,9 @@ from envelope.testing import LocalKeyVault
 from tests.conftest import kek, key_client
 from tests.records import _review_spec as spec
 from tests.records.conftest import DictStore
+from tests.records.conftest import key_set_id as _id
+from tests.records.conftest import script as _script
+from tests.records.conftest import sql as _sql
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "records_v1.json").read_text("utf-8"))
@@ -71,10 +73,6 @@ def _spec_kind(call: Callable[..., bytes], *args: Any, **kwargs: Any) -> str | b
         return call(*args, **kwargs)
     except spec.Refused as refused:
         return refused.kind
-
-
-def _id(record: bytes) -> int:
-    return int.from_bytes(record[1:9], "big")
 
 
 class _Keys:
@@ -398,12 +396,6 @@ def test_prefix_epochs_and_nonces_from_many_threads(monkeypatch: pytest.MonkeyPa
 # -- the SQLite key store, tampered with directly ----------------------------------------------
 
 
-def _sql(path: Path, statement: str, *args: object) -> None:
-    with sqlite3.connect(path) as connection:
-        connection.execute(statement, args)
-    connection.close()
-
-
 def test_sqlite_rows_rewritten_open_nothing_and_raise_only_the_librarys_errors(
     tmp_path: Path,
 ) -> None:
@@ -480,20 +472,6 @@ def test_sqlite_scopes_differing_by_a_nul_case_or_space_are_shredded_apart(
 
 
 # -- flaws -------------------------------------------------------------------------------------
-
-
-def _script(source: str, *args: str) -> str:
-    """What a Python script printed, run in a process of its own with this checkout's code
-    (a hung thread or a raw fork must not take the test process with it)."""
-    return subprocess.run(
-        [sys.executable, "-c", source, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
-    ).stdout
 
 
 _HANG = r"""

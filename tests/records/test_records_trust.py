@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,32 +19,22 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from envelope import (
-    DecryptionError,
-    Envelope,
-    EnvelopeError,
-    FormatError,
-    KeyAccessError,
-    LocalKey,
-    _limits,
-    _unwrap,
-)
+from envelope import Envelope, LocalKey, _limits, _unwrap
+from envelope._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
 from envelope._format import Suite, WrapAlgorithm
-from envelope._keys import WrappedKey, wrap_needs_secret
+from envelope._keys import wrap_needs_secret
 from envelope.keyvault import KeyVaultKey
 from envelope.records import MemoryKeyStore, Records, SQLiteKeyStore
 from envelope.records._cache import FILL_ATTEMPTS
 from envelope.testing import LocalKeyVault
 from tests.conftest import kek, key_client
+from tests.core.conftest import Counting
 from tests.records import _review_spec as spec
-from tests.records.conftest import DictStore
+from tests.records.conftest import DictStore, script
+from tests.records.conftest import key_set_id as _id
+from tests.records.conftest import sql as _sql
 
-ROOT = Path(__file__).resolve().parents[2]
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-
-
-def _id(record: bytes) -> int:
-    return int.from_bytes(record[1:9], "big")
 
 
 def _name(kind: str) -> str:
@@ -78,13 +65,9 @@ def rsa_pair(vault: LocalKeyVault, fresh: None) -> Iterator[tuple[list[str], lis
 def _planted(scope: str, layers: list[tuple[int, bytes, list[spec.Wrap]]]) -> tuple[int, bytes]:
     """A key-set document made by the attacker: data keys they chose, correct commitments."""
     key_set_id = secrets.randbelow(2**62) + 1
+    now, salt = int(time.time()), secrets.token_bytes(32)
     document = spec.make_document(
-        suite=1,
-        key_set_id=key_set_id,
-        created=int(time.time()),
-        salt=secrets.token_bytes(32),
-        scope=scope,
-        layers=layers,
+        suite=1, key_set_id=key_set_id, created=now, salt=salt, scope=scope, layers=layers
     )
     return key_set_id, document
 
@@ -287,37 +270,21 @@ def test_writers_with_symmetric_keys_agree_on_one_key_set(
         assert Records(Envelope([inner, outer]), store).rotate("s") != _id(a)
 
 
-class _Quiet:
-    """A KEK that wraps as a local key does but does not say whether its wraps need a
-    secret: it counts as public."""
-
-    def __init__(self, key: LocalKey) -> None:
-        self._key = key
-
-    @property
-    def key_id(self) -> str:
-        return self._key.key_id
-
-    def can_unwrap(self, key_id: str) -> bool:
-        return self._key.can_unwrap(key_id)
-
-    def wrap_key(self, data_key: bytes) -> WrappedKey:
-        return self._key.wrap_key(data_key)
-
-    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
-        return self._key.unwrap_key(wrapped)
-
-
 def test_a_kek_that_does_not_say_counts_as_public() -> None:
-    inner, outer = LocalKey.generate(), LocalKey.generate()
+    """``Counting`` wraps with a local key but does not say whether its wraps need a secret
+    (``wrap_needs_secret``): it counts as public, and writers do not adopt each other's key
+    sets; with the local keys themselves they do."""
+    quiet, outer = Counting(), LocalKey.generate()
+    assert not wrap_needs_secret(quiet, quiet.wrap_key(bytes(32)))
     store = MemoryKeyStore()
-    a = Records(Envelope([inner, outer]), store).encrypt(b"a", scope="s")
-    assert _id(Records(Envelope([inner, outer]), store).encrypt(b"b", scope="s")) == _id(a)
-    quiet = Envelope([_Quiet(inner), outer])
-    assert not wrap_needs_secret(_Quiet(inner), inner.wrap_key(bytes(32)))
-    b = Records(quiet, store).encrypt(b"c", scope="s")
-    assert _id(b) != _id(a)
-    assert Records(Envelope([inner, outer]), store).decrypt(b, scope="s") == b"c"
+    a = Records(Envelope([quiet, outer]), store).encrypt(b"a", scope="s")
+    b = Records(Envelope([quiet, outer]), store).encrypt(b"b", scope="s")
+    assert _id(a) != _id(b)
+    reader = Records(Envelope([quiet, outer]), store)
+    assert [reader.decrypt(a, scope="s"), reader.decrypt(b, scope="s")] == [b"a", b"b"]
+    inner = LocalKey.generate()
+    c = Records(Envelope([inner, outer]), store).encrypt(b"c", scope="t")
+    assert _id(Records(Envelope([inner, outer]), store).encrypt(b"d", scope="t")) == _id(c)
 
 
 # -- rewrap never vouches for a key anyone could have chosen -----------------------------------
@@ -378,12 +345,6 @@ def test_a_rewrap_reports_an_uncomputable_suite_before_the_binding_check(
 
 
 # -- the SQLite store reads no more than a document may hold -----------------------------------
-
-
-def _sql(path: Path, statement: str, *args: object) -> None:
-    with sqlite3.connect(path) as connection:
-        connection.execute(statement, args)
-    connection.close()
 
 
 def test_sqlite_values_are_checked_in_sql_before_they_are_read(tmp_path: Path) -> None:
@@ -467,16 +428,7 @@ print("ok" if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else f"failed
 def test_a_child_forked_while_another_thread_holds_every_lock_works(
     kind: str, tmp_path: Path
 ) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _FORK_HELD, kind, str(tmp_path / "keys.db")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
-    )
-    assert out.stdout.split() == ["ok"], out.stderr
+    assert script(_FORK_HELD, kind, str(tmp_path / "keys.db")).split() == ["ok"]
 
 
 def test_a_scope_shredded_during_every_load_ends_in_a_key_access_error() -> None:
