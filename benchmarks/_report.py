@@ -225,6 +225,7 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
                 "short on purpose and reported per message."
             )
 
+    out += _key_vault_load(recorder.cases.get("key_vault_load"))
     for case in recorder.cases.values():
         out += case.get("table", [])  # cases that bring a table of their own
 
@@ -250,6 +251,55 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
     return "\n".join(out)
 
 
+def _key_vault_load(case: dict[str, Any] | None) -> list[str]:
+    """The under-load case: one row per burst, then the request cost and failover."""
+    if case is None:
+        return []
+    out = ["", "Key Vault under load (LocalKeyVault over TLS, no added latency, asyncio tasks)"]
+    if case["status"] != "ok":
+        return [*out, f"  skipped: {case['reason']}"]
+    rows = []
+    for arm, bursts in case["arms"].items():
+        for when, b in bursts.items():
+            rows.append(
+                [
+                    f"{arm.replace('_', ' ')}, {when}",
+                    f"{b['tasks']:,}",
+                    f"{b['messages_per_s']:,.1f}",
+                    f"{b['calls_per_message']:.4f}",
+                    f"{b['p50_s'] * 1000:,.0f}" if b["p50_s"] is not None else "—",
+                    f"{b['p99_s'] * 1000:,.0f}" if b["p99_s"] is not None else "—",
+                    f"{b['errors']:,}",
+                ]
+            )
+    header = ["caches, burst", "tasks", "msg/s", "calls/msg", "p50 ms", "p99 ms", "errors"]
+    out += table(header, rows)
+    request = case["request"]
+    out.append(
+        f"  {case['layers']}; {case['message_bytes']:,}-byte messages, each task one encrypt "
+        "and one decrypt; cold: new keys, credential and caches; warm: the same again. "
+        f"One request to LocalKeyVault: {request['median_ms']:.2f} ms median, "
+        f"{request['p95_ms']:.2f} ms p95."
+    )
+    rows = []
+    for how, f in case["failover"].items():
+        rows.append(
+            [
+                how,
+                f"{f['first_s']:.2f}",
+                f"{f['messages_after']}",
+                f"{f['p50_after_s'] * 1000:,.0f}",
+                f"{f['p95_after_s'] * 1000:,.0f}",
+                f"{f['max_after_s'] * 1000:,.0f}",
+            ]
+        )
+    out += ["", "Failover: a layer's first vault down, decrypts one after the other"]
+    out += table(["first vault", "first s", "then", "p50 ms", "p95 ms", "max ms"], rows)
+    settings = next(iter(case["failover"].values()))["down_key_settings"]
+    out.append(f"  the down vault's key: {settings}")
+    return out
+
+
 def figure(value: float, unit: str) -> str:
     """A measured value for the tables: ``1.23x``, ``12,345/s``, ``1,234 MB/s``, ``31.2 MiB``."""
     if unit == "x":
@@ -258,6 +308,8 @@ def figure(value: float, unit: str) -> str:
         return f"{value:,.0f}/s"
     if unit == "MB/s":
         return f"{value:,.0f} MB/s"
+    if unit in ("calls", "messages"):
+        return f"{value:,.0f} {unit}"
     return f"{value:.1f} {unit}"
 
 

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-__all__ = ["Buffer", "contiguous", "writable"]
+import ctypes
+from collections.abc import Callable
+
+__all__ = ["Buffer", "contiguous", "fresh_output", "writable"]
 
 Buffer = bytes | bytearray | memoryview
+
+# ``bytearray(n)`` zeroes its n bytes on the calling thread before anything is written.
+# For a large output that pass costs more than one of the AES passes: the fresh pages fault
+# in one by one on that thread, are zeroed by the kernel, then zeroed again. CPython's own
+# constructor with no source leaves the bytes as the allocator gives them, so the pages
+# fault in where the workers first write them, in parallel. It is CPython's public C API;
+# elsewhere the plain constructor is used.
+LAZY_OUTPUT_BYTES = 1 << 20
+_uninitialised: Callable[[None, int], bytearray] | None
+try:
+    _constructor = ctypes.pythonapi.PyByteArray_FromStringAndSize
+    _constructor.restype = ctypes.py_object
+    _constructor.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+    _uninitialised = _constructor
+except (AttributeError, OSError):  # an interpreter without CPython's C API
+    _uninitialised = None
 
 
 def contiguous(data: Buffer) -> memoryview:
@@ -23,3 +42,17 @@ def writable(out: bytearray | memoryview) -> memoryview:
     if view.readonly:
         raise TypeError("out must be a writable buffer")
     return view
+
+
+def fresh_output(size: int) -> bytearray:
+    """A new ``bytearray`` of ``size`` bytes that the caller overwrites completely before
+    anyone else sees it.
+
+    From :data:`LAZY_OUTPUT_BYTES` up its bytes are left as the allocator hands them over
+    (zero for fresh pages, stale heap bytes of this process otherwise), so a caller must
+    write every byte, or wipe or drop the buffer, before it returns. Smaller outputs are
+    zeroed as usual: there the zeroing costs nothing worth saving.
+    """
+    if size < LAZY_OUTPUT_BYTES or _uninitialised is None:
+        return bytearray(size)
+    return _uninitialised(None, size)

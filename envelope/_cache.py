@@ -15,7 +15,6 @@ This module knows nothing of keys, formats or Azure: values are opaque to it.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -23,10 +22,11 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._flight import Flight
+
 __all__ = ["CacheStats", "DataKeyCache", "UnwrapCache"]
 
 _V = TypeVar("_V")
-_F = TypeVar("_F")
 
 #: Defaults, stated in the README ("Caches"). A cached key is dropped at whichever limit it
 #: reaches first.
@@ -91,8 +91,8 @@ class _BoundedCache(Generic[_V]):
         self._entries: OrderedDict[Hashable, _Entry[_V]] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = self._misses = self._kek_calls = self._evictions = 0
-        # Fills in progress: threads wait on an event, asyncio tasks on a future.
-        self._flights: dict[Hashable, Any] = {}
+        # Fills in progress, shared by threads and asyncio tasks of any event loop.
+        self._flights: dict[Hashable, Flight] = {}
 
     @property
     def max_age(self) -> float:
@@ -153,26 +153,24 @@ class _BoundedCache(Generic[_V]):
         """The value under ``key`` charged with one message of ``nbytes``, or else the one
         ``fill()`` makes, remembered unless it is None.
 
-        Single flight: while one thread fills a key, the others asking for it wait and then
-        look again, so a cold key costs one fill however many callers want it. If the fill
+        Single flight: while one caller fills a key, the others asking for it (threads, and
+        asyncio tasks of any event loop, see :meth:`get_or_fill_async`) wait and then look
+        again, so a cold key costs one fill however many callers want it. If the fill
         raises or returns None, nothing is remembered and each waiter tries a fill of its
         own in turn. ``fill`` makes ``kek_calls`` KEK operations, counted when it runs,
         whether it succeeds or not; ``owner`` is kept alive with the entry.
         """
-        slot = (None, key)
         while True:
-            value, flight, leading = self._claim(slot, key, nbytes, threading.Event)
+            value, flight, leading = self._claim(key, nbytes)
             if flight is None:
                 return value
-            if leading:
+            if leading or not flight.wait():
                 break
-            flight.wait()
         value = None
         try:
             value = fill()
         finally:
-            self._land(slot, key, value, owner, nbytes, kek_calls)
-            flight.set()
+            self._land(key, flight if leading else None, value, owner, nbytes, kek_calls)
         return value
 
     async def get_or_fill_async(
@@ -184,62 +182,59 @@ class _BoundedCache(Generic[_V]):
         owner: object = None,
         kek_calls: int = 1,
     ) -> _V | None:
-        """The asyncio twin of :meth:`get_or_fill`: tasks of one event loop share a fill."""
-        loop = asyncio.get_running_loop()
-        # A future can only be awaited on its own loop: each loop has its own flights.
-        slot = (loop, key)
+        """The asyncio twin of :meth:`get_or_fill`: tasks and threads share a fill."""
         while True:
-            value, flight, leading = self._claim(slot, key, nbytes, loop.create_future)
+            value, flight, leading = self._claim(key, nbytes)
             if flight is None:
                 return value
-            if leading:
+            if leading or not await flight.wait_async():
                 break
-            # Shielded: a waiter that is cancelled must not cancel the others' signal.
-            await asyncio.shield(flight)
         value = None
         try:
             value = await fill()
         finally:
-            self._land(slot, key, value, owner, nbytes, kek_calls)
-            flight.set_result(None)
+            self._land(key, flight if leading else None, value, owner, nbytes, kek_calls)
         return value
 
-    def _claim(
-        self, slot: Hashable, key: Hashable, nbytes: int, new_flight: Callable[[], _F]
-    ) -> tuple[_V | None, _F | None, bool]:
+    def _claim(self, key: Hashable, nbytes: int) -> tuple[_V | None, Flight | None, bool]:
         """``(value, None, False)`` for a hit; ``(None, flight, False)`` to wait for the fill
-        in flight under ``slot``; ``(None, flight, True)`` when this caller fills (a miss)."""
+        in flight; ``(None, flight, True)`` when this caller fills (a miss)."""
         with self._lock:
             value = self._lookup(key, nbytes)
             if value is not None:
                 return value, None, False
-            flight: _F | None = self._flights.get(slot)
+            flight = self._flights.get(key)
             if flight is not None:
                 return None, flight, False
-            flight = self._flights[slot] = new_flight()
+            flight = self._flights[key] = Flight()
             self._misses += 1
             return None, flight, True
 
     def _land(
         self,
-        slot: Hashable,
         key: Hashable,
+        flight: Flight | None,
         value: _V | None,
         owner: object,
         nbytes: int,
         kek_calls: int,
     ) -> None:
-        """Book a finished fill, remember its value if it has one, end its flight."""
+        """Book a finished fill, remember its value if it has one, end its flight (None for a
+        caller that could not wait for another's fill and made its own)."""
         with self._lock:
-            del self._flights[slot]
+            if flight is not None:
+                del self._flights[key]
+            else:
+                self._misses += 1
             self._kek_calls += kek_calls
-            if value is None:
-                return
-            self._entries[key] = _Entry(value, time.monotonic(), owner, nbytes)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
-                self._evictions += 1
+            if value is not None:
+                self._entries[key] = _Entry(value, time.monotonic(), owner, nbytes)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self._max_entries:
+                    self._entries.popitem(last=False)
+                    self._evictions += 1
+        if flight is not None:
+            flight.land()
 
     def _lookup(self, key: Hashable, nbytes: int) -> _V | None:
         """Under the lock: the value if its entry may serve one more message of ``nbytes``,

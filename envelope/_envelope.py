@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from ._buffers import Buffer, contiguous, writable
+from ._buffers import Buffer, contiguous, fresh_output, writable
 from ._cache import DataKeyCache, UnwrapCache
 from ._config import LayerSpec, check_frame_size, check_optional, layer_algorithms, layer_keks
 from ._datakeys import DataKey, DataKeys, to_record
@@ -285,7 +285,7 @@ class Envelope:
         view = contiguous(blob)
         new_header, header_length = self._rewrap_header(view)
         body = view[header_length:]
-        out = bytearray(len(new_header) + len(body))
+        out = fresh_output(len(new_header) + len(body))
         out[: len(new_header)] = new_header
         out[len(new_header) :] = body
         return out

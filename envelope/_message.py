@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
+from ._buffers import fresh_output
 from ._datakeys import DataKey
 from ._engine import (
     FrameCipher,
@@ -149,7 +150,7 @@ def sealed(
 ) -> bytearray:
     """A new message: the header, then the body sealed in place after it."""
     size = body_size(len(plaintext), cipher.frame_size, cipher.layers)
-    out = bytearray(len(header_bytes) + size)
+    out = fresh_output(len(header_bytes) + size)  # written whole below
     view = memoryview(out)
     view[: len(header_bytes)] = header_bytes
     seal_body(cipher, plaintext, view[len(header_bytes) :], workers)
@@ -158,7 +159,7 @@ def sealed(
 
 def opened(cipher: FrameCipher, body: memoryview, workers: int = 1) -> bytearray:
     """The whole plaintext of ``body``, or an exception and no plaintext at all."""
-    out = bytearray(plaintext_size(len(body), cipher.frame_size, cipher.layers))
+    out = fresh_output(plaintext_size(len(body), cipher.frame_size, cipher.layers))
     open_verified(cipher, body, memoryview(out), workers)
     return out
 

@@ -42,8 +42,10 @@ def vault() -> Iterator[LocalKeyVault]:
 @pytest.fixture
 def fresh(vault: LocalKeyVault) -> Iterator[None]:
     """The module's vault without faults, counts or challenges left by an earlier test."""
-    # The SDK's challenge cache is process-global and keyed by host:port.
+    # The SDK's challenge cache is process-global and keyed by host:port; so is what the
+    # KeyVaultKeys learnt of the vault's health from an earlier test's faults.
     http_challenge_cache.clear()
+    KeyVaultKey.reset_breakers()
     vault.clear_faults()
     vault.reset_counts()
     yield

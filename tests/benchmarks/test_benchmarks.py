@@ -58,6 +58,16 @@ def test_quick_run_writes_json_and_png(tmp_path: Path) -> None:
     assert any("Tink KmsEnvelopeAead" in name for name in names) or any(
         s["impl"].startswith("Tink") for s in document["skipped"]
     )
+    # Key Vault under load: every burst ran, none lost a message, the caches asked the vault
+    # once per key and per wrapped key.
+    load = document["cases"]["key_vault_load"]
+    assert load["status"] == "ok"
+    bursts = [b for arm in load["arms"].values() for b in arm.values()]
+    assert len(bursts) == 4
+    assert [b["errors"] for b in bursts] == [0, 0, 0, 0]
+    cold = load["arms"]["with_cache"]["cold"]["operations"]
+    assert (cold["getKey"], cold["wrapKey"], cold["unwrapKey"]) == (2, 1, 2)
+    assert set(load["failover"]) == {"hung", "refusing"}
     # A peer that cannot run is reported, never invented.
     assert all(entry["reason"] for entry in document["skipped"])
 

@@ -6,6 +6,7 @@ never remembered; each waiter then tries its own."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import TypeVar
 
@@ -176,3 +177,57 @@ def test_a_forged_header_waiting_on_a_genuine_fill_still_fails_its_own_commitmen
     assert results == [b"genuine"] * 20
     assert len(errors) == 20
     assert all(isinstance(e, DecryptionError) for e in errors)
+
+
+def test_threads_and_tasks_of_several_loops_share_one_fill():
+    """A miss is shared across threads and event loops: 20 threads and 3 loops of 50 tasks,
+    each loop in a thread of its own, all wait for the one fill."""
+    cache = UnwrapCache()
+    fills = []
+    start = threading.Barrier(23)
+
+    def fill() -> bytes:
+        fills.append(1)
+        time.sleep(DELAY)
+        return b"s" * 32
+
+    async def afill() -> bytes:
+        return fill()
+
+    def in_a_thread(n: int) -> list[bytes | None]:
+        if n < 20:
+            start.wait()
+            return [cache.get_or_fill("key", fill)]
+
+        async def tasks() -> list[bytes | None]:
+            start.wait()
+            return list(
+                await asyncio.gather(*(cache.get_or_fill_async("key", afill) for _ in range(50)))
+            )
+
+        return asyncio.run(tasks())
+
+    results, errors = run_threads(23, in_a_thread)
+    assert errors == []
+    assert sorted(len(r) for r in results) == [1] * 20 + [50] * 3
+    assert all(value == b"s" * 32 for result in results for value in result)
+    assert len(fills) == 1
+    assert cache.stats().kek_calls == 1
+
+
+@pytest.mark.asyncio
+async def test_a_sync_caller_inside_the_loop_of_the_filling_task_does_not_wait_for_it():
+    """Waiting would block the very loop the fill needs: it fills on its own instead."""
+    cache = UnwrapCache()
+    release = asyncio.Event()
+
+    async def slow_fill() -> bytes:
+        await release.wait()
+        return b"t" * 32
+
+    leader = asyncio.create_task(cache.get_or_fill_async("key", slow_fill))
+    await asyncio.sleep(0.01)
+    assert cache.get_or_fill("key", lambda: b"u" * 32) == b"u" * 32  # no deadlock
+    release.set()
+    assert await leader == b"t" * 32
+    assert cache.stats().misses == 2

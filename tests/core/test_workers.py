@@ -162,3 +162,34 @@ def test_a_large_file_is_sealed_in_large_frames_and_opens_anywhere(tmp_path):
     parallel.encrypt_file(small, tmp_path / "small.sealed")
     with open(tmp_path / "small.sealed", "rb") as sealed:
         assert inspect(sealed).frame_size == parallel.frame_size
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_large_output_is_written_whole_over_stale_bytes(monkeypatch, workers):
+    """Large outputs are not zeroed before use (the pages fault in on the workers), so every
+    byte of a message and of a plaintext must be written: here each fresh output starts
+    full of a stale pattern, and only a complete overwrite round-trips."""
+    import envelope._buffers
+
+    stale: list[bytearray] = []
+
+    def stale_output(_none, size):
+        stale.append(bytearray(b"\xa5") * size)
+        return stale[-1]
+
+    monkeypatch.setattr(envelope._buffers, "_uninitialised", stale_output)
+    keys = [LocalKey.generate(), LocalKey.generate()]
+    env = Envelope(keys, workers=workers)
+    lazy = envelope._buffers.LAZY_OUTPUT_BYTES
+    for size in (lazy, lazy + 1, 2 * envelope._parallel.RUN_BYTES + 3):
+        plaintext = os.urandom(size)
+        sealed = env.encrypt(plaintext)
+        opened = env.decrypt(sealed)
+        assert opened == plaintext
+        assert bytes(env.rewrap(sealed)[-size // 2 :]) == bytes(sealed[-size // 2 :])
+    assert len(stale) == 9  # every large output came from the stale allocator
+    blob = bytearray(env.encrypt(os.urandom(lazy + 5)))
+    blob[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        env.decrypt(blob)
+    assert stale[-1] == bytes(len(stale[-1]))  # a failed open leaves no byte behind

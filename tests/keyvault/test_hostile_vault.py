@@ -30,22 +30,10 @@ from tests.keyvault.hostile import (
     json_reply,
     resolve_foreign_names_to_loopback,
     rsa_bundle,
-    scripted_vault,
 )
-from tests.transport.servers import RAW, Certificates, RunningServer, issue_certificates
+from tests.transport.servers import RAW, Certificates, RunningServer
 
 MODES = pytest.mark.parametrize("mode", ["sync", "async"])
-
-
-@pytest.fixture(scope="module")
-def certs() -> Certificates:
-    return issue_certificates()
-
-
-@pytest.fixture
-def hostile(certs: Certificates) -> Iterator[ScriptedVault]:
-    with scripted_vault(certs) as vault:
-        yield vault
 
 
 def use(key: KeyVaultKey, mode: str, verb: str, argument: Any) -> Any:
