@@ -24,6 +24,7 @@ from ._blob import CSE_V2, ENVELOPE_BLOB, PLAIN, REUPLOAD, REWRAP, blob_contende
 from ._keyvault import cache_options, keyvault_case, keyvault_load_case
 from ._plan import KiB, MiB, Plan
 from ._recorder import Recorder, size_label, timing_fields
+from ._records import records_case
 from ._timing import Stats
 
 __all__ = ["CASES", "CEILING", "LABELS", "OPS", "run_suite"]
@@ -562,6 +563,7 @@ CASES: tuple[tuple[str, Callable[[Plan, Recorder], None]], ...] = (
     ("stream", streaming),
     ("key vault", key_vault),
     ("key vault under load", key_vault_load),
+    ("records", records_case),
     ("blob", blob_storage),
 )
 

@@ -245,6 +245,8 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
             )
 
     out += _key_vault_load(recorder.cases.get("key_vault_load"))
+    for case in recorder.cases.values():
+        out += case.get("table", [])  # cases that bring a table of their own
     out += _blob_section(recorder.cases.get("blob"), results)
 
     out += ["", "Targets (the benchmark never fails on speed)"]

@@ -117,6 +117,26 @@ class _BoundedCache(Generic[_V]):
         with self._lock:
             self._entries.clear()
 
+    def forget_in_child(self) -> None:
+        """In a child just made by ``fork()``, where no other thread exists: a new lock (the
+        parent's may have been held by a thread the child does not have), no fills in flight
+        (their threads are gone, so they would never land) and no entries; counters are
+        kept. No lock is taken: there is no one to exclude."""
+        self._lock = threading.Lock()
+        self._flights = {}
+        self._entries = OrderedDict()
+
+    def discard(self, condition: Callable[[Hashable, _V], bool]) -> int:
+        """Drop every entry whose key and value meet ``condition`` (e.g. the key sets of a
+        shredded scope); returns how many were dropped, also counted as evictions. A fill
+        in flight lands afterwards: a caller that must not see its value checks it."""
+        with self._lock:
+            doomed = [key for key, entry in self._entries.items() if condition(key, entry.value)]
+            for key in doomed:
+                del self._entries[key]
+            self._evictions += len(doomed)
+            return len(doomed)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

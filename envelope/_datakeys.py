@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Sequence
 from typing import NamedTuple, TypeVar
 
 from ._cache import DataKeyCache
+from ._errors import KeyAccessError
 from ._format import WrapAlgorithm, WrappedKeyRecord, encode_wrapped_keys
-from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
+from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey, wrap_needs_secret
 from ._limits import MAX_KEY_ID_BYTES, MAX_WRAPPED_KEY_BYTES
 
 __all__ = ["DataKey", "DataKeys", "gather_all", "to_record", "to_wrapped_key"]
@@ -95,9 +96,29 @@ class DataKeys:
             start += len(layer)
         return out
 
-    def wrap(self, index: int, data_key: bytes) -> tuple[WrappedKeyRecord, ...]:
-        """``data_key`` wrapped under every KEK of layer ``index``."""
-        return tuple(to_record(kek, kek.wrap_key(data_key)) for kek in self._layers[index])
+    def wrap(
+        self, index: int, data_key: bytes, *, secret: bool = True
+    ) -> tuple[WrappedKeyRecord, ...]:
+        """``data_key`` wrapped under every KEK of layer ``index``.
+
+        ``secret`` says whether the data key is known to be secret: fresh, or unwrapped from
+        a wrap only a holder of a secret can make. A rewrap passes False for a data key it
+        unwrapped from a public-key wrap, which anyone could have made of a key of their
+        choosing: such a key is never wrapped under a KEK whose wraps need a secret
+        (``wrap_needs_secret``), because that wrap would vouch for it (``docs/RECORDS.md``
+        section 5.4). That is a :class:`~envelope.KeyAccessError`."""
+        records = []
+        for kek in self._layers[index]:
+            wrapped = kek.wrap_key(data_key)
+            if not secret and wrap_needs_secret(kek, wrapped):
+                raise KeyAccessError(
+                    f"layer {index}: its data key came from a public-key wrap, which anyone "
+                    f"holding the public key can make of a key of their choosing; it is not "
+                    f"wrapped under {kek.key_id!r}, whose wraps need a secret and would vouch "
+                    "for it"
+                )
+            records.append(to_record(kek, wrapped))
+        return tuple(records)
 
     async def wrap_async(self, index: int, data_key: bytes) -> tuple[WrappedKeyRecord, ...]:
         """The asyncio twin of :meth:`wrap`: the KEKs of the layer are awaited at once."""

@@ -28,6 +28,7 @@ from ._errors import DecryptionError
 from ._format import TAG_BYTES, Aead, Suite
 
 __all__ = [
+    "AeadPrimitive",
     "FrameCipher",
     "body_size",
     "commitments_match",
@@ -50,6 +51,10 @@ _Bytes = bytes | bytearray | memoryview
 
 
 class _AeadPrimitive(Protocol):
+    def encrypt(self, nonce: bytes, data: _Bytes, associated_data: bytes | None) -> bytes: ...
+
+    def decrypt(self, nonce: bytes, data: _Bytes, associated_data: bytes | None) -> bytes: ...
+
     def encrypt_into(
         self, nonce: bytes, data: _Bytes, associated_data: bytes | None, buf: _Bytes
     ) -> int: ...
@@ -58,6 +63,9 @@ class _AeadPrimitive(Protocol):
         self, nonce: bytes, data: _Bytes, associated_data: bytes | None, buf: _Bytes
     ) -> int: ...
 
+
+#: What :func:`new_aead` returns: one of ``cryptography``'s AEAD objects.
+AeadPrimitive = _AeadPrimitive
 
 _CONSTRUCTORS: dict[Aead, Callable[[bytes], _AeadPrimitive]] = {
     Aead.AES_256_GCM: AESGCM,

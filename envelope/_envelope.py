@@ -278,7 +278,11 @@ class Envelope:
         version, another vault) without touching the body.
 
         The data keys are unwrapped with any KEK this envelope accepts and checked against
-        their commitments; the body and the encryption context are kept as they are.
+        their commitments; the body and the encryption context are kept as they are. A data
+        key unwrapped from a public-key (RSA) wrap is not wrapped under a KEK whose wraps
+        need a secret (a :class:`LocalKey`, a Key Vault ``oct-HSM`` key): anyone holding the
+        public key could have chosen it, and that wrap would vouch for it (``FORMAT.md``
+        section 7). That is a :class:`KeyAccessError`.
         """
         view = contiguous(blob)
         new_header, header_length = self._rewrap_header(view)
@@ -338,7 +342,9 @@ class Envelope:
         envelope's KEKs, and the old header's length."""
         header, header_length = decode_header(view)
         keys = self._unwrapper.unwrap(header)
-        wrapped = [self._data_keys.wrap(index, k.data_key) for index, k in enumerate(keys)]
+        wrapped = [
+            self._data_keys.wrap(index, k.data_key, secret=k.secret) for index, k in enumerate(keys)
+        ]
         return rewrapped_header(header, wrapped), header_length
 
     async def _rewrap_header_async(self, view: memoryview) -> tuple[bytes, int]:

@@ -45,7 +45,9 @@ __all__ = [
     "authenticated_header_bytes",
     "decode_header",
     "read_header",
+    "read_layers",
     "encode_context",
+    "context_encoding",
     "encode_header",
     "encode_wrapped_keys",
     "HeaderWriter",
@@ -205,7 +207,9 @@ def encode_context(context: Mapping[str, str] | None) -> Context:
 
 
 @functools.lru_cache(maxsize=256)
-def _encode_context_bytes(context: Context) -> bytes:
+def context_encoding(context: Context) -> bytes:
+    """A canonical context (:func:`encode_context`) encoded as section 2.1 says, entry count
+    included: as a header holds it, and as records authenticate it (RECORDS.md 4.4)."""
     parts = [_U16.pack(len(context))]
     for key, value in context:
         raw_key, raw_value = key.encode("utf-8"), value.encode("utf-8")
@@ -278,7 +282,7 @@ class HeaderWriter:
         layer's :func:`encode_wrapped_keys`."""
         if len(salt) != SALT_BYTES:
             raise ValueError(f"salt must be {SALT_BYTES} bytes")
-        context_bytes = _encode_context_bytes(context)
+        context_bytes = context_encoding(context)
         rest = [context_bytes, self._layer_count]
         for algorithm, commitment, wrapped in zip(
             self._algorithms, commitments, wrapped_keys, strict=True
@@ -331,7 +335,7 @@ def authenticated_header_bytes(header: Header) -> bytes:
         _AUTHENTICATED_LABEL
         + _AUTHENTICATED_FIXED.pack(header.version, header.suite, header.frame_size),
         header.salt,
-        _encode_context_bytes(header.context),
+        context_encoding(header.context),
         [bytes((layer.algorithm,)) for layer in header.layers],
         [layer.commitment for layer in header.layers],
     )
@@ -456,6 +460,21 @@ def read_header(data: bytes | bytearray | memoryview) -> tuple[Header, int, byte
     # Section 4: version, suite, frame size, salt, context, layer count, then each layer's
     # algorithm and commitment; the fixed fields sit at offsets 4-5 and 10-45.
     authenticated = [_AUTHENTICATED_LABEL, raw[4:6], raw[10:pos]]
+    layers, pos = read_layers(raw, pos, end, layer_count, authenticated)
+
+    if pos != end:
+        raise FormatError("header has trailing bytes")
+    header = Header(_SUITE_BY_ID[suite], frame_size, salt, tuple(context), layers, version)
+    return header, end, b"".join(authenticated)
+
+
+def read_layers(
+    raw: bytes, pos: int, end: int, layer_count: int, authenticated: list[bytes]
+) -> tuple[tuple[LayerHeader, ...], int]:
+    """Parse ``layer_count`` layers (section 2.2) from ``raw[pos:end]``; returns them and the
+    offset after the last. Each layer's algorithm and commitment bytes are appended to
+    ``authenticated`` as they stand. Shared by message headers and key-set documents
+    (RECORDS.md section 3), which hold their layers alike."""
     layers: list[LayerHeader] = []
     seen_ids: set[str] = set()
     for _ in range(layer_count):
@@ -496,8 +515,4 @@ def read_header(data: bytes | bytearray | memoryview) -> tuple[Header, int, byte
             records.append(WrappedKeyRecord(key_id, wrap, raw[pos : pos + wrapped_length]))
             pos += wrapped_length
         layers.append(LayerHeader(algorithm, commitment, tuple(records)))
-
-    if pos != end:
-        raise FormatError("header has trailing bytes")
-    header = Header(_SUITE_BY_ID[suite], frame_size, salt, tuple(context), tuple(layers), version)
-    return header, end, b"".join(authenticated)
+    return tuple(layers), pos

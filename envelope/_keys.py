@@ -23,7 +23,7 @@ from ._errors import DecryptionError, KeyAccessError
 from ._files import atomic_output
 from ._limits import MAX_KEY_ID_BYTES
 
-__all__ = ["KeyEncryptionKey", "LocalKey", "WrappedKey"]
+__all__ = ["KeyEncryptionKey", "LocalKey", "WrappedKey", "wrap_needs_secret"]
 
 #: Data keys are AES-256 keys.
 DATA_KEY_BYTES = 32
@@ -62,6 +62,15 @@ class KeyEncryptionKey(Protocol):
     Optional async twins: a KEK may also define ``async def wrap_key_async(data_key)`` and
     ``async def unwrap_key_async(wrapped)`` with the same contract; ``Envelope.encrypt_async``
     and ``decrypt_async`` await them and call the sync methods of KEKs that lack them.
+
+    Optional ``wrap_needs_secret(wrapped) -> bool``: whether ``wrapped`` (a wrapped key this
+    KEK made or unwrapped) can only have been made by a holder of this KEK's secret: true for
+    a symmetric key (a :class:`LocalKey`, a Key Vault ``oct``/``oct-HSM`` key), false for a
+    public-key wrap, which anyone holding the public key can make. A KEK that lacks it counts
+    as public. Compact records trust a stored key set for writing only when each of its data
+    keys came from such a wrap (``docs/RECORDS.md`` section 5.5), so a KEK that answers true
+    promises that nobody without its secret can make a wrapped key that it unwraps to a data
+    key of their choosing.
     """
 
     @property
@@ -80,6 +89,13 @@ class KeyEncryptionKey(Protocol):
     def unwrap_key(self, wrapped: WrappedKey) -> bytes:
         """Recover the data key from ``wrapped``."""
         ...
+
+
+def wrap_needs_secret(kek: KeyEncryptionKey, wrapped: WrappedKey) -> bool:
+    """Whether only a holder of ``kek``'s secret can have made ``wrapped`` (see
+    :class:`KeyEncryptionKey`); False for a KEK that does not say."""
+    says = getattr(kek, "wrap_needs_secret", None)
+    return says is not None and says(wrapped) is True
 
 
 _LOCAL_ALGORITHM = "A256GCM"
@@ -155,6 +171,11 @@ class LocalKey:
             return self._aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], self._aad)
         except InvalidTag:
             raise DecryptionError() from None
+
+    def wrap_needs_secret(self, wrapped: WrappedKey) -> bool:
+        """Always: a wrapped key this key unwraps authenticated under AES-256-GCM with it,
+        so only a holder of the key can have made it."""
+        return True
 
     # The async twins let a LocalKey share an envelope with remote KEKs under asyncio; the
     # work is microseconds of AES-GCM, so there is nothing to hand off to a thread.

@@ -14,52 +14,79 @@
 
 The sync and asyncio paths sit side by side, in the same order; what does no I/O lives once,
 in :class:`_LayerAttempt`.
+
+The layers come from a message header (``docs/FORMAT.md``) or from a key-set document
+(``docs/RECORDS.md``): anything with a suite, a salt and layers, whose commitments an
+``info`` function's derivation input gives (``kdf_info`` for messages).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ._cache import UnwrapCache
 from ._datakeys import Layers, gather_all, to_wrapped_key
 from ._engine import commitments_match, derive_layer_key, kdf_info, suite_available
 from ._errors import DecryptionError, EnvelopeError, FormatError, KeyAccessError
-from ._format import Header, WrappedKeyRecord
-from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey
+from ._format import Aead, LayerHeader, Suite, WrappedKeyRecord
+from ._keys import DATA_KEY_BYTES, KeyEncryptionKey, WrappedKey, wrap_needs_secret
 
-__all__ = ["LayerKeys", "Unwrapper"]
+__all__ = ["Committed", "LayerKeys", "Unwrapper", "check_suite"]
 
 #: The (KEK, wrapped key) pairs to try for one layer, in order.
 Candidates = tuple[tuple[KeyEncryptionKey, WrappedKeyRecord], ...]
 
 
+class Committed(Protocol):
+    """What unwrapping needs of a message header or a key-set document: each layer's
+    algorithm, commitment and wrapped keys, and the suite and salt its derivation takes."""
+
+    @property
+    def suite(self) -> Suite: ...
+
+    @property
+    def salt(self) -> bytes: ...
+
+    @property
+    def layers(self) -> tuple[LayerHeader, ...]: ...
+
+
 class LayerKeys(NamedTuple):
-    """A layer's data key, verified against its commitment, and its message key."""
+    """A layer's data key, verified against its commitment, and its message key.
+
+    ``secret``: whether the data key came from a wrapped key that only a holder of its KEK's
+    secret can make (``wrap_needs_secret``), as opposed to a public-key wrap, which anyone
+    can make of a data key of their choosing. A fresh data key counts as secret."""
 
     data_key: bytes
     message_key: bytes
+    secret: bool = True
 
 
 class Unwrapper:
     """Recovers the data keys of messages for one envelope's layers."""
 
-    __slots__ = ("_cache", "_layers")
+    __slots__ = ("_cache", "_info", "_layers")
 
-    def __init__(self, layers: Layers, cache: UnwrapCache | None) -> None:
+    def __init__(
+        self,
+        layers: Layers,
+        cache: UnwrapCache | None,
+        *,
+        info: Callable[[Suite, int, Aead], bytes] = kdf_info,
+    ) -> None:
+        """``info(suite, index, algorithm)`` is the constant part of a layer's derivation
+        input, the salt its variable part: messages' ``kdf_info`` unless told otherwise."""
         self._layers = layers
         self._cache = cache
+        self._info = info
 
-    def plan(self, header: Header) -> list[Candidates]:
+    def plan(self, header: Committed) -> list[Candidates]:
         """Each layer's candidates. Pure: no KEK is used, so a header naming a key this
         envelope was not configured with never causes a connection."""
-        if not suite_available(header.suite):
-            raise FormatError(
-                f"this message uses suite {int(header.suite)} (keyed BLAKE2b, FORMAT.md section "
-                "5.2), which this Python cannot compute (a FIPS build, or one without "
-                "CPython's BLAKE2); decrypt it where keyed BLAKE2b is available"
-            )
+        check_suite(header.suite)
         if len(header.layers) != len(self._layers):
             raise KeyAccessError(
                 f"message has {len(header.layers)} layer(s); this envelope is configured "
@@ -84,33 +111,34 @@ class Unwrapper:
             plan.append(tuple(candidates))
         return plan
 
-    def unwrap(self, header: Header) -> list[LayerKeys]:
+    def unwrap(self, header: Committed) -> list[LayerKeys]:
         """Every layer's keys, the layers one after the other."""
         plan = self.plan(header)
         return [self._unwrap_layer(index, header, pairs) for index, pairs in enumerate(plan)]
 
-    async def unwrap_async(self, header: Header) -> list[LayerKeys]:
+    async def unwrap_async(self, header: Committed) -> list[LayerKeys]:
         """The asyncio twin of :meth:`unwrap`: the layers are unwrapped concurrently."""
         plan = self.plan(header)
         return await gather_all(
             [self._unwrap_layer_async(index, header, pairs) for index, pairs in enumerate(plan)]
         )
 
-    def _unwrap_layer(self, index: int, header: Header, candidates: Candidates) -> LayerKeys:
-        attempt = _LayerAttempt(index, header)
+    def _unwrap_layer(self, index: int, header: Committed, candidates: Candidates) -> LayerKeys:
+        attempt = _LayerAttempt(index, header, self._info)
         for kek, record in candidates:
             with attempt:
-                if found := attempt.keys(self._data_key(attempt, kek, record)):
+                if found := attempt.keys(self._data_key(attempt, kek, record), kek, record):
                     return found
         raise attempt.error()
 
     async def _unwrap_layer_async(
-        self, index: int, header: Header, candidates: Candidates
+        self, index: int, header: Committed, candidates: Candidates
     ) -> LayerKeys:
-        attempt = _LayerAttempt(index, header)
+        attempt = _LayerAttempt(index, header, self._info)
         for kek, record in candidates:
             with attempt:
-                if found := attempt.keys(await self._data_key_async(attempt, kek, record)):
+                data_key = await self._data_key_async(attempt, kek, record)
+                if found := attempt.keys(data_key, kek, record):
                     return found
         raise attempt.error()
 
@@ -145,22 +173,28 @@ class _LayerAttempt:
 
     __slots__ = ("_access", "_index", "_info", "_integrity", "_layer", "_salt", "_suite")
 
-    def __init__(self, index: int, header: Header) -> None:
+    def __init__(
+        self, index: int, header: Committed, info: Callable[[Suite, int, Aead], bytes]
+    ) -> None:
         self._index = index
         self._layer = header.layers[index]
         self._suite = header.suite
-        self._info = kdf_info(header.suite, index, self._layer.algorithm)
+        self._info = info(header.suite, index, self._layer.algorithm)
         self._salt = header.salt
         self._access: list[KeyAccessError] = []
         self._integrity = False
 
-    def keys(self, data_key: bytes | None) -> LayerKeys | None:
-        """The layer's keys if ``data_key`` matches its commitment; otherwise the failure
-        is noted as an integrity failure and None returned."""
+    def keys(
+        self, data_key: bytes | None, kek: KeyEncryptionKey, record: WrappedKeyRecord
+    ) -> LayerKeys | None:
+        """The layer's keys if ``data_key`` (what ``kek`` unwrapped ``record`` to) matches its
+        commitment; otherwise the failure is noted as an integrity failure and None
+        returned."""
         if data_key is not None:
             message_key = self._message_key(data_key)
             if message_key is not None:
-                return LayerKeys(data_key, message_key)
+                secret = wrap_needs_secret(kek, to_wrapped_key(record))
+                return LayerKeys(data_key, message_key, secret)
         self._integrity = True
         return None
 
@@ -207,6 +241,18 @@ class _LayerAttempt:
             return None
         message_key, commitment = derive_layer_key(self._suite, data_key, self._info, self._salt)
         return message_key if commitments_match(self._layer.commitment, commitment) else None
+
+
+def check_suite(suite: Suite, what: str = "message") -> None:
+    """A :class:`~envelope.FormatError` for a suite this Python cannot compute: it is
+    reported before anything else is done with the ``what`` (a message's header, a key-set
+    document) that names it."""
+    if not suite_available(suite):
+        raise FormatError(
+            f"this {what} uses suite {int(suite)} (keyed BLAKE2b, FORMAT.md section 5.2), "
+            "which this Python cannot compute (a FIPS build, or one without CPython's "
+            "BLAKE2); decrypt it where keyed BLAKE2b is available"
+        )
 
 
 async def _unwrap_async(kek: KeyEncryptionKey, wrapped: WrappedKey) -> bytes:

@@ -73,6 +73,8 @@ _UNWRAP_LENGTHS = {
     "A256KW": range(DATA_KEY_BYTES + 8, DATA_KEY_BYTES + 9),
     "CKM_AES_KEY_WRAP_PAD": range(DATA_KEY_BYTES + 8, DATA_KEY_BYTES + 9),
 }
+#: The wraps only the vault can make (symmetric keys); RSA-OAEP wraps need the public key.
+_SECRET_WRAPS = frozenset({"A256KW", "CKM_AES_KEY_WRAP_PAD"})
 _OAEP_SHA256 = padding.OAEP(
     mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
 )
@@ -363,6 +365,15 @@ class KeyVaultKey:
         marked down: its next request is sent at once. For tests that break a vault on
         purpose and then mend it; in production the breaker finds out by itself."""
         reset_vaults(vault_url)
+
+    def wrap_needs_secret(self, wrapped: WrappedKey) -> bool:
+        """Whether ``wrapped`` is a symmetric key's wrap (``A256KW``, ``CKM_AES_KEY_WRAP_PAD``:
+        an ``oct``/``oct-HSM`` key), which only the vault can make; an RSA wrap (RSA-OAEP)
+        is made with the public key, by anyone. For a wrapped key this key unwrapped, the
+        algorithm is the one the vault applied: it applies key-wrap algorithms only with
+        symmetric keys and RSA-OAEP only with RSA keys, so an unwrap under an algorithm
+        that does not fit the key fails."""
+        return wrapped.algorithm in _SECRET_WRAPS
 
     # -- lifecycle ----------------------------------------------------------------------
 

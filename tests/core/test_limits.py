@@ -1,6 +1,7 @@
 # mypy: allow-untyped-defs, allow-incomplete-defs
-"""Each limit is defined once, in ``envelope._limits``, with the value FORMAT.md section 6
-gives it, and what a KEK returns is held to the same limits as what a header may carry."""
+"""Each limit is defined once, in ``envelope._limits``, with the value FORMAT.md section 6 or
+RECORDS.md section 7 gives it, and what a KEK returns is held to the same limits as what a
+header may carry."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = Path(envelope.__file__).resolve().parent
 
 
-def _spec_limits() -> dict[str, int]:
-    text = (ROOT / "docs" / "FORMAT.md").read_text(encoding="utf-8")
-    section = text.split("## 6. Limits", 1)[1].split("\n## ", 1)[0]
+def _spec_limits(document: str, heading: str) -> dict[str, int]:
+    text = (ROOT / "docs" / document).read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([A-Z_]+)` \| ([0-9^]+) \|", section, flags=re.MULTILINE)
-    assert rows, "FORMAT.md section 6 has no limits table"
+    assert rows, f"{document} has no limits table under {heading!r}"
     values = {}
     for name, value in rows:
         base, _, exponent = value.partition("^")
@@ -31,8 +32,11 @@ def _spec_limits() -> dict[str, int]:
     return values
 
 
-def test_limits_module_is_the_spec_table():
-    spec = _spec_limits()
+def test_limits_module_is_the_spec_tables():
+    messages = _spec_limits("FORMAT.md", "## 6. Limits")
+    records = _spec_limits("RECORDS.md", "## 7. Limits")
+    assert not set(messages) & set(records), "a limit is named in both documents"
+    spec = {**messages, **records}
     assert sorted(limits.__all__) == sorted(spec)
     assert {name: getattr(limits, name) for name in limits.__all__} == spec
 

@@ -366,9 +366,20 @@ def test_rewrap_to_a_new_version_and_to_a_new_vault(vault):
         assert bytes(rewrapped)[inspect(rewrapped).header_length :] == body
         assert env.decrypt(rewrapped) == b"payload"
 
-        moved_name = unique("oct")
-        second_vault.create_key(moved_name, "oct-HSM")
-        with kek(second_vault, moved_name) as new_key, admin(vault) as client:
+        moved_name = unique("rsa")
+        second_vault.create_key(moved_name)
+        symmetric_name = unique("oct")
+        second_vault.create_key(symmetric_name, "oct-HSM")
+        with (
+            kek(second_vault, moved_name) as new_key,
+            kek(second_vault, symmetric_name) as symmetric,
+            admin(vault) as client,
+        ):
+            # Not to a symmetric key: the data key came from an RSA wrap, which anyone
+            # holding the public key can make, and an oct-HSM wrap would vouch for it
+            # (FORMAT.md section 7).
+            with pytest.raises(KeyAccessError, match="public-key wrap"):
+                Envelope([[symmetric, old_key], local]).rewrap(blob)
             migrating = Envelope([[new_key, old_key], local])
             moved = migrating.rewrap(blob)
             assert inspect(moved).layers[0].key_ids[1] == newest
