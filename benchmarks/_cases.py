@@ -20,6 +20,7 @@ from typing import Any
 from envelope import Envelope, LocalKey
 
 from . import _contenders as c
+from ._blob import CSE_V2, ENVELOPE_BLOB, PLAIN, REUPLOAD, REWRAP, blob_contenders
 from ._keyvault import cache_options, keyvault_case, keyvault_load_case
 from ._plan import KiB, MiB, Plan
 from ._recorder import Recorder, size_label, timing_fields
@@ -420,6 +421,66 @@ def key_vault(plan: Plan, recorder: Recorder) -> None:
     recorder.target("Key Vault messages/s, cache vs none", outcome["speedup"], ">=", 50, "x")
 
 
+BLOB_GROUP = "blob storage"
+REWRAP_TARGET = "Blob rewrap: header only vs re-upload (x faster)"
+
+
+def blob_storage(plan: Plan, recorder: Recorder) -> None:
+    """envelope.blob vs azure-storage-blob's client-side encryption v2 vs no encryption,
+    against Azurite; then a header-only rewrap vs a re-upload."""
+    size = plan.blob_size
+    recorder.progress.step(f"Azurite, {size_label(size)} blobs")
+    try:
+        with blob_contenders(size) as operations:
+            stats = {
+                op: recorder.measure(
+                    BLOB_GROUP,
+                    op,
+                    size,
+                    contenders,
+                    rounds=plan.blob_rounds,
+                    min_sample_s=plan.min_sample_s,
+                    warmup=False,
+                )
+                for op, contenders in operations.items()
+            }
+    except c.Unavailable as exc:
+        reason = str(exc)
+        recorder.skip(BLOB_GROUP, ENVELOPE_BLOB, reason)
+        recorder.cases["blob"] = {"status": "skipped", "reason": reason}
+        for name in (f"Blob {op}: envelope / CSE v2" for op in ("upload", "download")):
+            recorder.target(name, None, ">=", 0.8, "x", reason=reason)
+        recorder.target(REWRAP_TARGET, None, ">=", 20, "x", reason=reason)
+        return
+    recorder.cases["blob"] = {"status": "ok", "size": size, "concurrency": 4}
+    for op in ("upload", "download"):
+        context = {"group": BLOB_GROUP, "op": op, "size": size}
+        recorder.ratio(
+            f"Blob {op}: envelope / CSE v2",
+            stats[op],
+            ENVELOPE_BLOB,
+            CSE_V2,
+            target=0.8,
+            context=context,
+        )
+        recorder.ratio(
+            f"Blob {op}: envelope / no encryption",
+            stats[op],
+            ENVELOPE_BLOB,
+            PLAIN,
+            context=context,
+        )
+    recorder.ratio(
+        "Blob rewrap vs re-upload",
+        stats["rotate"],
+        REWRAP,
+        REUPLOAD,
+        target=20,
+        target_name=REWRAP_TARGET,
+        context={"group": BLOB_GROUP, "op": "rotate", "size": size},
+    )
+
+
 def thread_scaling(plan: Plan, recorder: Recorder) -> None:
     """One large message on 1, 2, 4 ... workers up to every CPU: into a reused buffer (the
     CPU-bound path) and through the plain API (fresh output, page faults included)."""
@@ -503,6 +564,7 @@ CASES: tuple[tuple[str, Callable[[Plan, Recorder], None]], ...] = (
     ("key vault", key_vault),
     ("key vault under load", key_vault_load),
     ("records", records_case),
+    ("blob", blob_storage),
 )
 
 

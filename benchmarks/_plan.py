@@ -23,6 +23,7 @@ _FULL_SECONDS = {
     "key vault": 13.0,
     "key vault under load": 100.0,
     "records": 15.0,
+    "blob": 60.0,
 }
 _QUICK_SECONDS = {
     "one-shot": 6.0,
@@ -35,6 +36,7 @@ _QUICK_SECONDS = {
     "key vault": 4.0,
     "key vault under load": 12.0,
     "records": 5.0,
+    "blob": 15.0,
 }
 
 
@@ -56,6 +58,9 @@ class Plan:
     kv_cached: int
     kv_uncached: int
     kv_budget_s: float
+    #: Blob Storage: the size of the blob, and the interleaved rounds of each operation.
+    blob_size: int
+    blob_rounds: int
     #: The peers are measured up to this size, that of the targets: beyond it a call takes
     #: them seconds (the AWS Encryption SDK is flat from 1 MiB up, Tink falls off).
     peer_max_size: int
@@ -79,6 +84,8 @@ class Plan:
             kv_cached=10_000,
             kv_uncached=100,
             kv_budget_s=15.0,
+            blob_size=64 * MiB,
+            blob_rounds=3,
             peer_max_size=64 * MiB,
         )
 
@@ -99,6 +106,8 @@ class Plan:
             kv_cached=100,
             kv_uncached=5,
             kv_budget_s=3.0,
+            blob_size=8 * MiB,
+            blob_rounds=2,
             peer_max_size=64 * MiB,
         )
 

@@ -60,6 +60,25 @@ def busy_note(recorder: Recorder) -> dict[str, Any]:
     return {"others_cpu_share_mean": mean, "others_cpu_share_max": peak, "busy": peak > 0.10}
 
 
+def _blob_section(blob: dict[str, Any] | None, results: list[dict[str, Any]]) -> list[str]:
+    """The Blob Storage table: every contender of each operation, then what rotate means."""
+    if blob is None:
+        return []
+    title = ["", "Blob Storage (Azurite over TLS on loopback, 4 requests at a time)"]
+    if blob["status"] != "ok":
+        return [*title, f"  skipped: {blob['reason']}"]
+    rows = [
+        [r["impl"], r["op"], size_label(r["size"]), _rate(r), f"{r['median_s']:.3f}"]
+        for r in results
+        if r["group"] == "blob storage"
+    ]
+    note = (
+        "  rotate: envelope rewrites the header block only; azure-storage-blob's encryption "
+        "has no rewrap, so rotating its key means downloading and uploading the blob again."
+    )
+    return [*title, *table(["implementation", "operation", "blob", "MB/s", "median s"], rows), note]
+
+
 def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds: float) -> str:
     results = recorder.results
     out: list[str] = []
@@ -228,6 +247,7 @@ def render(recorder: Recorder, machine: dict[str, Any], *, quick: bool, seconds:
     out += _key_vault_load(recorder.cases.get("key_vault_load"))
     for case in recorder.cases.values():
         out += case.get("table", [])  # cases that bring a table of their own
+    out += _blob_section(recorder.cases.get("blob"), results)
 
     out += ["", "Targets (the benchmark never fails on speed)"]
     rows = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 
-__all__ = ["Buffer", "contiguous", "fresh_output", "writable"]
+__all__ = ["Buffer", "contiguous", "fresh_output", "wipe", "writable"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -56,3 +56,15 @@ def fresh_output(size: int) -> bytearray:
     if size < LAZY_OUTPUT_BYTES or _uninitialised is None:
         return bytearray(size)
     return _uninitialised(None, size)
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def wipe(buffer: bytearray | memoryview) -> None:
+    """Zero ``buffer`` in place, a MiB at a time (``buffer[:] = bytes(n)`` would first
+    allocate a second buffer of its size)."""
+    view = memoryview(buffer).cast("B")
+    for start in range(0, len(view), len(_ZEROS)):
+        part = view[start : start + len(_ZEROS)]
+        part[:] = _ZEROS[: len(part)]

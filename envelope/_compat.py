@@ -41,6 +41,7 @@ __all__ = [
     "httpcore_pool_proxy_url",
     "httpx_client_mounted_transports",
     "httpx_client_transport",
+    "httpx_transport_network_backend",
     "mark_azure_response_closed",
     "private_use_problems",
     "wrap_httpx_client_transports",
@@ -95,6 +96,15 @@ def wrap_httpx_client_transports(
         pattern: None if transport is None else wrap(transport)
         for pattern, transport in client._mounts.items()
     }
+
+
+def httpx_transport_network_backend(
+    transport: httpx.HTTPTransport | httpx.AsyncHTTPTransport, backend: Any
+) -> None:
+    """Make ``transport``'s connection pool open its connections through ``backend`` (an
+    httpcore ``NetworkBackend``): ``transport._pool._network_backend``. httpx builds the
+    pool itself and takes no backend."""
+    transport._pool._network_backend = backend
 
 
 # -- azure-core: the response an azure-core transport returns ------------------------------
@@ -212,6 +222,30 @@ def _check_wrapped_transports_carry_requests() -> None:
         default.close()
 
 
+def _check_network_backend() -> None:
+    import httpcore  # noqa: PLC0415
+
+    class Marker(Exception):
+        pass
+
+    class Refusing(httpcore.NetworkBackend):
+        def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+            raise Marker
+
+    transport = httpx.HTTPTransport()
+    httpx_transport_network_backend(transport, Refusing())
+    request = httpx.Request("GET", "http://127.0.0.1:9/")
+    try:
+        transport.handle_request(request)
+    except Marker:
+        return
+    except Exception as exc:
+        raise _Broken(f"the connection was not opened by the backend set ({exc!r})") from exc
+    finally:
+        transport.close()
+    raise _Broken("a request was answered without the backend set")
+
+
 def _response_keywords(request: HttpRequest, internal: object) -> dict[str, Any]:
     """The keywords envelope's azure-core transports pass to the response classes."""
     return {
@@ -315,6 +349,11 @@ PRIVATE_USES: tuple[PrivateUse, ...] = (
         "httpx",
         "httpx.Client._transport and ._mounts, replaced",
         _check_wrapped_transports_carry_requests,
+    ),
+    PrivateUse(
+        "httpx",
+        "httpx.HTTPTransport._pool._network_backend (httpcore)",
+        _check_network_backend,
     ),
     PrivateUse(
         "azure-core",

@@ -120,6 +120,10 @@ class DataKeys:
             records.append(to_record(kek, wrapped))
         return tuple(records)
 
+    async def wrap_async(self, index: int, data_key: bytes) -> tuple[WrappedKeyRecord, ...]:
+        """The asyncio twin of :meth:`wrap`: the KEKs of the layer are awaited at once."""
+        return tuple(await gather_all([_wrap_async(kek, data_key) for kek in self._layers[index]]))
+
 
 def _new_keys(count: int) -> list[bytes]:
     # One call to the OS for every layer's key: at 1 KiB each call is a visible cost.

@@ -8,6 +8,7 @@ its concept.
 ``_message``            header ‖ body in one piece: new headers, body ciphers, rewrap
 ``_streams``            frame loops in constant memory
 ``_files``              crash-safe file output, header-only rewrite of a file
+``_bodies``             a body in pieces: sealed into buffers, opened by frame index
 ``_inspect``            a header read without keys
 ======================  ==================================================================
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+from ._bodies import BodyWriter, StoredBody
 from ._buffers import Buffer, contiguous, fresh_output, writable
 from ._cache import DataKeyCache, UnwrapCache
 from ._config import LayerSpec, check_frame_size, check_optional, layer_algorithms, layer_keks
@@ -296,7 +298,44 @@ class Envelope:
         crash at any moment leaves either; it keeps the old file's permission bits."""
         replace_header(path, read_header_bytes, lambda old: self._rewrap_header(old)[0])
 
-    # -- internals ----------------------------------------------------------------------
+    # -- a message in pieces, for storage back ends (envelope.blob) -----------------------
+
+    def _begin_body(self, context: Mapping[str, str] | None) -> tuple[bytes, BodyWriter]:
+        """The header of a new message with fresh data keys, and the writer of its body."""
+        encoded = encode_context(context)
+        header, cipher = self._writer.begin(encoded, self._data_keys.fresh(), self._frame_size)
+        return header, BodyWriter(cipher)
+
+    async def _begin_body_async(
+        self, context: Mapping[str, str] | None
+    ) -> tuple[bytes, BodyWriter]:
+        """The asyncio twin of :meth:`_begin_body`."""
+        encoded = encode_context(context)
+        data_keys = await self._data_keys.fresh_async()
+        header, cipher = self._writer.begin(encoded, data_keys, self._frame_size)
+        return header, BodyWriter(cipher)
+
+    def _open_body(
+        self, header: Buffer, message_length: int, context: Mapping[str, str] | None
+    ) -> tuple[StoredBody, int]:
+        """The body of a stored message of ``message_length`` bytes whose first bytes (at
+        least its header) are ``header``, ready to open by frame index; and the header's
+        length. The context and key ids are checked, then the data keys unwrapped."""
+        parsed, header_length, authenticated = parse_header(
+            contiguous(header), encode_context(context)
+        )
+        keys = self._unwrapper.unwrap(parsed)
+        return _stored(parsed, authenticated, keys, message_length - header_length), header_length
+
+    async def _open_body_async(
+        self, header: Buffer, message_length: int, context: Mapping[str, str] | None
+    ) -> tuple[StoredBody, int]:
+        """The asyncio twin of :meth:`_open_body`."""
+        parsed, header_length, authenticated = parse_header(
+            contiguous(header), encode_context(context)
+        )
+        keys = await self._unwrapper.unwrap_async(parsed)
+        return _stored(parsed, authenticated, keys, message_length - header_length), header_length
 
     def _rewrap_header(self, view: memoryview) -> tuple[bytes, int]:
         """The header at the start of ``view`` with its data keys wrapped under this
@@ -307,6 +346,17 @@ class Envelope:
             self._data_keys.wrap(index, k.data_key, secret=k.secret) for index, k in enumerate(keys)
         ]
         return rewrapped_header(header, wrapped), header_length
+
+    async def _rewrap_header_async(self, view: memoryview) -> tuple[bytes, int]:
+        """The asyncio twin of :meth:`_rewrap_header`: every KEK is awaited."""
+        header, header_length = decode_header(view)
+        keys = await self._unwrapper.unwrap_async(header)
+        wrapped = [
+            await self._data_keys.wrap_async(index, k.data_key) for index, k in enumerate(keys)
+        ]
+        return rewrapped_header(header, wrapped), header_length
+
+    # -- internals ----------------------------------------------------------------------
 
     def _one_shot(
         self, context: Context, data_keys: Sequence[DataKey], nbytes: int
@@ -357,3 +407,9 @@ def _cipher(
 ) -> FrameCipher:
     """The cipher for a body under ``header`` once every layer's keys are unwrapped."""
     return body_cipher(header, authenticated, [k.message_key for k in keys], largest_frame)
+
+
+def _stored(
+    header: Header, authenticated: bytes, keys: Sequence[LayerKeys], body_length: int
+) -> StoredBody:
+    return StoredBody(_cipher(header, authenticated, keys, MAX_FRAME_SIZE), body_length)

@@ -13,7 +13,7 @@ from ._errors import DecryptionError
 from ._format import Header, decode_header
 from ._streams import Readable, read_header_bytes
 
-__all__ = ["LayerInfo", "MessageInfo", "inspect"]
+__all__ = ["LayerInfo", "MessageInfo", "header_info", "inspect"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,13 @@ def inspect(message: Buffer | Readable | str | os.PathLike[str]) -> MessageInfo:
         return _info(header, header_length, len(view) - header_length)
     header, header_length = decode_header(read_header_bytes(message))
     return _info(header, header_length, None)
+
+
+def header_info(header: Buffer, message_length: int) -> MessageInfo:
+    """What a stored message's header says, from its first bytes (at least the header) and
+    the whole message's length (for ``plaintext_length``)."""
+    parsed, header_length = decode_header(contiguous(header))
+    return _info(parsed, header_length, message_length - header_length)
 
 
 def _info(header: Header, header_length: int, body_length: int | None) -> MessageInfo:

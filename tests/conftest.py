@@ -1,10 +1,16 @@
 """Fixtures and helpers shared by several areas: the LocalKeyVault of a test module (core's
 cache and asyncio tests, keyvault, testing), clients and KEKs over it with small backoffs and
 short timeouts, so that failure paths stay fast, a credential with a fixed token (testing,
-transport), and round trips from many threads at once (core, keyvault)."""
+transport), and round trips from many threads at once (core, keyvault).
+
+The whole test process runs behind a tripwire (an audit hook): a connection to any address
+beyond loopback fails before it is attempted, and every connection and name lookup is
+recorded, so a test can show what its code tried (``network_log``)."""
 
 from __future__ import annotations
 
+import ipaddress
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +25,62 @@ from envelope import Envelope
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
 
+from .azurite import Azurite, start_azurite
+
 T = TypeVar("T")
+
+
+class NetworkLog:
+    """Every ``socket.connect`` (host) and ``socket.getaddrinfo`` (name) of the process, in
+    order; connections beyond loopback are refused before they are attempted."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if event == "socket.connect":
+            address = args[1]
+            if not isinstance(address, tuple) or not address:
+                return  # a unix socket
+            host = str(address[0])
+            self._add("connect", host)
+            if not _is_loopback(host):
+                raise ConnectionRefusedError(
+                    f"test tripwire: refused a connection to {host}, which is beyond loopback"
+                )
+        elif event == "socket.getaddrinfo":
+            self._add("getaddrinfo", str(args[0]))
+
+    def _add(self, kind: str, host: str) -> None:
+        with self._lock:
+            self.events.append((kind, host))
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.events)
+
+    def since(self, mark: int) -> list[tuple[str, str]]:
+        with self._lock:
+            return self.events[mark:]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+NETWORK = NetworkLog()
+sys.addaudithook(NETWORK.audit)
+
+
+@pytest.fixture
+def network_log() -> NetworkLog:
+    """The process's network log (see the module docstring); ``mark()`` then ``since()``."""
+    return NETWORK
+
 
 TIMEOUTS = {"connection_timeout": 5, "read_timeout": 10}
 
@@ -30,6 +91,13 @@ FAST = {
     "read_timeout": 5.0,
     "timeout": 10.0,
 }
+
+
+@pytest.fixture(scope="module")
+def azurite() -> Iterator[Azurite]:
+    """Azurite over HTTPS on 127.0.0.1, one per test module (``tests/azurite.py``)."""
+    with start_azurite() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

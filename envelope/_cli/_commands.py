@@ -381,6 +381,63 @@ def _target_ids(built: Built) -> tuple[tuple[str, ...], ...]:
     )
 
 
+@cli.command("rewrap-blobs")
+@click.argument("container_url", metavar="CONTAINER_URL")
+@click.option("--prefix", default="", help="Only the blobs whose names start with PREFIX.")
+@click.option(
+    "--account-name",
+    envvar="AZURE_STORAGE_ACCOUNT",
+    metavar="NAME",
+    help="The storage account, when CONTAINER_URL's host does not name it (a custom "
+    "domain): the blobs' binding names it, and so does AZURE_STORAGE_KEY's credential.",
+)
+@_key_options
+@_common
+def rewrap_blobs_command(
+    container_url: str,
+    prefix: str,
+    account_name: str | None,
+    keys: Sequence[str],
+    config: str | None,
+    ca_file: str | None,
+    jobs: int,
+    quiet: bool,
+) -> int:
+    """Rewrap every blob under CONTAINER_URL (https://ACCOUNT.blob.core.windows.net/
+    CONTAINER) whose name starts with --prefix: the header block of each only, in place,
+    several blobs at once (-j, default 8). Run it again after an interruption: the blobs
+    already done are skipped, judged by the key ids in each header, which nothing
+    authenticates until a blob is read: read the blobs back with the new keys before
+    retiring an old one.
+
+    \b
+    Storage credentials: a SAS in the URL; else the account key in AZURE_STORAGE_KEY;
+    else the Key Vault credential (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET,
+    or managed identity and the developer sign-ins). --ca-file also replaces the trusted
+    roots for storage."""
+    from ..blob import secure_container_client  # noqa: PLC0415 - the Storage SDK on use
+    from ..blob._secure import has_sas  # noqa: PLC0415
+    from ._blobs import DEFAULT_JOBS, rewrap_blobs, storage_credential  # noqa: PLC0415
+
+    recipe = load_recipe(keys, config, (), ca_file)
+    built = recipe.build()
+    try:
+        assert built.remote is not None
+        policy, fallback = built.remote()
+        credential = storage_credential(container_url, fallback, account_name)
+        container = secure_container_client(container_url, credential, tls_policy=policy)
+        built.closers.append(container.close)
+        if credential is None and not has_sas(container_url):
+            # The library's default credential, made for this container: closed with it.
+            built.closers.append(container.credential.close)
+        target_ids = _target_ids(built)
+        reporter = make_reporter(quiet)
+        jobs = jobs or DEFAULT_JOBS
+        return rewrap_blobs(container, prefix, built, target_ids, reporter, jobs, account_name)
+    finally:
+        built.close()
+
+
 # -- inspect -----------------------------------------------------------------------------------
 
 

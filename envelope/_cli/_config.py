@@ -69,7 +69,7 @@ class Recipe:
         except BaseException:
             _close_all(factory.closers)
             raise
-        return Built(envelope, factory.closers)
+        return Built(envelope, factory.closers, factory.remote)
 
 
 class _Keks:
@@ -85,13 +85,18 @@ class _Keks:
             return LocalKey.load(spec[len(LOCAL_PREFIX) :])
         from ..keyvault import KeyVaultKey  # noqa: PLC0415 - the Azure SDK loads only when used
 
-        if self._remote is None:
-            policy = self._tls_policy()
-            self._remote = (policy, self._credential(policy))
-        policy, credential = self._remote
+        policy, credential = self.remote()
         key = KeyVaultKey(spec, credential, tls_policy=policy)
         self.closers.append(key.close)
         return key
+
+    def remote(self) -> tuple[Any, Any]:
+        """The TLS policy of every remote service (``--ca-file``) and the credential of the
+        environment's client secret (None: the library's default credential)."""
+        if self._remote is None:
+            policy = self._tls_policy()
+            self._remote = (policy, self._credential(policy))
+        return self._remote
 
     def _tls_policy(self) -> Any:
         from ..transport import TLSPolicy  # noqa: PLC0415
@@ -136,6 +141,8 @@ _SECRET_VARIABLES = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"
 class Built:
     envelope: Envelope
     closers: list[Callable[[], object]] = field(default_factory=list)
+    #: The TLS policy and credential for remote services (Key Vault, storage), made on use.
+    remote: Callable[[], tuple[Any, Any]] | None = None
 
     def close(self) -> None:
         _close_all(self.closers)

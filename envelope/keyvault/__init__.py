@@ -9,10 +9,13 @@
     outer = KeyVaultKey("https://contoso-hsm.managedhsm.azure.net/keys/outer")
     env = Envelope([inner, outer])
 
-See :class:`KeyVaultKey` for the REST operations used, the version rule of ``can_unwrap``,
+Without a credential, a key uses :class:`DefaultCredential` (``DefaultAzureCredential``,
+TLS-only except managed-identity token requests on the host). See :class:`KeyVaultKey` for
+the REST operations used, the version rule of ``can_unwrap``,
 the credential and TLS defaults, and the time bound of a call.
 """
 
+from ._credential import AsyncDefaultCredential, DefaultCredential
 from ._key import KeyVaultKey
 
-__all__ = ["KeyVaultKey"]
+__all__ = ["AsyncDefaultCredential", "DefaultCredential", "KeyVaultKey"]

@@ -48,6 +48,7 @@ from ..transport import (
     secure_client,
 )
 from ..transport._deadline import deadline
+from ._credential import MAX_REPLY_BYTES, AsyncDefaultCredential, DefaultCredential
 from ._errors import LastReply, key_vault_errors, reply_json
 from ._ids import KeyId, is_loopback, parse_key_id
 from ._vault import Caller, Turn, reset_vaults, vault_of
@@ -77,9 +78,6 @@ _SECRET_WRAPS = frozenset({"A256KW", "CKM_AES_KEY_WRAP_PAD"})
 _OAEP_SHA256 = padding.OAEP(
     mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
 )
-#: The largest reply read from a vault or an identity endpoint. Real ones are a few KiB (a
-#: key bundle of an RSA-8192 key is under 3 KiB, a token reply under 8 KiB).
-MAX_REPLY_BYTES = 64 * 1024
 
 
 class _ThreadedCredential:
@@ -189,9 +187,10 @@ class KeyVaultKey:
 
     ``credential`` is any ``azure.core`` token credential, sync or async (a sync one also
     serves the async methods, through a worker thread). The default is
-    ``DefaultAzureCredential`` with its HTTP traffic on the same TLS-only transport. Managed
-    identity endpoints (IMDS, App Service) are plain http by Azure's design and that
-    transport refuses them: in that case pass ``ManagedIdentityCredential()`` yourself.
+    :class:`~envelope.keyvault.DefaultCredential`: ``DefaultAzureCredential`` with its HTTP
+    traffic on the same TLS-only transport, except managed-identity token requests to the
+    endpoint the environment names on this host (App Service and Functions, Azure Arc) or at
+    IMDS's 169.254.169.254, which are plain http by Azure's design.
 
     ``tls_policy`` (default ``TLSPolicy()``: certifi roots, TLS 1.2+ with AEAD suites) governs
     every connection to the vault and the identity endpoint.
@@ -576,14 +575,10 @@ class KeyVaultKey:
         closers: list[Any] = []
         credential = self._credential
         if credential is None:
-            from azure.identity import DefaultAzureCredential  # noqa: PLC0415
-
-            identity_http = secure_client(self._policy, timeout=self._http_timeout)
-            credential = DefaultAzureCredential(
-                transport=SecureTransport(client=identity_http, max_response_bytes=MAX_REPLY_BYTES),
-                **self._retry,
+            credential = DefaultCredential(
+                self._policy, timeout=self._http_timeout, retry=self._retry
             )
-            closers += [credential.close, identity_http.close]
+            closers.append(credential.close)
         elif _is_async_credential(credential):
             raise TypeError(
                 "this KeyVaultKey has an async credential: use wrap_key_async/unwrap_key_async "
@@ -604,16 +599,10 @@ class KeyVaultKey:
         closers: list[Any] = []
         credential = self._credential
         if credential is None:
-            from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
-
-            identity_http = secure_async_client(self._policy, timeout=self._http_timeout)
-            credential = DefaultAzureCredential(
-                transport=AsyncSecureTransport(
-                    client=identity_http, max_response_bytes=MAX_REPLY_BYTES
-                ),
-                **self._retry,
+            credential = AsyncDefaultCredential(
+                self._policy, timeout=self._http_timeout, retry=self._retry
             )
-            closers += [credential.close, identity_http.aclose]
+            closers.append(credential.close)
         elif not _is_async_credential(credential):
             credential = _ThreadedCredential(credential)
         http = secure_async_client(self._policy, timeout=self._http_timeout, limits=self._limits)

@@ -105,6 +105,9 @@ class IdentityProvider:
         self._lock = threading.Lock()
         self._by_name: dict[str, Identity] = {}
         self._by_client_id: dict[str, Identity] = {}
+        # Workload identity: the service-account token a cluster would project into a pod,
+        # which the identity accepts as a client assertion, per client id.
+        self._assertions: dict[str, str] = {}
 
     def add(self, name: str, permissions: Iterable[str] | None = None) -> Identity:
         granted = ALL_PERMISSIONS if permissions is None else frozenset(permissions)
@@ -135,6 +138,23 @@ class IdentityProvider:
         if identity is None:
             return None
         if not hmac.compare_digest(identity.client_secret.encode(), client_secret.encode()):
+            return None
+        return identity
+
+    def federate(self, name: str) -> str:
+        """A client assertion the identity ``name`` accepts in place of its secret, as a
+        workload identity federation accepts the pod's service-account token."""
+        identity = self.get(name)
+        with self._lock:
+            return self._assertions.setdefault(identity.client_id, secrets.token_urlsafe(48))
+
+    def authenticate_assertion(self, client_id: str, assertion: str) -> Identity | None:
+        identity = self.by_client_id(client_id)
+        with self._lock:
+            expected = self._assertions.get(client_id)
+        if identity is None or expected is None:
+            return None
+        if not hmac.compare_digest(expected.encode(), assertion.encode()):
             return None
         return identity
 

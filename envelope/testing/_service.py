@@ -25,6 +25,9 @@ from ._store import KeyStore, check_name, sweep_rotations
 
 __all__ = ["Request", "Response", "Service", "json_response"]
 
+#: The client-assertion type of workload identity federation (RFC 7523).
+_JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
 logger = logging.getLogger("envelope.testing")
 
 MAX_PAGE = 25
@@ -272,7 +275,7 @@ class Service:
                 "token_endpoint": f"{base}/oauth2/v2.0/token",
                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
                 "jwks_uri": f"{base}/discovery/v2.0/keys",
-                "token_endpoint_auth_methods_supported": ["client_secret_post"],
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
                 "response_types_supported": ["token"],
                 "tenant_region_scope": "local",
             },
@@ -296,11 +299,16 @@ class Service:
         fields = {key: values[0] for key, values in form.items() if values}
         if fields.get("grant_type") != "client_credentials":
             return refuse(400, "unsupported_grant_type", "Only client_credentials is supported.")
-        identity = self.identities.authenticate(
-            fields.get("client_id", ""), fields.get("client_secret", "")
-        )
+        if fields.get("client_assertion_type") == _JWT_BEARER:
+            identity = self.identities.authenticate_assertion(
+                fields.get("client_id", ""), fields.get("client_assertion", "")
+            )
+        else:
+            identity = self.identities.authenticate(
+                fields.get("client_id", ""), fields.get("client_secret", "")
+            )
         if identity is None:
-            return refuse(401, "invalid_client", "Invalid client secret or unknown client.")
+            return refuse(401, "invalid_client", "Invalid client credential or unknown client.")
         scopes = fields.get("scope", "").split()
         audiences = sorted(self.identities.audiences)
         wanted = [aud for aud in audiences if f"{aud}/.default" in scopes]

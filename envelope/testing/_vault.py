@@ -307,6 +307,12 @@ class LocalKeyVault:
         args.update(extra)
         return args
 
+    def federated_token(self, name: str = DEFAULT_IDENTITY) -> str:
+        """The workload-identity token of an identity: what a cluster projects into a pod
+        (the file of ``AZURE_FEDERATED_TOKEN_FILE``), which the identity provider takes as
+        a client assertion for that identity's ``AZURE_CLIENT_ID``."""
+        return self._service.identities.federate(name)
+
     def issue_token(
         self,
         name: str = DEFAULT_IDENTITY,

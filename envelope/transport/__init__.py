@@ -24,6 +24,12 @@ Every refusal raises :class:`envelope.InsecureTransportError` with a ``reason``:
 
 Handshakes never use a context the caller holds: the secure clients copy it, once, into a
 private context (see ``secure_client``).
+
+The one exception to TLS-only is the transport of the library's own credential
+(``envelope.keyvault.DefaultCredential``, module ``_identity``): managed-identity token
+requests, plain http by Azure's design, to exactly the endpoint the environment names and
+only on loopback or at IMDS's 169.254.169.254 (no other link-local address), without proxy or
+redirect. Vault and storage clients never use it.
 """
 
 from ._azure import AsyncSecureTransport, SecureTransport

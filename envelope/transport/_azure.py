@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import anyio
@@ -49,7 +49,13 @@ from ._deadline import DeadlineExceeded, deadline, remaining
 from ._httpx import is_secure_client, secure_async_client, secure_client
 from ._policy import TLSPolicy
 
-__all__ = ["AsyncSecureTransport", "SecureTransport"]
+__all__ = [
+    "AsyncSecureTransport",
+    "SecureTransport",
+    "close_shielded",
+    "send_through",
+    "send_through_async",
+]
 
 _BLOCK_SIZE = 64 * 1024
 
@@ -216,6 +222,12 @@ class _ReplyBudget:
         return chunk
 
 
+def _announced_length(response: httpx.Response) -> int:
+    """The reply's Content-Length, 0 when it announces none (or nothing a number)."""
+    value = response.headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0
+
+
 def _headers(response: httpx.Response) -> CaseInsensitiveDict:
     return CaseInsensitiveDict(response.headers.items())
 
@@ -231,6 +243,11 @@ class _StreamDownload:
             internal.iter_bytes(_BLOCK_SIZE) if decompress else internal.iter_raw(_BLOCK_SIZE)
         )
         self._budget = _ReplyBudget(internal, response.max_bytes)
+        # What azure-core's own download generators expose, and azure-storage-blob reads.
+        self.content_length = _announced_length(internal)
+
+    def __len__(self) -> int:
+        return self.content_length
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -256,6 +273,10 @@ class _AsyncStreamDownload:
             internal.aiter_bytes(_BLOCK_SIZE) if decompress else internal.aiter_raw(_BLOCK_SIZE)
         )
         self._budget = _ReplyBudget(internal, response.max_bytes)
+        self.content_length = _announced_length(internal)
+
+    def __len__(self) -> int:
+        return self.content_length
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -317,6 +338,16 @@ def _checked_client(client: httpx.Client | httpx.AsyncClient, policy: TLSPolicy 
         )
 
 
+def _own_options(client: object, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keywords of the client a transport builds itself (``secure_client`` refuses any
+    that would weaken or bypass the policy)."""
+    if not options:
+        return {}
+    if client is not None:
+        raise ValueError("give client_options= or a client built with them, not both")
+    return dict(options)
+
+
 def _check_limit(max_response_bytes: int | None) -> None:
     if max_response_bytes is not None and (
         not isinstance(max_response_bytes, int) or max_response_bytes <= 0
@@ -332,7 +363,9 @@ class SecureTransport(HttpTransport):  # type: ignore[type-arg]
     proxy) the caller keeps ownership and closes it; otherwise the transport owns its client.
     Per-request ``connection_verify=False`` is refused; ``connection_timeout`` and
     ``read_timeout`` are honoured, the read timeout as a wall-clock bound on the whole
-    attempt (a reply trickled a byte at a time cannot stretch it). ``max_response_bytes``
+    attempt (a reply trickled a byte at a time cannot stretch it). ``client_options`` are
+    keywords of the client the transport builds itself (``timeout``, ``limits`` ...), as
+    :func:`secure_client` takes them. ``max_response_bytes``
     caps a reply's body (see the module docstring); a larger one is an
     ``azure.core.exceptions.HttpResponseError``.
     """
@@ -343,19 +376,21 @@ class SecureTransport(HttpTransport):  # type: ignore[type-arg]
         *,
         client: httpx.Client | None = None,
         max_response_bytes: int | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ):
         if client is not None:
             _checked_client(client, policy)
         _check_limit(max_response_bytes)
         self._policy = policy
+        self._client_options = _own_options(client, client_options)
         self._owns_client = client is None
-        self._client = secure_client(policy) if client is None else client
+        self._client = secure_client(policy, **self._client_options) if client is None else client
         self._max_response_bytes = max_response_bytes
 
     def open(self) -> None:
         # azure-core reopens a transport after close() when a client is used again.
         if self._owns_client and self._client.is_closed:
-            self._client = secure_client(self._policy)
+            self._client = secure_client(self._policy, **self._client_options)
 
     def close(self) -> None:
         if self._owns_client:
@@ -375,25 +410,7 @@ class SecureTransport(HttpTransport):  # type: ignore[type-arg]
 
     def send(self, request: HttpRequest, **kwargs: Any) -> _SecureTransportResponse:
         self.open()
-        stream, timeout = _send_options(self._client, kwargs)
-        limit = _attempt_limit(timeout)
-        outgoing = _build_request(
-            self._client, request, _within(timeout, limit), self._max_response_bytes
-        )
-        # The sockets of a secure client end every operation by this deadline.
-        with deadline(math.inf if limit is None else limit):
-            with _azure_errors():
-                internal = self._client.send(outgoing, stream=True, follow_redirects=False)
-            response = _SecureTransportResponse(request, internal, self._max_response_bytes)
-            try:
-                _check_reply_size(internal, self._max_response_bytes)
-                if not stream:
-                    # azure-core's non-stream contract: the body is loaded, the connection freed.
-                    response.read()
-            except BaseException:
-                response.close()
-                raise
-        return response
+        return send_through(self._client, request, kwargs, self._max_response_bytes)
 
 
 class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
@@ -406,18 +423,22 @@ class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
         *,
         client: httpx.AsyncClient | None = None,
         max_response_bytes: int | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ):
         if client is not None:
             _checked_client(client, policy)
         _check_limit(max_response_bytes)
         self._policy = policy
+        self._client_options = _own_options(client, client_options)
         self._owns_client = client is None
-        self._client = secure_async_client(policy) if client is None else client
+        self._client = (
+            secure_async_client(policy, **self._client_options) if client is None else client
+        )
         self._max_response_bytes = max_response_bytes
 
     async def open(self) -> None:
         if self._owns_client and self._client.is_closed:
-            self._client = secure_async_client(self._policy)
+            self._client = secure_async_client(self._policy, **self._client_options)
 
     async def close(self) -> None:
         if self._owns_client:
@@ -436,32 +457,61 @@ class AsyncSecureTransport(AsyncHttpTransport):  # type: ignore[type-arg]
 
     async def send(self, request: HttpRequest, **kwargs: Any) -> _AsyncSecureTransportResponse:
         await self.open()
-        stream, timeout = _send_options(self._client, kwargs)
-        limit = _attempt_limit(timeout)
-        outgoing = _build_request(
-            self._client, request, _within(timeout, limit), self._max_response_bytes
-        )
-        response = None
-        with anyio.move_on_after(math.inf if limit is None else limit) as attempt:
-            with _azure_errors():
-                internal = await self._client.send(outgoing, stream=True, follow_redirects=False)
-            response = _AsyncSecureTransportResponse(request, internal, self._max_response_bytes)
-            try:
-                _check_reply_size(internal, self._max_response_bytes)
-                if not stream:
-                    await response.read()
-            except BaseException:
-                await _close_shielded(response)
-                raise
-        if attempt.cancelled_caught:
-            if response is not None:
-                await _close_shielded(response)
-            raise _attempt_timed_out(limit)
-        assert response is not None
-        return response
+        return await send_through_async(self._client, request, kwargs, self._max_response_bytes)
 
 
-async def _close_shielded(response: _AsyncSecureTransportResponse) -> None:
+def send_through(
+    client: httpx.Client, request: HttpRequest, kwargs: dict[str, Any], max_bytes: int | None
+) -> _SecureTransportResponse:
+    """One attempt of an azure-core request through an httpx client built here (the secure
+    client, or the managed-identity one of ``_identity``), bounded in time and size."""
+    stream, timeout = _send_options(client, kwargs)
+    limit = _attempt_limit(timeout)
+    outgoing = _build_request(client, request, _within(timeout, limit), max_bytes)
+    # The sockets of the clients built here end every operation by this deadline.
+    with deadline(math.inf if limit is None else limit):
+        with _azure_errors():
+            internal = client.send(outgoing, stream=True, follow_redirects=False)
+        response = _SecureTransportResponse(request, internal, max_bytes)
+        try:
+            _check_reply_size(internal, max_bytes)
+            if not stream:
+                # azure-core's non-stream contract: the body is loaded, the connection freed.
+                response.read()
+        except BaseException:
+            response.close()
+            raise
+    return response
+
+
+async def send_through_async(
+    client: httpx.AsyncClient, request: HttpRequest, kwargs: dict[str, Any], max_bytes: int | None
+) -> _AsyncSecureTransportResponse:
+    """The asyncio twin of :func:`send_through`."""
+    stream, timeout = _send_options(client, kwargs)
+    limit = _attempt_limit(timeout)
+    outgoing = _build_request(client, request, _within(timeout, limit), max_bytes)
+    response = None
+    with anyio.move_on_after(math.inf if limit is None else limit) as attempt:
+        with _azure_errors():
+            internal = await client.send(outgoing, stream=True, follow_redirects=False)
+        response = _AsyncSecureTransportResponse(request, internal, max_bytes)
+        try:
+            _check_reply_size(internal, max_bytes)
+            if not stream:
+                await response.read()
+        except BaseException:
+            await close_shielded(response)
+            raise
+    if attempt.cancelled_caught:
+        if response is not None:
+            await close_shielded(response)
+        raise _attempt_timed_out(limit)
+    assert response is not None
+    return response
+
+
+async def close_shielded(response: _AsyncSecureTransportResponse) -> None:
     # Also when the attempt's time is up: a connection is never left half-read.
     with anyio.CancelScope(shield=True):
         await response.close()

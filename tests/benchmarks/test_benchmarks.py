@@ -40,6 +40,11 @@ def test_quick_run_writes_json_and_png(tmp_path: Path) -> None:
     assert ("one-shot", "encrypt", "envelope") in measured
     assert ("one-shot", "decrypt", "raw GCM+OCB3, reused buffer (ceiling)") in measured
     assert ("1 KiB cache", "decrypt", "envelope, cached data keys") in measured
+    # Blob Storage against Azurite (which make test installs): envelope.blob, the Storage
+    # SDK's own client-side encryption, and a rewrap against a re-upload.
+    assert ("blob storage", "download", "envelope.blob (2 layers)") in measured
+    assert ("blob storage", "upload", "azure-storage-blob client-side encryption v2") in measured
+    assert ("blob storage", "rotate", "envelope.blob rewrap (header block only)") in measured
     streams = {r["op"] for r in document["results"] if r["group"] == "stream"}
     assert streams == {
         "copy_file",

@@ -11,6 +11,33 @@ import pytest
 from tests.keyvault.hostile import ScriptedVault, scripted_vault
 from tests.transport.servers import Certificates, issue_certificates
 
+#: Every variable that names a credential to azure-identity's DefaultAzureCredential.
+IDENTITY_VARIABLES = (
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+)
+
+
+@pytest.fixture
+def no_identity(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """An environment naming no credential at all."""
+    for name in IDENTITY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
 
 @pytest.fixture(autouse=True)
 def _fresh_vault(fresh: None) -> None:

@@ -26,7 +26,11 @@ def unique(prefix: str) -> str:
 
 
 def test_public_surface():
-    assert envelope.keyvault.__all__ == ["KeyVaultKey"]
+    assert envelope.keyvault.__all__ == [
+        "AsyncDefaultCredential",
+        "DefaultCredential",
+        "KeyVaultKey",
+    ]
 
 
 def test_rsa_and_oct_hsm_layers_round_trip_and_decrypt_in_a_fresh_process(vault, tmp_path):

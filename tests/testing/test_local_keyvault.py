@@ -48,7 +48,7 @@ from tests.testing.kv import (
 
 
 def test_public_surface():
-    assert envelope.testing.__all__ == ["Fault", "Identity", "LocalKeyVault"]
+    assert envelope.testing.__all__ == ["Azurite", "Fault", "Identity", "LocalKeyVault"]
 
 
 def test_key_lifecycle(vault):

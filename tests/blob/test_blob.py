@@ -1,0 +1,535 @@
+"""envelope.blob against Azurite, through the TLS-only transport: round trips, ranged reads
+at every frame edge, attacks on the stored blocks, and the header-only rewrap checked
+against the committed block list."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
+
+from envelope import (
+    DecryptionError,
+    Envelope,
+    FormatError,
+    InsecureTransportError,
+    KeyAccessError,
+    LocalKey,
+)
+from envelope.blob import (
+    ACCOUNT_KEY,
+    CONTAINER_KEY,
+    NAME_KEY,
+    EncryptedBlobClient,
+    secure_blob_client,
+    secure_container_client,
+)
+
+from ..conftest import run_threads
+from .conftest import Azurite, blob_name
+
+HEADER_READ = 16 * 1024  # what the client reads first
+
+F = 4096  # the module envelope's frame size
+BLOCK = 4 * F  # four frames per body block
+SIZES = [0, 1, F - 1, F, F + 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + F + 7, 1_000_003]
+
+
+def client(container: ContainerClient, envelope: Envelope, name: str | None = None, **options: Any):
+    options.setdefault("block_size", BLOCK)
+    return EncryptedBlobClient(container.get_blob_client(name or blob_name()), envelope, **options)
+
+
+class Recorder:
+    """Wraps a BlobClient's reads and block uploads to record what went over the wire."""
+
+    def __init__(self, blob: BlobClient) -> None:
+        self.downloads: list[tuple[int | None, int | None]] = []
+        self.staged: list[int] = []
+        self.puts = 0
+        download, stage, put = blob.download_blob, blob.stage_block, blob.upload_blob
+
+        def download_blob(*args: Any, **kwargs: Any) -> Any:
+            self.downloads.append((kwargs.get("offset"), kwargs.get("length")))
+            return download(*args, **kwargs)
+
+        def stage_block(block_id: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+            self.staged.append(len(data))
+            return stage(block_id, data, *args, **kwargs)
+
+        def upload_blob(*args: Any, **kwargs: Any) -> Any:
+            self.puts += 1
+            return put(*args, **kwargs)
+
+        blob.download_blob = download_blob  # type: ignore[method-assign]
+        blob.stage_block = stage_block  # type: ignore[method-assign]
+        blob.upload_blob = upload_blob  # type: ignore[method-assign]
+
+
+def test_public_surface() -> None:
+    import envelope.blob
+    import envelope.blob.aio
+
+    # The pinned surface, as one line of names each.
+    assert " ".join(envelope.blob.__all__) == (
+        "ACCOUNT_KEY CONTAINER_KEY NAME_KEY EncryptedBlobClient OpenedBlob "
+        "secure_blob_client secure_container_client"
+    )
+    assert " ".join(envelope.blob.aio.__all__) == (
+        "EncryptedBlobClient secure_blob_client secure_container_client"
+    )
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_round_trip_from_bytes_and_from_a_stream(container, envelope, size) -> None:
+    data = os.urandom(size)
+    for source in (data, io.BytesIO(data)):
+        encrypted = client(container, envelope)
+        encrypted.upload(source, context={"tenant": "contoso"})
+        assert encrypted.download(context={"tenant": "contoso"}) == data
+        sink = io.BytesIO()
+        assert encrypted.download_to(sink, context={"tenant": "contoso"}) == size
+        assert sink.getvalue() == data
+
+
+def test_layout_header_block_then_blocks_of_whole_frames(container, envelope) -> None:
+    encrypted = client(container, envelope)
+    size = 3 * BLOCK + F + 7
+    encrypted.upload(os.urandom(size))
+    committed, uncommitted = encrypted.blob_client.get_block_list("all")
+    header_length = encrypted.open().header_length
+    sealed = F + 2 * 16
+    assert [b.size for b in committed] == [
+        header_length,
+        4 * sealed,
+        4 * sealed,
+        4 * sealed,
+        sealed + 7 + 32,
+    ]
+    assert uncommitted == []
+    assert len({len(b.id) for b in committed}) == 1  # Azure wants one id length per blob
+
+
+def test_a_message_that_fits_one_block_is_written_in_one_piece(container, envelope) -> None:
+    encrypted = client(container, envelope)
+    recorder = Recorder(encrypted.blob_client)
+    encrypted.upload(os.urandom(BLOCK - 1))
+    assert recorder.puts == 1
+    assert recorder.staged == []
+
+
+def test_64_mib_round_trip_with_the_default_frames_and_blocks(container) -> None:
+    envelope = Envelope([LocalKey.generate(), LocalKey.generate()])
+    encrypted = EncryptedBlobClient(container.get_blob_client(blob_name()), envelope)
+    data = os.urandom(64 * 1024 * 1024)
+    encrypted.upload(io.BytesIO(data))
+    assert encrypted.download() == data
+
+
+def test_download_to_a_path_appears_only_when_verified(container, envelope, tmp_path: Path) -> None:
+    data = os.urandom(3 * BLOCK + 5)
+    encrypted = client(container, envelope)
+    encrypted.upload(data)
+    target = tmp_path / "out.bin"
+    assert encrypted.download_to(target) == len(data)
+    assert target.read_bytes() == data
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_upload_never_replaces_an_existing_blob_unless_asked(container, envelope) -> None:
+    for size in (10, 3 * BLOCK):
+        encrypted = client(container, envelope)
+        encrypted.upload(b"first" * 3)
+        with pytest.raises(ResourceExistsError):
+            encrypted.upload(os.urandom(size))
+        assert encrypted.download() == b"first" * 3
+        encrypted.upload(b"second", overwrite=True)
+        assert encrypted.download() == b"second"
+
+
+# -- ranged reads -----------------------------------------------------------------------------
+
+
+def _edges(size: int) -> list[int]:
+    points = {0, size}
+    for boundary in range(0, size + 1, F):
+        points.update({boundary - 1, boundary, boundary + 1})
+    return sorted(p for p in points if 0 <= p <= size)
+
+
+@pytest.mark.parametrize("size", [5 * F, 5 * F + 100])
+def test_ranged_reads_at_every_frame_edge_fetch_only_their_frames(
+    container, envelope, size
+) -> None:
+    data = os.urandom(size)
+    encrypted = client(container, envelope)
+    encrypted.upload(data)
+    opened = encrypted.open()
+    recorder = Recorder(encrypted.blob_client)
+    for offset in _edges(size):
+        for length in (0, 1, F + 1, None):
+            recorder.downloads.clear()
+            got = encrypted.download(offset=offset, length=length)
+            end = size if length is None else min(size, offset + length)
+            assert got == data[offset:end], (offset, length)
+            frames = opened.body.frames(offset, end - offset)
+            if end == size:  # the final frame, and its flag, whenever the range reaches the end
+                assert frames.stop == opened.body.frame_count
+            # The first read (16 KiB: the header, and the first frames of the body), then one
+            # read of exactly the frames that hold the range unless the first read held them.
+            start, stop = opened.body.body_span(frames)
+            assert recorder.downloads[0] == (0, HEADER_READ)
+            if stop == start or opened.header_length + stop <= HEADER_READ:
+                assert recorder.downloads[1:] == []
+            else:  # in ranges of a block at most, together exactly the frames' bytes
+                reads = sorted((a or 0, n or 0) for a, n in recorder.downloads[1:])
+                assert reads[0][0] == opened.header_length + start
+                assert sum(length for _, length in reads) == stop - start
+                assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(reads))
+                assert all(n <= 4 * (F + 32) for _, n in reads)
+
+
+def test_a_range_outside_the_plaintext_is_refused(container, envelope) -> None:
+    encrypted = client(container, envelope)
+    encrypted.upload(b"x" * 100)
+    with pytest.raises(ValueError, match="offset"):
+        encrypted.download(offset=101)
+    with pytest.raises(ValueError, match="length"):
+        encrypted.download(offset=0, length=-1)
+    assert encrypted.download(offset=100) == b""
+    assert encrypted.download(offset=90, length=1000) == b"x" * 10
+
+
+# -- attacks: each raises DecryptionError and releases nothing ------------------------------
+
+
+def _ids(blob: BlobClient) -> list[str]:
+    committed, _ = blob.get_block_list("committed")
+    return [block.id for block in committed]
+
+
+def _commit(blob: BlobClient, ids: list[str]) -> None:
+    blob.commit_block_list([BlobBlock(block_id) for block_id in ids])
+
+
+def _replace_block(blob: BlobClient, other: BlobClient) -> None:
+    ids = _ids(blob)
+    # The same block of another message of the same envelope, staged here under a new id.
+    raw = other.download_blob().readall()
+    sizes = [b.size for b in other.get_block_list("committed")[0]]
+    start = sizes[0]
+    blob.stage_block("x" * len(ids[1]), raw[start : start + sizes[1]])
+    _commit(blob, [ids[0], "x" * len(ids[1]), *ids[2:]])
+
+
+def _drop_block(blob: BlobClient, other: BlobClient) -> None:
+    ids = _ids(blob)
+    _commit(blob, [ids[0], ids[1], *ids[3:]])
+
+
+def _drop_first_body_block(blob: BlobClient, other: BlobClient) -> None:
+    ids = _ids(blob)
+    _commit(blob, [ids[0], *ids[2:]])
+
+
+def _reorder_blocks(blob: BlobClient, other: BlobClient) -> None:
+    ids = _ids(blob)
+    _commit(blob, [ids[0], ids[2], ids[1], *ids[3:]])
+
+
+def _truncate_at_a_block_boundary(blob: BlobClient, other: BlobClient) -> None:
+    _commit(blob, _ids(blob)[:-1])
+
+
+def _truncate_to_the_full_blocks(blob: BlobClient, other: BlobClient) -> None:
+    _commit(blob, _ids(blob)[:3])
+
+
+def _header_from_another_blob(blob: BlobClient, other: BlobClient) -> None:
+    ids = _ids(blob)
+    header = other.download_blob(offset=0, length=other.get_block_list("committed")[0][0].size)
+    blob.stage_block("y" * len(ids[0]), header.readall())
+    _commit(blob, ["y" * len(ids[0]), *ids[1:]])
+
+
+def _cut_inside_a_frame(blob: BlobClient, other: BlobClient) -> None:
+    raw = blob.download_blob().readall()
+    blob.upload_blob(raw[:-5], overwrite=True)
+
+
+def _duplicate_a_block(blob: BlobClient, other: BlobClient) -> None:
+    ids = _ids(blob)
+    _commit(blob, [ids[0], ids[1], ids[1], *ids[2:]])
+
+
+def _append_a_block(blob: BlobClient, other: BlobClient) -> None:
+    ids = _ids(blob)
+    _commit(blob, [*ids, ids[1]])
+
+
+ATTACKS: dict[str, Callable[[BlobClient, BlobClient], None]] = {
+    "a body block replaced": _replace_block,
+    "a block dropped": _drop_block,
+    "the first body block dropped": _drop_first_body_block,
+    "blocks reordered": _reorder_blocks,
+    "truncated at a block boundary": _truncate_at_a_block_boundary,
+    "truncated to its full blocks": _truncate_to_the_full_blocks,
+    "a header from another blob": _header_from_another_blob,
+    "cut inside a frame": _cut_inside_a_frame,
+    "a block duplicated": _duplicate_a_block,
+    "a block appended": _append_a_block,
+}
+
+
+def _assert_releases_nothing(encrypted: EncryptedBlobClient, tmp_path: Path, **kwargs: Any) -> None:
+    with pytest.raises(DecryptionError):
+        encrypted.download(**kwargs)
+    sink = io.BytesIO(b"kept")
+    sink.seek(4)
+    with pytest.raises(DecryptionError):
+        encrypted.download_to(sink, **kwargs)
+    assert sink.getvalue() == b"kept"  # cut back to where it stood
+    target = tmp_path / "out"
+    with pytest.raises(DecryptionError):
+        encrypted.download_to(target, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=str)
+def test_attack_on_the_stored_blocks_is_detected(container, envelope, tmp_path, attack) -> None:
+    size = 4 * BLOCK + 100  # a header block and five body blocks
+    encrypted = client(container, envelope)
+    encrypted.upload(os.urandom(size), context={"k": "v"})
+    other = client(container, envelope)
+    other.upload(os.urandom(size), context={"k": "v"})
+    ATTACKS[attack](encrypted.blob_client, other.blob_client)
+    _assert_releases_nothing(encrypted, tmp_path, context={"k": "v"})
+
+
+def test_ranged_reads_of_a_truncated_blob_fail_where_the_end_is_claimed(
+    container, envelope
+) -> None:
+    encrypted = client(container, envelope)
+    data = os.urandom(4 * BLOCK + 100)
+    encrypted.upload(data)
+    _truncate_to_the_full_blocks(encrypted.blob_client, encrypted.blob_client)
+    # The body's length is no longer one a writer makes: every read fails before fetching.
+    with pytest.raises(DecryptionError):
+        encrypted.download(offset=0, length=1)
+
+
+def test_a_blob_copied_to_another_name_does_not_decrypt(container, envelope, tmp_path) -> None:
+    original = client(container, envelope)
+    data = os.urandom(2 * BLOCK)
+    original.upload(data)
+    copy = client(container, envelope)
+    copy.blob_client.upload_blob(original.blob_client.download_blob().readall())
+    with pytest.raises(DecryptionError, match=r"envelope\.blob\.name"):
+        copy.download()
+    _assert_releases_nothing(copy, tmp_path)
+    assert original.context() == {
+        ACCOUNT_KEY: "devstoreaccount1",
+        CONTAINER_KEY: container.container_name,
+        NAME_KEY: original.blob_client.blob_name,
+    }
+
+
+def test_a_blob_in_another_container_does_not_decrypt(azurite: Azurite, envelope) -> None:
+    with azurite.container() as first, azurite.container() as second:
+        name = blob_name()
+        original = client(first, envelope, name)
+        original.upload(b"secret" * 1000)
+        moved = client(second, envelope, name)
+        moved.blob_client.upload_blob(original.blob_client.download_blob().readall())
+        with pytest.raises(DecryptionError, match=r"envelope\.blob\.container"):
+            moved.download()
+
+
+def test_unbound_messages_may_move(container, envelope) -> None:
+    original = client(container, envelope, bind_to_blob=False)
+    original.upload(b"portable", context={"k": "v"})
+    copy = client(container, envelope, bind_to_blob=False)
+    copy.blob_client.upload_blob(original.blob_client.download_blob().readall())
+    assert copy.download(context={"k": "v"}) == b"portable"
+    assert copy.context({"k": "v"}) == {"k": "v"}
+
+
+def test_the_reserved_context_keys_are_the_callers_to_avoid(container, envelope) -> None:
+    encrypted = client(container, envelope)
+    with pytest.raises(ValueError, match="reserved"):
+        encrypted.upload(b"x", context={NAME_KEY: "other"})
+
+
+def test_a_wrong_context_names_the_key(container, envelope) -> None:
+    encrypted = client(container, envelope)
+    encrypted.upload(b"x", context={"tenant": "a"})
+    with pytest.raises(DecryptionError, match="'tenant' differs"):
+        encrypted.download(context={"tenant": "b"})
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89ENV", b"not an envelope message at all" * 10])
+def test_a_blob_that_is_not_a_message_is_a_format_error(container, envelope, content) -> None:
+    encrypted = client(container, envelope)
+    encrypted.blob_client.upload_blob(content)
+    with pytest.raises(FormatError):
+        encrypted.download()
+
+
+def test_a_header_longer_than_the_first_read_is_read_in_two(container) -> None:
+    # Eight KEKs per layer and long key ids make a header larger than the first read.
+    layers = [[LocalKey.generate("i" * 1000 + str(n)) for n in range(8)] for _ in range(2)]
+    layers[1] = [LocalKey.generate("o" * 1000 + str(n)) for n in range(8)]
+    envelope = Envelope(layers, frame_size=4096)
+    encrypted = client(container, envelope)
+    data = os.urandom(5 * BLOCK)
+    encrypted.upload(data)
+    assert encrypted.open().header_length > 16 * 1024
+    assert encrypted.download() == data
+    encrypted.rewrap()
+    assert encrypted.download(offset=BLOCK, length=3) == data[BLOCK : BLOCK + 3]
+
+
+# -- rewrap -------------------------------------------------------------------------------
+
+
+def test_rewrap_replaces_only_the_header_block(container) -> None:
+    inner, outer, new_outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
+    old = Envelope([inner, outer], frame_size=F)
+    data = os.urandom(4 * BLOCK + 99)
+    writer = client(container, old)
+    writer.upload(data, context={"k": "v"})
+    blob = writer.blob_client
+    before = blob.get_block_list("committed")[0]
+    body_before = blob.download_blob(offset=before[0].size).readall()
+
+    bridge = client(container, Envelope([inner, [new_outer, outer]], frame_size=F), blob.blob_name)
+    recorder = Recorder(bridge.blob_client)
+    bridge.rewrap()
+
+    after = blob.get_block_list("committed")[0]
+    assert [(b.id, b.size) for b in after[1:]] == [(b.id, b.size) for b in before[1:]]
+    assert after[0].id != before[0].id
+    assert blob.download_blob(offset=after[0].size).readall() == body_before
+    # Only the header was read and only the new header block was uploaded.
+    assert all(length is not None and length <= 16 * 1024 for _, length in recorder.downloads)
+    assert recorder.staged == [after[0].size]
+    assert recorder.puts == 0
+    # Once every blob names the new KEK, a rewrap without the old one drops it.
+    reader = client(container, Envelope([inner, new_outer], frame_size=F), blob.blob_name)
+    reader.rewrap()
+    assert reader.download(context={"k": "v"}) == data
+    assert [(b.id, b.size) for b in blob.get_block_list("committed")[0][1:]] == [
+        (b.id, b.size) for b in before[1:]
+    ]
+    with pytest.raises(KeyAccessError):
+        client(container, old, blob.blob_name).download(context={"k": "v"})
+
+
+def test_rewrap_keeps_content_settings_and_metadata(container, envelope) -> None:
+    from azure.storage.blob import ContentSettings
+
+    encrypted = client(container, envelope)
+    encrypted.upload(os.urandom(3 * BLOCK))
+    blob = encrypted.blob_client
+    blob.set_http_headers(
+        ContentSettings(content_type="application/x-envelope", cache_control="no-store")
+    )
+    blob.set_blob_metadata({"owner": "payments"})
+    encrypted.rewrap()
+    properties = blob.get_blob_properties()
+    assert properties.content_settings.content_type == "application/x-envelope"
+    assert properties.content_settings.cache_control == "no-store"
+    assert properties.metadata == {"owner": "payments"}
+
+
+def test_a_small_blob_written_in_one_piece_is_rewritten_whole(container) -> None:
+    inner, outer, new_outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
+    writer = client(container, Envelope([inner, outer], frame_size=F))
+    writer.upload(b"small")
+    name = writer.blob_client.blob_name
+    client(container, Envelope([inner, [new_outer, outer]], frame_size=F), name).rewrap()
+    assert (
+        client(container, Envelope([inner, new_outer], frame_size=F), name).download() == b"small"
+    )
+
+
+def test_rewrap_of_a_blob_changed_meanwhile_commits_nothing(container, envelope) -> None:
+    encrypted = client(container, envelope)
+    encrypted.upload(os.urandom(3 * BLOCK))
+    blob = encrypted.blob_client
+    list_blocks = blob.get_block_list
+
+    def changed_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        result = list_blocks(*args, **kwargs)
+        blob.set_blob_metadata({"changed": "yes"})  # a new ETag
+        return result
+
+    blob.get_block_list = changed_meanwhile
+    before = [b.id for b in list_blocks("committed")[0]]
+    with pytest.raises(ResourceModifiedError):
+        encrypted.rewrap()
+    assert [b.id for b in list_blocks("committed")[0]] == before
+
+
+# -- transport ------------------------------------------------------------------------------
+
+
+def test_an_http_storage_url_is_refused_before_any_request(envelope, network_log) -> None:
+    mark = network_log.mark()
+    plain = BlobClient.from_blob_url("http://127.0.0.1:1/devstoreaccount1/c/b")
+    with pytest.raises(InsecureTransportError) as caught:
+        EncryptedBlobClient(plain, envelope)
+    assert caught.value.reason == "plaintext"
+    for helper in (secure_blob_client, secure_container_client):
+        with pytest.raises(InsecureTransportError):
+            helper(
+                "http://127.0.0.1:1/devstoreaccount1/c",
+                {"account_name": "a", "account_key": "a2V5"},
+            )
+    assert network_log.since(mark) == []
+
+
+def test_the_helpers_refuse_what_would_bypass_the_policy(azurite: Azurite) -> None:
+    with pytest.raises(TypeError, match="connection_verify"):
+        secure_blob_client(f"{azurite.url}/c/b", azurite.credential, connection_verify=False)
+
+
+def test_a_server_outside_the_trusted_roots_is_refused(azurite: Azurite, envelope) -> None:
+    # The default policy trusts certifi's roots, not Azurite's private CA.
+    blob = secure_blob_client(f"{azurite.url}/c/b", azurite.credential, retry_total=0)
+    with blob, pytest.raises(Exception) as caught:
+        EncryptedBlobClient(blob, envelope).download()
+    chain = []
+    error: BaseException | None = caught.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert any(isinstance(e, InsecureTransportError) and e.reason == "certificate" for e in chain)
+
+
+# -- concurrency ------------------------------------------------------------------------------
+
+
+def test_many_threads_upload_and_download_at_once(container, envelope) -> None:
+    def work(n: int) -> None:
+        data = os.urandom(n * 997 % (BLOCK + BLOCK // 2))
+        encrypted = client(container, envelope, max_concurrency=2)
+        encrypted.upload(data, context={"n": str(n)})
+        assert encrypted.download(context={"n": str(n)}) == data
+        assert (
+            encrypted.download(context={"n": str(n)}, offset=n % 7, length=5)
+            == data[n % 7 : n % 7 + 5]
+        )
+
+    _, errors = run_threads(64, work)
+    assert errors == []

@@ -1,0 +1,157 @@
+"""envelope.blob.aio against Azurite: the asyncio twin keeps every property of the sync
+client (round trips, ranged reads, attacks detected, header-only rewrap), also with
+hundreds of tasks at once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from typing import Any
+
+import pytest
+from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
+
+from envelope import DecryptionError, Envelope, LocalKey
+from envelope.blob.aio import EncryptedBlobClient
+
+from .conftest import blob_name
+from .test_blob import ATTACKS, BLOCK, F, _edges
+
+pytestmark = pytest.mark.asyncio
+
+
+def encrypted(container: AsyncContainerClient, envelope: Envelope, **options: Any) -> Any:
+    options.setdefault("block_size", BLOCK)
+    return EncryptedBlobClient(container.get_blob_client(blob_name()), envelope, **options)
+
+
+class AsyncSource:
+    """A stream whose read is a coroutine, handing out odd-sized pieces."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    async def read(self, size: int) -> bytes:
+        await asyncio.sleep(0)
+        return self._data.read(min(size, 1000))
+
+
+@pytest.mark.parametrize("size", [0, 1, F, F + 1, BLOCK, BLOCK + 1, 3 * BLOCK + 7, 1_000_003])
+async def test_round_trip(aio_container, envelope, size) -> None:
+    data = os.urandom(size)
+    for source in (data, io.BytesIO(data), AsyncSource(data)):
+        blob = encrypted(aio_container, envelope)
+        await blob.upload(source, context={"tenant": "contoso"})
+        assert await blob.download(context={"tenant": "contoso"}) == data
+        sink = io.BytesIO()
+        assert await blob.download_to(sink, context={"tenant": "contoso"}) == size
+        assert sink.getvalue() == data
+
+
+async def test_64_mib_round_trip(aio_container) -> None:
+    envelope = Envelope([LocalKey.generate(), LocalKey.generate()])
+    blob = EncryptedBlobClient(aio_container.get_blob_client(blob_name()), envelope)
+    data = os.urandom(64 * 1024 * 1024)
+    await blob.upload(data)
+    assert await blob.download() == data
+
+
+async def test_ranged_reads_at_frame_edges(aio_container, envelope) -> None:
+    size = 3 * F + 100
+    data = os.urandom(size)
+    blob = encrypted(aio_container, envelope)
+    await blob.upload(data)
+    for offset in _edges(size):
+        for length in (0, 1, F - 1, F + 1, None):
+            end = size if length is None else min(size, offset + length)
+            assert await blob.download(offset=offset, length=length) == data[offset:end]
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=str)
+async def test_attack_is_detected_and_releases_nothing(
+    container, aio_container, envelope, attack
+) -> None:
+    size = 4 * BLOCK + 100
+    blob, other = encrypted(aio_container, envelope), encrypted(aio_container, envelope)
+    await blob.upload(os.urandom(size))
+    await other.upload(os.urandom(size))
+    sync_blob = container.get_blob_client(blob.blob_client.blob_name)
+    ATTACKS[attack](sync_blob, container.get_blob_client(other.blob_client.blob_name))
+    with pytest.raises(DecryptionError):
+        await blob.download()
+    sink = io.BytesIO()
+    with pytest.raises(DecryptionError):
+        await blob.download_to(sink)
+    assert sink.getvalue() == b""
+
+
+async def test_a_copy_under_another_name_does_not_decrypt(aio_container, envelope) -> None:
+    original, copy = encrypted(aio_container, envelope), encrypted(aio_container, envelope)
+    await original.upload(os.urandom(2 * BLOCK))
+    raw = await (await original.blob_client.download_blob()).readall()
+    await copy.blob_client.upload_blob(raw)
+    with pytest.raises(DecryptionError, match=r"envelope\.blob\.name"):
+        await copy.download()
+
+
+async def test_rewrap_keeps_the_committed_body_blocks(aio_container) -> None:
+    inner, outer, new_outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
+    data = os.urandom(3 * BLOCK + 1)
+    writer = encrypted(aio_container, Envelope([inner, outer], frame_size=F))
+    await writer.upload(data)
+    before = (await writer.blob_client.get_block_list("committed"))[0]
+    name = writer.blob_client.blob_name
+    bridge = EncryptedBlobClient(
+        aio_container.get_blob_client(name), Envelope([inner, [new_outer, outer]], frame_size=F)
+    )
+    await bridge.rewrap()
+    after = (await writer.blob_client.get_block_list("committed"))[0]
+    assert [(b.id, b.size) for b in after[1:]] == [(b.id, b.size) for b in before[1:]]
+    assert after[0].id != before[0].id
+    reader = EncryptedBlobClient(
+        aio_container.get_blob_client(name), Envelope([inner, new_outer], frame_size=F)
+    )
+    assert await reader.download() == data
+
+
+async def test_a_small_blob_is_rewritten_whole(aio_container) -> None:
+    inner, outer, new_outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
+    writer = encrypted(aio_container, Envelope([inner, outer], frame_size=F))
+    await writer.upload(b"small")
+    name = writer.blob_client.blob_name
+    await EncryptedBlobClient(
+        aio_container.get_blob_client(name), Envelope([inner, [new_outer, outer]], frame_size=F)
+    ).rewrap()
+    reader = EncryptedBlobClient(
+        aio_container.get_blob_client(name), Envelope([inner, new_outer], frame_size=F)
+    )
+    assert await reader.download() == b"small"
+
+
+async def test_two_hundred_tasks_at_once(aio_container, envelope) -> None:
+    async def work(n: int) -> None:
+        data = os.urandom(n * 331 % BLOCK)  # one request up, one down
+        blob = encrypted(aio_container, envelope, max_concurrency=2)
+        await blob.upload(data, context={"n": str(n)})
+        assert await blob.download(context={"n": str(n)}) == data
+
+    results = await asyncio.gather(*(work(n) for n in range(200)), return_exceptions=True)
+    assert [r for r in results if r is not None] == []
+
+
+async def test_an_upload_that_fails_commits_nothing(container, aio_container, envelope) -> None:
+    class Broken:
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def read(self, size: int) -> bytes:
+            self.reads += 1
+            if self.reads > 3:
+                raise OSError("the source broke")
+            return os.urandom(size)
+
+    blob = encrypted(aio_container, envelope)
+    with pytest.raises(OSError, match="broke"):
+        await blob.upload(Broken())
+    assert not await blob.blob_client.exists()
