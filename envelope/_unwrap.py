@@ -54,15 +54,23 @@ class Committed(Protocol):
 
 
 class LayerKeys(NamedTuple):
-    """A layer's data key, verified against its commitment, and its message key.
-
-    ``secret``: whether the data key came from a wrapped key that only a holder of its KEK's
-    secret can make (``wrap_needs_secret``), as opposed to a public-key wrap, which anyone
-    can make of a data key of their choosing. A fresh data key counts as secret."""
+    """A layer's data key, verified against its commitment, and its message key; for an
+    unwrapped one, the KEK and the wrapped key it came from."""
 
     data_key: bytes
     message_key: bytes
-    secret: bool = True
+    kek: KeyEncryptionKey | None = None
+    record: WrappedKeyRecord | None = None
+
+    @property
+    def secret(self) -> bool:
+        """Whether the data key came from a wrapped key that only a holder of its KEK's
+        secret can make (``wrap_needs_secret``), as opposed to a public-key wrap, which
+        anyone can make of a data key of their choosing. A fresh data key counts as secret.
+        Asked only by rewraps and records' writers, so a decryption does not pay for it."""
+        if self.kek is None or self.record is None:
+            return True
+        return wrap_needs_secret(self.kek, to_wrapped_key(self.record))
 
 
 class Unwrapper:
@@ -193,8 +201,7 @@ class _LayerAttempt:
         if data_key is not None:
             message_key = self._message_key(data_key)
             if message_key is not None:
-                secret = wrap_needs_secret(kek, to_wrapped_key(record))
-                return LayerKeys(data_key, message_key, secret)
+                return LayerKeys(data_key, message_key, kek, record)
         self._integrity = True
         return None
 
