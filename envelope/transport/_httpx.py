@@ -346,6 +346,8 @@ def _resolve_context(
     if cert is not None:
         _load_client_certificate(context, cert)
     context.sslsocket_class = DeadlineSSLSocket
+    # httpcore's own choice for this client, set before any connection (see _ClientContext).
+    context.set_alpn_protocols(["http/1.1", "h2"] if kwargs.get("http2") else ["http/1.1"])
     return context, source
 
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import certifi
@@ -201,9 +202,29 @@ def create_ssl_context(policy: TLSPolicy | None = None) -> ssl.SSLContext:
     return context
 
 
+class _ClientContext(ssl.SSLContext):
+    """An ``ssl.SSLContext`` on which setting the ALPN list it already has changes nothing.
+
+    httpcore sets the ALPN list of the context it is given before every connection it makes.
+    CPython creates each connection's OpenSSL object with the GIL released, copying the
+    context's list as it does; a rewrite of that list by another thread at that moment frees
+    the memory being copied, and the connection sends a garbled ClientHello that the server
+    refuses (seen under load as a ``decode_error`` alert). The secure clients set the list
+    once, when they are made, so httpcore's calls repeat it and leave it alone.
+    """
+
+    _alpn: list[str] | None = None
+
+    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        wanted = list(alpn_protocols)
+        if wanted != self._alpn:
+            super().set_alpn_protocols(wanted)
+            self._alpn = wanted
+
+
 def _policy_context(policy: TLSPolicy) -> ssl.SSLContext:
     """Every setting of the policy's context except its trust anchors."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context = _ClientContext(ssl.PROTOCOL_TLS_CLIENT)
     context.verify_mode = ssl.CERT_REQUIRED
     context.check_hostname = True
     context.hostname_checks_common_name = False

@@ -25,6 +25,7 @@ from envelope.transport import (
     secure_client,
 )
 from envelope.transport._httpx import _HandshakeCheck
+from tests.conftest import run_threads
 from tests.transport.servers import (
     Certificates,
     Responder,
@@ -780,3 +781,32 @@ async def test_async_client_reuses_its_checked_connection(
     assert (first.status_code, second.status_code) == (200, 200)
     # Counted after the server joined its workers: one connection, one handshake check.
     assert len(server.recorded.raw) == 1
+
+
+def test_concurrent_connections_of_one_client_leave_its_alpn_list_alone(
+    tls13_server: RunningServer, policy: TLSPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpcore sets the ALPN list of a client's context before every connection; OpenSSL
+    copies that list, without the GIL, into each new connection, so a rewrite racing another
+    thread's connect could garble a ClientHello. A secure client's context is given the list
+    once, when the client is made; the repeats of every later connection change nothing."""
+    rewrites: list[list[str]] = []
+    original = ssl.SSLContext.set_alpn_protocols
+
+    def counting(self: ssl.SSLContext, protocols: Any) -> None:
+        rewrites.append(list(protocols))
+        original(self, protocols)
+
+    monkeypatch.setattr(ssl.SSLContext, "set_alpn_protocols", counting)
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    with secure_client(policy, timeout=TIMEOUT, limits=no_reuse) as client:
+        assert rewrites == [["http/1.1"]]  # when the client was made
+
+        def work(n: int) -> list[int]:
+            # As many threads as the test server's listen backlog (5) holds at once.
+            return [client.get(tls13_server.url()).status_code for _ in range(6)]
+
+        results, errors = run_threads(5, work)
+    assert errors == []
+    assert results == [[200] * 6] * 5
+    assert rewrites == [["http/1.1"]]  # 30 new connections, no rewrite
