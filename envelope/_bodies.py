@@ -14,6 +14,7 @@ frame boundary or not, leaves a frame in that place whose tags were made for ano
 from __future__ import annotations
 
 from . import _limits
+from ._buffers import wipe
 from ._engine import FrameCipher, frame_count, plaintext_size
 from ._errors import DecryptionError
 
@@ -93,7 +94,7 @@ class StoredBody:
                 ]
                 self._cipher.open_frame(index, index == last, source, target)
         except DecryptionError:
-            out[:] = bytes(len(out))
+            wipe(out)
             raise
 
 

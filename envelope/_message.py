@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from ._buffers import fresh_output
+from ._buffers import fresh_output, wipe
 from ._datakeys import DataKey
 from ._engine import (
     FrameCipher,
@@ -170,5 +170,5 @@ def open_verified(cipher: FrameCipher, body: memoryview, out: memoryview, worker
     try:
         open_body(cipher, body, out, workers)
     except DecryptionError:
-        out[:] = bytes(len(out))
+        wipe(out)
         raise

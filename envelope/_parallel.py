@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from ._buffers import wipe
 from ._engine import FrameCipher, frame_count
 from ._errors import DecryptionError
 from ._files import leave_signals_to_other_threads
@@ -154,7 +155,7 @@ class FrameBatches:
         spans = self._even(frames)
         for (_, stop), verified in zip(spans, _run(self._ciphers, spans, opened), strict=True):
             if verified < stop:
-                out[verified * frame :] = bytes(len(out) - verified * frame)
+                wipe(out[verified * frame :])
                 return verified
         return frames
 
