@@ -13,6 +13,7 @@ import ipaddress
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -151,6 +152,24 @@ def kek(vault: LocalKeyVault, key_id: str, credential: Any = None, **options: An
     return KeyVaultKey(
         key_id, credential or vault.credential, tls_policy=vault.tls_policy, **settings
     )
+
+
+class FrozenClock:
+    """``time.monotonic`` of the given modules stands still until :meth:`advance`d; every
+    other function of their ``time`` is the real one. For the ages of cache entries: a
+    test then says when an age runs out instead of hoping the machine is not stalled."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *modules: types.ModuleType) -> None:
+        self.now = time.monotonic()
+        fake = types.SimpleNamespace(
+            **{name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
+        )
+        fake.monotonic = lambda: self.now
+        for module in modules:
+            monkeypatch.setattr(module, "time", fake)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def run_threads(count: int, work: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:

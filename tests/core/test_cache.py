@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 
 import pytest
 
@@ -21,7 +20,7 @@ from envelope import (
     inspect,
 )
 from envelope.testing import LocalKeyVault
-from tests.conftest import kek, round_trips_in_threads
+from tests.conftest import FrozenClock, kek, round_trips_in_threads
 from tests.core.conftest import Counting
 
 
@@ -70,7 +69,7 @@ def test_cache_off_wraps_every_message():
     assert a.wraps == 5
 
 
-def test_max_messages_bytes_age_and_entries():
+def test_max_messages_bytes_age_and_entries(monkeypatch):
     a = Counting()
     env = Envelope([a, LocalKey.generate()], data_key_cache=DataKeyCache(max_messages=3))
     for _ in range(7):
@@ -84,11 +83,13 @@ def test_max_messages_bytes_age_and_entries():
     assert b.wraps == 3  # two messages of 1000 bytes fit under 2500, the third does not
 
     c = Counting()
+    clock = FrozenClock(monkeypatch, envelope._cache)
     cache = DataKeyCache(max_age=0.2)
     env = Envelope([c, LocalKey.generate()], data_key_cache=cache)
     env.encrypt(b"x")
+    clock.advance(0.19)
     env.encrypt(b"x")
-    time.sleep(0.25)
+    clock.advance(0.02)
     env.encrypt(b"x")
     assert c.wraps == 2
     assert cache.stats().evictions == 1
@@ -203,9 +204,10 @@ def test_key_vault_calls_per_message_with_caches(clean):
         assert counts["unwrapKey"] == 40
 
 
-def test_disabled_key_stops_working_within_the_cache_max_age(clean):
+def test_disabled_key_stops_working_within_the_cache_max_age(clean, monkeypatch):
     vault = clean
     vault.create_key("shred-oct", "oct-HSM")
+    clock = FrozenClock(monkeypatch, envelope._cache)  # the caches' clock, not the client's
     with kek(vault, "shred-oct", key_info_ttl=0) as key:
         max_age = 0.5
         env = Envelope(
@@ -215,12 +217,11 @@ def test_disabled_key_stops_working_within_the_cache_max_age(clean):
         )
         blob = env.encrypt(b"x")
         assert env.decrypt(blob) == b"x"
-        disabled_at = time.monotonic()
         vault.update_key("shred-oct", enabled=False)
         # Within max_age the caches may still serve ...
         env.encrypt(b"y")
         env.decrypt(blob)
-        time.sleep(max(0.0, max_age - (time.monotonic() - disabled_at)) + 0.05)
+        clock.advance(max_age)
         # ... and after it, the vault's refusal reaches the caller.
         with pytest.raises(KeyAccessError):
             env.encrypt(b"z")

@@ -105,14 +105,17 @@ async def test_one_fill_serves_hundreds_of_tasks_and_a_cancelled_waiter_harms_no
 async def test_a_cancelled_filler_lets_a_waiter_fill():
     cache = UnwrapCache()
     fills = []
+    started, never = asyncio.Event(), asyncio.Event()
 
     async def fill() -> bytes:
         fills.append(1)
-        await asyncio.sleep(0.2 if len(fills) == 1 else 0)
+        if len(fills) == 1:
+            started.set()
+            await never.wait()  # the leader's fill ends only by its cancellation
         return b"b" * 32
 
     leader = asyncio.create_task(cache.get_or_fill_async("key", fill))
-    await asyncio.sleep(0.01)
+    await started.wait()
     waiters = [asyncio.create_task(cache.get_or_fill_async("key", fill)) for _ in range(20)]
     await asyncio.sleep(0.01)
     leader.cancel()

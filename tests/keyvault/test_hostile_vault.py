@@ -397,9 +397,11 @@ def test_a_trickling_vault_holds_a_call_no_longer_than_its_time_bounds(
         wrapped = rsa_wrapped(hostile, os.urandom(32))
         elapsed, error = time_to_fail(lambda: unwrap(key, mode, wrapped))
     assert elapsed < bound + SLACK
-    attempts = hostile.operations.count(operation)
+    # One look at what the vault saw (an attempt the client gave up on may still land).
+    seen = list(hostile.operations)
+    attempts = seen.count(operation)
     assert attempts == 1 if retry_total == 0 else 2 <= attempts <= 3
-    assert hostile.operations == [operation] * attempts
+    assert seen == [operation] * attempts
     if bound == timeout:
         assert f"{timeout:g} s" in str(error)
 

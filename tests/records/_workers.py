@@ -13,32 +13,43 @@ from envelope.records import KeySetCache, Records, SQLiteKeyStore
 
 class SlowWrap(LocalKey):
     """A LocalKey whose wraps take ``delay`` seconds (and are counted), so that two
-    processes creating a scope's first key set really overlap."""
+    processes creating a scope's first key set really overlap. With ``meet`` (a barrier
+    shared with another process) the first wrap waits there instead: each process has then
+    read the store, found it empty and made a key set before either adds one."""
 
-    __slots__ = ("delay", "wraps")
+    __slots__ = ("delay", "meet", "wraps")
     delay: float
+    meet: Any
     wraps: int
 
     def wrap_key(self, data_key: bytes) -> WrappedKey:
         self.wraps = getattr(self, "wraps", 0) + 1
-        time.sleep(getattr(self, "delay", 0.0))
+        meet = getattr(self, "meet", None)
+        if meet is not None and self.wraps == 1:
+            meet.wait(timeout=60)
+        else:
+            time.sleep(getattr(self, "delay", 0.0))
         return super().wrap_key(data_key)
 
 
-def records_for(directory: str, *, delay: float = 0.0, max_age: float = 60.0) -> Records:
+def records_for(
+    directory: str, *, delay: float = 0.0, max_age: float = 60.0, meet: Any = None
+) -> Records:
     slow = SlowWrap.load(Path(directory) / "layer-0.key")
     assert isinstance(slow, SlowWrap)
     slow.delay = delay
+    slow.meet = meet
     env = Envelope([slow, LocalKey.load(Path(directory) / "layer-1.key")])
     store = SQLiteKeyStore(Path(directory) / "keys.db")
     return Records(env, store, cache=KeySetCache(max_age=max_age))
 
 
-def first_use(directory: str, name: str, barrier: Any, threads: int) -> None:
+def first_use(directory: str, name: str, barrier: Any, meet: Any, threads: int) -> None:
     """``threads`` threads of this process encrypt in a new scope at once, just after the
     other process is ready too; the records go to ``{name}.txt``, one text per line, and
-    the number of key sets this process made (its wraps) to ``{name}.wraps``."""
-    records = records_for(directory, delay=0.2)
+    the number of key sets this process made (its wraps) to ``{name}.wraps``. Each
+    process's key set is wrapped only once both found the scope empty (``meet``)."""
+    records = records_for(directory, meet=meet)
     out: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(threads)

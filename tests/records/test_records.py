@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+import envelope._cache
 import envelope._message
+import envelope.records._cache
+import envelope.records._records
 from envelope import DecryptionError, Envelope, EnvelopeError, FormatError, KeyAccessError, LocalKey
 from envelope._format import Suite
 from envelope._limits import MAX_RECORD_BYTES, MAX_SCOPE_BYTES
@@ -27,6 +30,7 @@ from envelope.records import (
     to_text,
 )
 from envelope.records._format import parse_key_set
+from tests.conftest import FrozenClock
 from tests.core.conftest import Counting
 from tests.records.conftest import DictStore
 
@@ -535,15 +539,18 @@ def test_cache_counters_and_limits(env):
     assert len(cache) == 0
 
 
-def test_a_key_set_is_reloaded_after_the_cache_max_age(env):
+def test_a_key_set_is_reloaded_after_the_cache_max_age(env, monkeypatch):
+    records_modules = (envelope._cache, envelope.records._cache, envelope.records._records)
+    clock = FrozenClock(monkeypatch, *records_modules)
     inner, outer = Counting(), Counting()
     writer = Records(Envelope([inner, outer]), MemoryKeyStore())
     record = writer.encrypt(b"v")
     reader = Records(Envelope([inner, outer]), writer.store, cache=KeySetCache(max_age=0.2))
     reader.decrypt(record)
+    clock.advance(0.19)
     reader.decrypt(record)
     assert inner.unwraps == 1
-    time.sleep(0.3)
+    clock.advance(0.02)
     reader.decrypt(record)
     assert inner.unwraps == 2
 

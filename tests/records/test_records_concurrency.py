@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from envelope import Envelope, KeyAccessError, LocalKey
+from envelope import Envelope, KeyAccessError, LocalKey, WrappedKey
 from envelope.records import MemoryKeyStore, Records, SQLiteKeyStore, from_text
 from tests.conftest import run_threads
 from tests.core.conftest import Counting
@@ -46,9 +46,9 @@ def test_first_use_from_threads_makes_one_key_set(store):
 
 def test_first_use_from_two_processes_and_8_threads_each_agrees_on_one(key_dir: Path):
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(2)
+    barrier, meet = context.Barrier(2), context.Barrier(2)
     children = [
-        context.Process(target=_workers.first_use, args=(str(key_dir), name, barrier, 8))
+        context.Process(target=_workers.first_use, args=(str(key_dir), name, barrier, meet, 8))
         for name in ("one", "two")
     ]
     for child in children:
@@ -153,8 +153,24 @@ def test_cold_decrypt_many_of_10000_records_unwraps_once_per_layer():
     assert inner.unwraps == outer.unwraps == 1
 
 
+class _Held(Counting):
+    """Counts like :class:`Counting`; each unwrap says it began (``entered``), then waits
+    for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def unwrap_key(self, wrapped: WrappedKey) -> bytes:
+        self._count("unwraps")
+        self.entered.set()
+        assert self.release.wait(10)
+        return self._key.unwrap_key(wrapped)
+
+
 def test_a_shred_while_a_load_is_in_flight(env):
-    inner, outer = Counting(delay=0.4), Counting()
+    inner, outer = _Held(), Counting()
     writer = Records(Envelope([inner, outer]), MemoryKeyStore())
     record = writer.encrypt(b"v", scope="s")
     reader = Records(Envelope([inner, outer]), writer.store)
@@ -168,9 +184,10 @@ def test_a_shred_while_a_load_is_in_flight(env):
 
     thread = threading.Thread(target=read)
     thread.start()
-    time.sleep(0.15)  # the reader has the document and is unwrapping
+    assert inner.entered.wait(10)  # the reader has the document and is unwrapping
     assert inner.unwraps == 1
     assert reader.shred("s") == 1
+    inner.release.set()
     thread.join(10)
     # The load that began before the shred lands after it: refused, and loaded again, it
     # finds nothing.

@@ -350,9 +350,9 @@ def test_key_set_parsers_agree_at_every_length_fields_extremes() -> None:
                 continue
             changed = document[:offset] + struct.pack(form, new) + document[offset + width :]
             for candidate in (changed, changed + bytes(70000), changed[: len(changed) // 2]):
-                started = time.monotonic()
+                started = time.thread_time()  # CPU time: a loaded machine's waits aside
                 ours = _kind(_fields, candidate)
-                assert time.monotonic() - started < 0.5
+                assert time.thread_time() - started < 0.5
                 theirs = _spec_kind(_spec_fields, candidate)
                 assert ours == theirs, (offset, form, new)
                 checked += 1
