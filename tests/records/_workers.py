@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +10,12 @@ from envelope import Envelope, LocalKey, WrappedKey
 from envelope.records import KeySetCache, Records, SQLiteKeyStore
 
 
-class SlowWrap(LocalKey):
-    """A LocalKey whose wraps take ``delay`` seconds (and are counted), so that two
-    processes creating a scope's first key set really overlap. With ``meet`` (a barrier
-    shared with another process) the first wrap waits there instead: each process has then
-    read the store, found it empty and made a key set before either adds one."""
+class MeetingWrap(LocalKey):
+    """A LocalKey that counts its wraps. With ``meet`` (a barrier shared with another
+    process) its first wrap waits there: each process has then read the store, found the
+    scope empty and made a key set before either adds one."""
 
-    __slots__ = ("delay", "meet", "wraps")
-    delay: float
+    __slots__ = ("meet", "wraps")
     meet: Any
     wraps: int
 
@@ -27,19 +24,14 @@ class SlowWrap(LocalKey):
         meet = getattr(self, "meet", None)
         if meet is not None and self.wraps == 1:
             meet.wait(timeout=60)
-        else:
-            time.sleep(getattr(self, "delay", 0.0))
         return super().wrap_key(data_key)
 
 
-def records_for(
-    directory: str, *, delay: float = 0.0, max_age: float = 60.0, meet: Any = None
-) -> Records:
-    slow = SlowWrap.load(Path(directory) / "layer-0.key")
-    assert isinstance(slow, SlowWrap)
-    slow.delay = delay
-    slow.meet = meet
-    env = Envelope([slow, LocalKey.load(Path(directory) / "layer-1.key")])
+def records_for(directory: str, *, max_age: float = 60.0, meet: Any = None) -> Records:
+    counted = MeetingWrap.load(Path(directory) / "layer-0.key")
+    assert isinstance(counted, MeetingWrap)
+    counted.meet = meet
+    env = Envelope([counted, LocalKey.load(Path(directory) / "layer-1.key")])
     store = SQLiteKeyStore(Path(directory) / "keys.db")
     return Records(env, store, cache=KeySetCache(max_age=max_age))
 
@@ -67,9 +59,9 @@ def first_use(directory: str, name: str, barrier: Any, meet: Any, threads: int) 
     for worker in workers:
         worker.join(60)
     (Path(directory) / f"{name}.txt").write_text("\n".join(out))
-    slow = records.envelope.layers[0][0]
-    assert isinstance(slow, SlowWrap)
-    (Path(directory) / f"{name}.wraps").write_text(str(getattr(slow, "wraps", 0)))
+    counted = records.envelope.layers[0][0]
+    assert isinstance(counted, MeetingWrap)
+    (Path(directory) / f"{name}.wraps").write_text(str(getattr(counted, "wraps", 0)))
 
 
 def shred(directory: str, scope: str, record_text: str) -> str:
