@@ -107,22 +107,35 @@ class DataKeys:
         choosing: such a key is never wrapped under a KEK whose wraps need a secret
         (``wrap_needs_secret``), because that wrap would vouch for it (``docs/RECORDS.md``
         section 5.4). That is a :class:`~envelope.KeyAccessError`."""
-        records = []
-        for kek in self._layers[index]:
-            wrapped = kek.wrap_key(data_key)
-            if not secret and wrap_needs_secret(kek, wrapped):
-                raise KeyAccessError(
-                    f"layer {index}: its data key came from a public-key wrap, which anyone "
-                    f"holding the public key can make of a key of their choosing; it is not "
-                    f"wrapped under {kek.key_id!r}, whose wraps need a secret and would vouch "
-                    "for it"
-                )
-            records.append(to_record(kek, wrapped))
-        return tuple(records)
+        return tuple(
+            _vouched(index, kek, kek.wrap_key(data_key), secret) for kek in self._layers[index]
+        )
 
-    async def wrap_async(self, index: int, data_key: bytes) -> tuple[WrappedKeyRecord, ...]:
+    async def wrap_async(
+        self, index: int, data_key: bytes, *, secret: bool = True
+    ) -> tuple[WrappedKeyRecord, ...]:
         """The asyncio twin of :meth:`wrap`: the KEKs of the layer are awaited at once."""
-        return tuple(await gather_all([_wrap_async(kek, data_key) for kek in self._layers[index]]))
+
+        async def one(kek: KeyEncryptionKey) -> WrappedKeyRecord:
+            return _vouched(index, kek, await _wrapped_async(kek, data_key), secret)
+
+        return tuple(await gather_all([one(kek) for kek in self._layers[index]]))
+
+
+def _vouched(
+    index: int, kek: KeyEncryptionKey, wrapped: WrappedKey, secret: bool
+) -> WrappedKeyRecord:
+    """``wrapped`` as the header holds it; a :class:`~envelope.KeyAccessError` if the data
+    key is not known to be secret and this wrap would vouch for it (see
+    :meth:`DataKeys.wrap`)."""
+    if not secret and wrap_needs_secret(kek, wrapped):
+        raise KeyAccessError(
+            f"layer {index}: its data key came from a public-key wrap, which anyone "
+            f"holding the public key can make of a key of their choosing; it is not "
+            f"wrapped under {kek.key_id!r}, whose wraps need a secret and would vouch "
+            "for it"
+        )
+    return to_record(kek, wrapped)
 
 
 def _new_keys(count: int) -> list[bytes]:
@@ -131,10 +144,14 @@ def _new_keys(count: int) -> list[bytes]:
     return [pool[i * DATA_KEY_BYTES : (i + 1) * DATA_KEY_BYTES] for i in range(count)]
 
 
-async def _wrap_async(kek: KeyEncryptionKey, data_key: bytes) -> WrappedKeyRecord:
+async def _wrapped_async(kek: KeyEncryptionKey, data_key: bytes) -> WrappedKey:
     wrap = getattr(kek, "wrap_key_async", None)
-    wrapped = await wrap(data_key) if wrap is not None else kek.wrap_key(data_key)
-    return to_record(kek, wrapped)
+    wrapped: WrappedKey = await wrap(data_key) if wrap is not None else kek.wrap_key(data_key)
+    return wrapped
+
+
+async def _wrap_async(kek: KeyEncryptionKey, data_key: bytes) -> WrappedKeyRecord:
+    return to_record(kek, await _wrapped_async(kek, data_key))
 
 
 def to_record(kek: KeyEncryptionKey | None, wrapped: WrappedKey) -> WrappedKeyRecord:

@@ -352,7 +352,8 @@ class Envelope:
         header, header_length = decode_header(view)
         keys = await self._unwrapper.unwrap_async(header)
         wrapped = [
-            await self._data_keys.wrap_async(index, k.data_key) for index, k in enumerate(keys)
+            await self._data_keys.wrap_async(index, k.data_key, secret=k.secret)
+            for index, k in enumerate(keys)
         ]
         return rewrapped_header(header, wrapped), header_length
 

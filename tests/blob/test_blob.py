@@ -33,6 +33,7 @@ from envelope.blob import (
 )
 
 from ..conftest import run_threads
+from ..core.conftest import Counting
 from .conftest import Azurite, blob_name
 
 HEADER_READ = 16 * 1024  # what the client reads first
@@ -433,6 +434,24 @@ def test_rewrap_replaces_only_the_header_block(container) -> None:
     ]
     with pytest.raises(KeyAccessError):
         client(container, old, blob.blob_name).download(context={"k": "v"})
+
+
+@pytest.mark.parametrize("size", [4 * BLOCK + 99, 100])  # the header block alone; whole
+def test_rewrap_from_a_public_wrap_to_a_vouching_key_is_refused(container, size) -> None:
+    """``Counting`` does not say its wraps need a secret, so it counts as a public-key KEK:
+    its data key could be anyone's choice, and a local key's wrap (which vouches) is refused;
+    the blob is left as it was."""
+    quiet, outer = Counting(), LocalKey.generate()
+    data = os.urandom(size)
+    writer = client(container, Envelope([quiet, outer], frame_size=F))
+    writer.upload(data)
+    blob = writer.blob_client
+    before = (blob.get_block_list("committed")[0], blob.get_blob_properties().etag)
+    vouching = Envelope([[LocalKey.generate(), quiet], outer], frame_size=F)
+    with pytest.raises(KeyAccessError, match="public-key wrap"):
+        client(container, vouching, blob.blob_name).rewrap()
+    assert (blob.get_block_list("committed")[0], blob.get_blob_properties().etag) == before
+    assert writer.download() == data
 
 
 def test_rewrap_keeps_content_settings_and_metadata(container, envelope) -> None:

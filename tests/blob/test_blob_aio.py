@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 
-from envelope import DecryptionError, Envelope, LocalKey
+from envelope import DecryptionError, Envelope, KeyAccessError, LocalKey
 from envelope.blob.aio import EncryptedBlobClient
 
+from ..core.conftest import Counting
 from .conftest import blob_name
 from .test_blob import ATTACKS, BLOCK, F, _edges
 
@@ -113,6 +114,24 @@ async def test_rewrap_keeps_the_committed_body_blocks(aio_container) -> None:
         aio_container.get_blob_client(name), Envelope([inner, new_outer], frame_size=F)
     )
     assert await reader.download() == data
+
+
+@pytest.mark.parametrize("size", [3 * BLOCK + 1, 100])  # the header block alone; whole
+async def test_rewrap_from_a_public_wrap_to_a_vouching_key_is_refused(aio_container, size) -> None:
+    """The asyncio twin of the sync client's test: a data key from a KEK that counts as
+    public is not wrapped under a local key, whose wrap would vouch for it."""
+    quiet, outer = Counting(), LocalKey.generate()
+    data = os.urandom(size)
+    writer = encrypted(aio_container, Envelope([quiet, outer], frame_size=F))
+    await writer.upload(data)
+    blob = writer.blob_client
+    before = ((await blob.get_block_list("committed"))[0], (await blob.get_blob_properties()).etag)
+    vouching = Envelope([[LocalKey.generate(), quiet], outer], frame_size=F)
+    with pytest.raises(KeyAccessError, match="public-key wrap"):
+        await EncryptedBlobClient(aio_container.get_blob_client(blob.blob_name), vouching).rewrap()
+    after = ((await blob.get_block_list("committed"))[0], (await blob.get_blob_properties()).etag)
+    assert after == before
+    assert await writer.download() == data
 
 
 async def test_a_small_blob_is_rewritten_whole(aio_container) -> None:
