@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
+import functools
 from collections.abc import Callable
 
 __all__ = ["Buffer", "contiguous", "fresh_output", "wipe", "writable"]
@@ -16,14 +16,22 @@ Buffer = bytes | bytearray | memoryview
 # fault in where the workers first write them, in parallel. It is CPython's public C API;
 # elsewhere the plain constructor is used.
 LAZY_OUTPUT_BYTES = 1 << 20
-_uninitialised: Callable[[None, int], bytearray] | None
-try:
-    _constructor = ctypes.pythonapi.PyByteArray_FromStringAndSize
-    _constructor.restype = ctypes.py_object
-    _constructor.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-    _uninitialised = _constructor
-except (AttributeError, OSError):  # an interpreter without CPython's C API
-    _uninitialised = None
+
+
+@functools.cache
+def _uninitialised() -> Callable[[None, int], bytearray] | None:
+    """CPython's constructor, looked up on the first large output (ctypes is not imported
+    with the package)."""
+    import ctypes  # noqa: PLC0415
+
+    try:
+        constructor = ctypes.pythonapi.PyByteArray_FromStringAndSize
+    except (AttributeError, OSError):  # an interpreter without CPython's C API
+        return None
+    constructor.restype = ctypes.py_object
+    constructor.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+    made: Callable[[None, int], bytearray] = constructor
+    return made
 
 
 def contiguous(data: Buffer) -> memoryview:
@@ -53,18 +61,26 @@ def fresh_output(size: int) -> bytearray:
     write every byte, or wipe or drop the buffer, before it returns. Smaller outputs are
     zeroed as usual: there the zeroing costs nothing worth saving.
     """
-    if size < LAZY_OUTPUT_BYTES or _uninitialised is None:
-        return bytearray(size)
-    return _uninitialised(None, size)
+    constructor = _uninitialised() if size >= LAZY_OUTPUT_BYTES else None
+    return bytearray(size) if constructor is None else constructor(None, size)
 
 
-_ZEROS = bytes(1 << 20)
+_WIPE_BYTES = 1 << 20
+
+
+@functools.cache
+def _zeros() -> bytes:
+    return bytes(_WIPE_BYTES)
 
 
 def wipe(buffer: bytearray | memoryview) -> None:
     """Zero ``buffer`` in place, a MiB at a time (``buffer[:] = bytes(n)`` would first
     allocate a second buffer of its size)."""
     view = memoryview(buffer).cast("B")
-    for start in range(0, len(view), len(_ZEROS)):
-        part = view[start : start + len(_ZEROS)]
-        part[:] = _ZEROS[: len(part)]
+    if len(view) <= _WIPE_BYTES:
+        view[:] = bytes(len(view))
+        return
+    zeros = _zeros()
+    for start in range(0, len(view), _WIPE_BYTES):
+        part = view[start : start + _WIPE_BYTES]
+        part[:] = zeros[: len(part)]

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV, AESOC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from . import _limits
+from ._buffers import wipe
 from ._errors import DecryptionError
 from ._format import TAG_BYTES, Aead, Suite
 
@@ -257,7 +258,7 @@ class FrameCipher:
         except InvalidTag:
             # decrypt_into has already written the unverified plaintext into dst: wipe it, so
             # no caller (or a sink still holding a view of dst) can see it.
-            dst[:] = bytes(len(dst))
+            wipe(dst)
             raise DecryptionError() from None
 
     def seal_all(self, plaintext: memoryview, out: memoryview) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from . import _limits
+from ._buffers import wipe
 from ._engine import FrameCipher
 from ._errors import DecryptionError, FormatError
 from ._files import leave_signals_to_other_threads
@@ -166,7 +167,7 @@ class _ThreadedSink:
         self._thread.join()
         if failed:
             for buffer in self._buffers:
-                buffer[:] = bytes(len(buffer))
+                wipe(buffer)
         elif self._failure is not None:
             raise self._failure
 

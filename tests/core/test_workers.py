@@ -177,7 +177,7 @@ def test_a_large_output_is_written_whole_over_stale_bytes(monkeypatch, workers):
         stale.append(bytearray(b"\xa5") * size)
         return stale[-1]
 
-    monkeypatch.setattr(envelope._buffers, "_uninitialised", stale_output)
+    monkeypatch.setattr(envelope._buffers, "_uninitialised", lambda: stale_output)
     keys = [LocalKey.generate(), LocalKey.generate()]
     env = Envelope(keys, workers=workers)
     lazy = envelope._buffers.LAZY_OUTPUT_BYTES
