@@ -84,15 +84,9 @@ class StoredBody:
             raise ValueError(
                 f"out holds {len(out)} bytes; these frames hold {plain_stop - plain_start}"
             )
-        last = self.frame_count - 1
-        step, sealed_step = self.frame_size, self.sealed_frame
+        final = frames.stop == self.frame_count
         try:
-            for position, index in enumerate(frames):
-                source = sealed[position * sealed_step : (position + 1) * sealed_step]
-                target = out[
-                    position * step : position * step + len(source) - self._cipher.overhead
-                ]
-                self._cipher.open_frame(index, index == last, source, target)
+            self._cipher.open_run(sealed, out, 0, len(frames), base=frames.start, final=final)
         except DecryptionError:
             wipe(out)
             raise
@@ -141,23 +135,8 @@ class BodyWriter:
                 f"the input needs more than {_limits.MAX_FRAMES} frames of {step} bytes; "
                 "use a larger frame_size"
             )
-        sealed_step = self.sealed_frame
-        seal = self._cipher.seal_frame
-        for position in range(full):
-            source = plaintext[position * step : (position + 1) * step]
-            seal(
-                self._index,
-                False,
-                source,
-                out[position * sealed_step : (position + 1) * sealed_step],
-            )
-            self._index += 1
-        written = full * sealed_step
-        if final:
-            source = plaintext[full * step :]
-            end = written + len(source) + self._cipher.overhead
-            seal(self._index, True, source, out[written:end])
-            self._index += 1
-            self._finished = True
-            written = end
+        written = self.sealed_size(len(plaintext), final=final)
+        self._cipher.seal_run(plaintext, out[:written], 0, frames, base=self._index, final=final)
+        self._index += frames
+        self._finished = final
         return written
