@@ -6,7 +6,6 @@ vault."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import ssl
 import statistics
@@ -206,6 +205,8 @@ def _request_cost(vault: Any, requests: int = 300) -> dict[str, float]:
     key over one kept-alive connection (plain httpx, no SDK), median and p95 in ms."""
     import httpx
 
+    from envelope.testing._identity import b64url_encode
+
     kid = vault.create_key("request-cost", "oct-HSM")
     headers = {"Authorization": f"Bearer {vault.issue_token()}"}
     context = ssl.create_default_context(cafile=vault.ca_file)
@@ -214,7 +215,7 @@ def _request_cost(vault: Any, requests: int = 300) -> dict[str, float]:
         wrapped = client.post(
             f"{kid}/wrapkey{query}",
             headers=headers,
-            json={"alg": "A256KW", "value": _b64url(os.urandom(32))},
+            json={"alg": "A256KW", "value": b64url_encode(os.urandom(32))},
         ).json()["value"]
         samples = []
         for _ in range(requests + 20):
@@ -230,10 +231,6 @@ def _request_cost(vault: Any, requests: int = 300) -> dict[str, float]:
         "median_ms": statistics.median(measured) * 1000,
         "p95_ms": _percentile(measured, 0.95) * 1000,
     }
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _failover(vault: Any, how: str, plan: LoadPlan) -> dict[str, Any]:
