@@ -4,6 +4,7 @@ against the committed block list."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import itertools
 import os
@@ -521,6 +522,53 @@ def test_an_http_storage_url_is_refused_before_any_request(envelope, network_log
 def test_the_helpers_refuse_what_would_bypass_the_policy(azurite: Azurite) -> None:
     with pytest.raises(TypeError, match="connection_verify"):
         secure_blob_client(f"{azurite.url}/c/b", azurite.credential, connection_verify=False)
+
+
+@pytest.mark.parametrize(
+    ("package", "transport", "credential"),
+    [
+        ("envelope.blob", "SecureTransport", "DefaultCredential"),
+        ("envelope.blob.aio", "AsyncSecureTransport", "AsyncDefaultCredential"),
+    ],
+)
+def test_a_refused_helper_call_opens_no_transport_or_credential(
+    monkeypatch: pytest.MonkeyPatch, package: str, transport: str, credential: str
+) -> None:
+    # Each of them owns an HTTP client: made for a client that is then refused, it would be
+    # left open, with no one to close it.
+    import envelope.keyvault
+
+    helpers = importlib.import_module(package)
+    secure = importlib.import_module(f"{package}._secure")
+    made: list[str] = []
+
+    def counted(name: str) -> Callable[..., str]:
+        def make(*args: Any, **kwargs: Any) -> str:
+            made.append(name)
+            return name
+
+        return make
+
+    monkeypatch.setattr(secure, transport, counted(transport))
+    monkeypatch.setattr(envelope.keyvault, credential, counted(credential))
+    for helper in (helpers.secure_blob_client, helpers.secure_container_client):
+        with pytest.raises(InsecureTransportError):
+            helper("http://127.0.0.1:1/devstoreaccount1/c")
+        for bypass in ("transport", "connection_verify", "connection_cert"):
+            with pytest.raises(TypeError, match=bypass):
+                helper("https://127.0.0.1:1/devstoreaccount1/c", **{bypass: None})
+    assert made == []
+    # The same path, for a URL it accepts, does make them (the count above counts).
+    options = secure.storage_options(
+        "https://127.0.0.1:1/devstoreaccount1/c",
+        None,
+        None,
+        {},
+        make_transport=getattr(secure, transport),
+        make_default_credential=secure._credential,
+    )
+    assert made == [credential, transport]
+    assert (options["transport"], options["credential"]) == (transport, credential)
 
 
 def test_a_server_outside_the_trusted_roots_is_refused(azurite: Azurite, envelope) -> None:
