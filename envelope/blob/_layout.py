@@ -45,6 +45,7 @@ from .._envelope import Envelope
 from .._errors import DecryptionError, FormatError, InsecureTransportError
 from .._files import atomic_output
 from .._format import PREFIX_BYTES, TAG_BYTES, header_length_from_prefix
+from .._streams import Readable, read_into
 from ._names import BlobIdentity, blob_identity, check_account_name
 
 __all__ = [
@@ -667,13 +668,12 @@ def chunks(data: Any, size: int) -> Iterator[tuple[memoryview, bool]]:
         for start in range(0, max(len(view), 1), size):
             yield view[start : start + size], start + size >= len(view)
         return
-    read = getattr(data, "read", None)
-    if read is None:
+    if getattr(data, "read", None) is None:
         raise TypeError("data must be a bytes-like object or a binary stream with read()")
-    current = read_exactly(read, size)
+    current = read_piece(data, size)
     while True:
-        following = read_exactly(read, size) if len(current) == size else b""
-        yield memoryview(current), not following
+        following = read_piece(data, size) if len(current) == size else memoryview(b"")
+        yield current, not following
         if not following:
             return
         current = following
@@ -702,16 +702,9 @@ class StreamSink:
         self._stream.truncate()
 
 
-def read_exactly(read: Callable[[int], Any], size: int) -> bytes:
-    """Up to ``size`` bytes from a sync ``read``, fewer only at the end of the input."""
-    parts: list[bytes] = []
-    wanted = size
-    while wanted > 0:
-        chunk = read(wanted)
-        if chunk is None:
-            raise BlockingIOError("the source has no data ready; uploads need a blocking source")
-        if not chunk:
-            break
-        parts.append(bytes(chunk))
-        wanted -= len(chunk)
-    return b"".join(parts)
+def read_piece(source: Readable, size: int) -> memoryview:
+    """Up to ``size`` bytes of a sync binary stream, read into a buffer of their own; fewer
+    only at the end of the input. A source with nothing ready is refused (``BlockingIOError``):
+    that is not the end of the input."""
+    piece = memoryview(bytearray(size))
+    return piece[: read_into(source, piece)]

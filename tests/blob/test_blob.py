@@ -104,6 +104,38 @@ def test_round_trip_from_bytes_and_from_a_stream(container, envelope, size) -> N
         assert sink.getvalue() == data
 
 
+class Trickle:
+    """A binary stream with only ``read``, which hands out at most ``step`` bytes at a time
+    and ``None`` (nothing ready, as a non-blocking source says) where ``stalls`` says."""
+
+    def __init__(self, data: bytes, step: int, stalls: tuple[int, ...] = ()) -> None:
+        self._data, self._step, self._stalls = io.BytesIO(data), step, stalls
+        self.reads = 0
+
+    def read(self, size: int) -> bytes | None:
+        self.reads += 1
+        if self.reads in self._stalls:
+            return None
+        return self._data.read(min(size, self._step))
+
+
+def test_a_stream_of_short_reads_round_trips(container, envelope) -> None:
+    data = os.urandom(3 * BLOCK + F + 7)
+    encrypted = client(container, envelope)
+    encrypted.upload(Trickle(data, 1000))
+    assert encrypted.download() == data
+
+
+@pytest.mark.parametrize("stall", [1, 2, BLOCK // 1000 + 2])
+def test_a_source_with_nothing_ready_fails_the_upload(container, envelope, stall) -> None:
+    # Taking "nothing ready" for the end of the input would commit a truncated message as a
+    # whole one: at the first read, within the first block, and at the read ahead.
+    encrypted = client(container, envelope)
+    with pytest.raises(BlockingIOError):
+        encrypted.upload(Trickle(os.urandom(2 * BLOCK), 1000, (stall,)))
+    assert not encrypted.blob_client.exists()
+
+
 def test_layout_header_block_then_blocks_of_whole_frames(container, envelope) -> None:
     encrypted = client(container, envelope)
     size = 3 * BLOCK + F + 7
