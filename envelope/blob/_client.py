@@ -13,7 +13,6 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobClient
 
@@ -148,7 +147,7 @@ class EncryptedBlobClient(BlobClientBase):
         needed = _layout.header_length_needed(prefix, size)
         if needed > len(prefix):
             rest = self._blob.download_blob(
-                offset=len(prefix), length=needed - len(prefix), **_layout.pinned(properties)
+                offset=len(prefix), length=needed - len(prefix), **_layout.pinned(properties.etag)
             )
             prefix += rest.readall()
         return _layout.FirstRead(prefix, needed, size, properties)
@@ -192,9 +191,7 @@ class EncryptedBlobClient(BlobClientBase):
                     future.cancel()
 
     def _read_range(self, etag: str, offset: int, length: int) -> bytes:
-        downloader = self._blob.download_blob(
-            offset=offset, length=length, etag=etag, match_condition=MatchConditions.IfNotModified
-        )
+        downloader = self._blob.download_blob(offset=offset, length=length, **_layout.pinned(etag))
         return bytes(downloader.readall())
 
     # -- rewrap ---------------------------------------------------------------------------
@@ -210,7 +207,7 @@ class EncryptedBlobClient(BlobClientBase):
         ``max_concurrency`` at once, so memory stays bounded whatever the blob's size.
         Content settings and metadata are kept."""
         first = self._read_header()
-        pinned = _layout.pinned(first.properties)
+        pinned = _layout.pinned(first.properties.etag)
         kept = _layout.kept_properties(first.properties)
         new_header, _ = self._envelope._rewrap_header(memoryview(first.header))
         reuse = _layout.reuse_plan(self._committed_blocks(), first.header_length)

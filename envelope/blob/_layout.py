@@ -633,10 +633,10 @@ def rewrapped_block_list(header_id: str, body_ids: Sequence[str]) -> list[BlobBl
     return blocks + [BlobBlock(block_id, BlockState.COMMITTED) for block_id in body_ids]
 
 
-def pinned(properties: Any) -> dict[str, Any]:
-    """The condition that a request applies to the version of the blob ``properties``
-    describe: a blob replaced in between fails the request instead of mixing versions."""
-    return {"etag": properties.etag, "match_condition": MatchConditions.IfNotModified}
+def pinned(etag: str) -> dict[str, Any]:
+    """The condition that a request applies to the version of the blob whose ETag is
+    ``etag``: a blob replaced in between fails the request instead of mixing versions."""
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
 
 
 def kept_properties(properties: Any) -> dict[str, Any]:
