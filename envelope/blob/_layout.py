@@ -406,8 +406,8 @@ class FrameReader:
             raise DecryptionError()
 
     def wipe(self) -> None:
-        self._plain[:] = bytes(len(self._plain))
-        self._sealed[:] = bytes(len(self._sealed))
+        wipe(self._plain)
+        wipe(self._sealed)
 
     def _open_batch(self) -> None:
         frames = range(self._next, min(self._stop, self._next + self._batch))
