@@ -72,8 +72,9 @@ def rewrap_blobs(
 ) -> ExitCode:
     """Rewrap the blobs of ``container`` (a ``ContainerClient``) whose names start with
     ``prefix``, reporting a line per blob; returns 0, or the exit code of the first blob (in
-    name order) that failed. ``account_name`` is the account the blob binding names, for a
-    URL whose host does not name it."""
+    name order) that failed. ``jobs`` (1 or more) blobs are rewrapped at once.
+    ``account_name`` is the account the blob binding names, for a URL whose host does not
+    name it."""
     from ..blob import EncryptedBlobClient  # noqa: PLC0415 - the Storage SDK loads on use
 
     source = built.envelope
@@ -106,7 +107,7 @@ def rewrap_blobs(
             report(reporter, outcome, many=True)
 
     try:
-        with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
             for future in [pool.submit(one, index) for index in range(len(blobs))]:
                 future.result()
     finally:

@@ -422,7 +422,6 @@ def rewrap_blobs_command(
     recipe = load_recipe(keys, config, (), ca_file)
     built = recipe.build()
     try:
-        assert built.remote is not None
         policy, fallback = built.remote()
         credential = storage_credential(container_url, fallback, account_name)
         container = secure_container_client(container_url, credential, tls_policy=policy)

@@ -550,9 +550,9 @@ def reaches_end(body: StoredBody, offset: int, length: int | None) -> bool:
 def plan_range(body: StoredBody, offset: int, length: int | None) -> tuple[range, int, int]:
     """For plaintext bytes ``[offset, offset + length)`` (``length`` None: to the end):
     the frames to fetch and open, how many of their first plaintext bytes to skip, and how
-    many bytes the caller gets. An offset past the end is the caller's mistake only once
-    the final frame proved that end (see :func:`reaches_end`)."""
-    check_range(offset, length)
+    many bytes the caller gets, for an ``offset`` and ``length`` that passed
+    :func:`check_range`. An offset past the end is the caller's mistake only once the final
+    frame proved that end (see :func:`reaches_end`)."""
     if offset > body.plaintext_length:
         raise ValueError(f"offset must be 0 to {body.plaintext_length} (the plaintext's length)")
     if length is None:
