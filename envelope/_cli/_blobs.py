@@ -13,14 +13,17 @@ most ``jobs`` blobs are in flight, so at most that many calls reach a vault at a
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from .. import Envelope, UnwrapCache
 from ._config import Built
-from ._errors import CliError, ExitCode, describe, exit_code
+from ._errors import CliError, ExitCode
 from ._progress import Reporter
+from ._work import Outcome, already_rewrapped, attempt, first_failure, report
 
 __all__ = ["DEFAULT_JOBS", "rewrap_blobs", "storage_credential"]
 
@@ -69,8 +72,9 @@ def rewrap_blobs(
 ) -> ExitCode:
     """Rewrap the blobs of ``container`` (a ``ContainerClient``) whose names start with
     ``prefix``, reporting a line per blob; returns 0, or the exit code of the first blob (in
-    name order) that failed. ``account_name`` is the account the blob binding names, for a
-    URL whose host does not name it."""
+    name order) that failed. ``jobs`` (1 or more) blobs are rewrapped at once.
+    ``account_name`` is the account the blob binding names, for a URL whose host does not
+    name it."""
     from ..blob import EncryptedBlobClient  # noqa: PLC0415 - the Storage SDK loads on use
 
     source = built.envelope
@@ -85,12 +89,10 @@ def rewrap_blobs(
         EncryptedBlobClient(container.get_blob_client("-"), envelope, account_name=account_name)
     except ValueError as exc:
         raise CliError(f"{exc} (here: --account-name, or AZURE_STORAGE_ACCOUNT)") from None
-    try:
+    with _storage_errors():
         listed = sorted(container.list_blobs(name_starts_with=prefix or None), key=lambda b: b.name)
-    except Exception as exc:
-        raise _storage_error(exc) from exc
     blobs = [(b.name, int(b.size or 0)) for b in listed]
-    outcomes: list[tuple[ExitCode, str] | None] = [None] * len(blobs)
+    outcomes: list[Outcome | None] = [None] * len(blobs)
     lock = threading.Lock()
     reporter.start("rewrapping", sum(size for _, size in blobs), len(blobs))
 
@@ -98,50 +100,37 @@ def rewrap_blobs(
         name, size = blobs[index]
         blob = container.get_blob_client(name)
         encrypted = EncryptedBlobClient(blob, envelope, account_name=account_name)
-        outcome = _attempt(encrypted, name, target_ids)
-        code, message = outcome
+        outcome = attempt(name, size, lambda: _rewrap(encrypted, name, target_ids))
         with lock:
             outcomes[index] = outcome
             reporter.advance(size)
-            reporter.file_done()
-            if code == ExitCode.OK:
-                reporter.line(message, success=True)
-            else:
-                reporter.line(f"envelope: {message}", success=False)
+            report(reporter, outcome, many=True)
 
     try:
-        with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
             for future in [pool.submit(one, index) for index in range(len(blobs))]:
                 future.result()
     finally:
         reporter.close()
-    codes = [o[0] for o in outcomes if o is not None and o[0] != ExitCode.OK]
-    return codes[0] if codes else ExitCode.OK
+    return first_failure(outcomes)
 
 
-def _attempt(
-    encrypted: Any, name: str, target_ids: tuple[tuple[str, ...], ...]
-) -> tuple[ExitCode, str]:
-    try:
-        if _already_done(encrypted, target_ids):
-            return ExitCode.OK, f"already rewrapped {name}"
+def _rewrap(encrypted: Any, name: str, target_ids: tuple[tuple[str, ...], ...]) -> str:
+    with _storage_errors():
+        if already_rewrapped(encrypted.inspect(), target_ids):
+            return f"already rewrapped {name}"
         encrypted.rewrap()
-    except Exception as exc:
-        return exit_code(_storage_error(exc)), describe(_storage_error(exc), name)
-    return ExitCode.OK, f"rewrapped {name}"
+    return f"rewrapped {name}"
 
 
-def _already_done(encrypted: Any, target_ids: tuple[tuple[str, ...], ...]) -> bool:
-    info = encrypted.inspect()
-    return tuple(layer.key_ids for layer in info.layers) == target_ids
-
-
-def _storage_error(exc: Exception) -> Exception:
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
     """An Azure storage error as an ``OSError`` of the blob (usage, exit 2), with the
     service's short message; every envelope error as it is."""
     from azure.core.exceptions import AzureError  # noqa: PLC0415
 
-    if isinstance(exc, AzureError):
+    try:
+        yield
+    except AzureError as exc:
         reason = str(exc.message or exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return OSError(f"storage: {reason}")
-    return exc
+        raise OSError(f"storage: {reason}") from exc

@@ -416,18 +416,17 @@ def rewrap_blobs_command(
     or managed identity and the developer sign-ins). --ca-file also replaces the trusted
     roots for storage."""
     from ..blob import secure_container_client  # noqa: PLC0415 - the Storage SDK on use
-    from ..blob._secure import has_sas  # noqa: PLC0415
+    from ..blob._secure import uses_default_credential  # noqa: PLC0415
     from ._blobs import DEFAULT_JOBS, rewrap_blobs, storage_credential  # noqa: PLC0415
 
     recipe = load_recipe(keys, config, (), ca_file)
     built = recipe.build()
     try:
-        assert built.remote is not None
         policy, fallback = built.remote()
         credential = storage_credential(container_url, fallback, account_name)
         container = secure_container_client(container_url, credential, tls_policy=policy)
         built.closers.append(container.close)
-        if credential is None and not has_sas(container_url):
+        if uses_default_credential(container_url, credential):
             # The library's default credential, made for this container: closed with it.
             built.closers.append(container.credential.close)
         target_ids = _target_ids(built)

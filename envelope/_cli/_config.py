@@ -69,7 +69,7 @@ class Recipe:
         except BaseException:
             _close_all(factory.closers)
             raise
-        return Built(envelope, factory.closers, factory.remote)
+        return Built(envelope, factory.remote, factory.closers)
 
 
 class _Keks:
@@ -140,9 +140,9 @@ _SECRET_VARIABLES = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"
 @dataclass
 class Built:
     envelope: Envelope
-    closers: list[Callable[[], object]] = field(default_factory=list)
     #: The TLS policy and credential for remote services (Key Vault, storage), made on use.
-    remote: Callable[[], tuple[Any, Any]] | None = None
+    remote: Callable[[], tuple[Any, Any]]
+    closers: list[Callable[[], object]] = field(default_factory=list)
 
     def close(self) -> None:
         _close_all(self.closers)

@@ -25,13 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from .. import Envelope, inspect
+from .. import Envelope, MessageInfo, inspect
 from .._files import atomic_output, remove_stale
 from ._config import Built, Recipe
 from ._errors import CliError, ExitCode, describe, exit_code
 from ._progress import Reporter
 
-__all__ = ["Job", "Outcome", "Task", "remove_leftovers", "run"]
+__all__ = [
+    "Job",
+    "Outcome",
+    "Task",
+    "already_rewrapped",
+    "attempt",
+    "first_failure",
+    "remove_leftovers",
+    "report",
+    "run",
+]
 
 _CHUNK = 1 << 20
 
@@ -102,6 +112,11 @@ def run(
             _serial(built.envelope, task, jobs, reporter, outcomes)
     finally:
         reporter.close()
+    return first_failure(outcomes)
+
+
+def first_failure(outcomes: Sequence[Outcome | None]) -> ExitCode:
+    """The exit code of the first outcome (in order) that failed, else 0."""
     codes = [o.code for o in outcomes if o is not None and o.code != ExitCode.OK]
     return codes[0] if codes else ExitCode.OK
 
@@ -127,7 +142,7 @@ def _serial(
     for index, job in enumerate(jobs):
         outcome = _attempt(envelope, task, job, reporter.advance)
         outcomes[index] = outcome
-        _report(reporter, outcome, len(jobs) > 1)
+        report(reporter, outcome, len(jobs) > 1)
 
 
 def _parallel(
@@ -163,7 +178,7 @@ def _parallel(
                         outcome = Outcome(jobs[index].name, exit_code(exc), describe(exc), 0)
                     outcomes[index] = outcome
                     done_bytes += outcome.size
-                    _report(reporter, outcome, len(jobs) > 1)
+                    report(reporter, outcome, len(jobs) > 1)
                 with counter.get_lock():
                     reporter.set_bytes(max(done_bytes, counter.value))
         except BaseException:
@@ -174,7 +189,8 @@ def _parallel(
             raise
 
 
-def _report(reporter: Reporter, outcome: Outcome, many: bool) -> None:
+def report(reporter: Reporter, outcome: Outcome, many: bool) -> None:
+    """One item done: a failure's line always, a success's when there are ``many``."""
     reporter.file_done()
     if outcome.code != ExitCode.OK:
         reporter.line(f"envelope: {outcome.message}", success=False)
@@ -182,16 +198,27 @@ def _report(reporter: Reporter, outcome: Outcome, many: bool) -> None:
         reporter.line(outcome.message, success=True)
 
 
-def _attempt(envelope: Envelope, task: Task, job: Job, progress: Callable[[int], None]) -> Outcome:
+def attempt(name: str, size: int, perform: Callable[[], str]) -> Outcome:
+    """The outcome of ``perform`` for the item ``name``: its message, or the error it raised
+    as one line and an exit code (and, with ``ENVELOPE_DEBUG``, its traceback)."""
     try:
-        message = _perform(envelope, task, job, progress)
+        message = perform()
     except Exception as exc:
         if os.environ.get("ENVELOPE_DEBUG"):
             import traceback  # noqa: PLC0415
 
             traceback.print_exc()
-        return Outcome(job.name, exit_code(exc), describe(exc, job.name), job.size or 0)
-    return Outcome(job.name, ExitCode.OK, message, job.size or 0)
+        return Outcome(name, exit_code(exc), describe(exc, name), size)
+    return Outcome(name, ExitCode.OK, message, size)
+
+
+def already_rewrapped(info: MessageInfo, target_ids: tuple[tuple[str, ...], ...] | None) -> bool:
+    """Whether a header (``info``) names exactly the key ids a rewrap would write."""
+    return target_ids is not None and tuple(layer.key_ids for layer in info.layers) == target_ids
+
+
+def _attempt(envelope: Envelope, task: Task, job: Job, progress: Callable[[int], None]) -> Outcome:
+    return attempt(job.name, job.size or 0, lambda: _perform(envelope, task, job, progress))
 
 
 def _perform(envelope: Envelope, task: Task, job: Job, progress: Callable[[int], None]) -> str:
@@ -218,10 +245,7 @@ def _rewrap(envelope: Envelope, task: Task, job: Job, progress: Callable[[int], 
     path = Path(job.source)
     info = inspect(path)
     size = job.size or 0
-    if (
-        task.target_ids is not None
-        and tuple(layer.key_ids for layer in info.layers) == task.target_ids
-    ):
+    if already_rewrapped(info, task.target_ids):
         progress(size)
         return f"already rewrapped {job.name}"
     envelope.rewrap_file(path)

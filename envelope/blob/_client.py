@@ -13,7 +13,6 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobClient
 
@@ -72,7 +71,7 @@ class EncryptedBlobClient(BlobClientBase):
         first, last = next(pieces)
         if last:
             block = _layout.seal_block(writer, first, True)
-            return _reply(self._blob.upload_blob(bytes(header) + block, overwrite=overwrite))
+            return dict(self._blob.upload_blob(bytes(header) + block, overwrite=overwrite))
         if not overwrite and self._blob.exists():
             raise ResourceExistsError(f"{self._blob.url} exists; pass overwrite=True")
         upload = BlockUpload(header, writer)
@@ -80,11 +79,11 @@ class EncryptedBlobClient(BlobClientBase):
         # Each block is sealed here while the ones before it are staged.
         body = (
             functools.partial(stage, *upload.block(piece, final))
-            for piece, final in _with_first(first, last, pieces)
+            for piece, final in itertools.chain([(first, last)], pieces)
         )
         self._in_turn(itertools.chain([functools.partial(stage, upload.ids[0], header)], body))
         conditions = _layout.commit_conditions(overwrite)
-        return _reply(self._blob.commit_block_list(upload.block_list(), **conditions))
+        return dict(self._blob.commit_block_list(upload.block_list(), **conditions))
 
     # -- download -------------------------------------------------------------------------
 
@@ -148,7 +147,7 @@ class EncryptedBlobClient(BlobClientBase):
         needed = _layout.header_length_needed(prefix, size)
         if needed > len(prefix):
             rest = self._blob.download_blob(
-                offset=len(prefix), length=needed - len(prefix), **_layout.pinned(properties)
+                offset=len(prefix), length=needed - len(prefix), **_layout.pinned(properties.etag)
             )
             prefix += rest.readall()
         return _layout.FirstRead(prefix, needed, size, properties)
@@ -192,9 +191,7 @@ class EncryptedBlobClient(BlobClientBase):
                     future.cancel()
 
     def _read_range(self, etag: str, offset: int, length: int) -> bytes:
-        downloader = self._blob.download_blob(
-            offset=offset, length=length, etag=etag, match_condition=MatchConditions.IfNotModified
-        )
+        downloader = self._blob.download_blob(offset=offset, length=length, **_layout.pinned(etag))
         return bytes(downloader.readall())
 
     # -- rewrap ---------------------------------------------------------------------------
@@ -210,7 +207,7 @@ class EncryptedBlobClient(BlobClientBase):
         ``max_concurrency`` at once, so memory stays bounded whatever the blob's size.
         Content settings and metadata are kept."""
         first = self._read_header()
-        pinned = _layout.pinned(first.properties)
+        pinned = _layout.pinned(first.properties.etag)
         kept = _layout.kept_properties(first.properties)
         new_header, _ = self._envelope._rewrap_header(memoryview(first.header))
         reuse = _layout.reuse_plan(self._committed_blocks(), first.header_length)
@@ -218,14 +215,14 @@ class EncryptedBlobClient(BlobClientBase):
             header_id, body_ids = reuse
             self._blob.stage_block(header_id, new_header)
             blocks = _layout.rewrapped_block_list(header_id, body_ids)
-            return _reply(self._blob.commit_block_list(blocks, **pinned, **kept))
+            return dict(self._blob.commit_block_list(blocks, **pinned, **kept))
         body_length = first.size - first.header_length
         if body_length <= self._chunk:
             body = _layout.body_if_read(first)
             if body is None:
                 body = self._read_range(first.properties.etag, first.header_length, body_length)
             whole = new_header + body
-            return _reply(self._blob.upload_blob(whole, overwrite=True, **pinned, **kept))
+            return dict(self._blob.upload_blob(whole, overwrite=True, **pinned, **kept))
         rewrite = _layout.rewrite_plan(first.header_length, first.size, self._chunk)
         etag, stage = first.properties.etag, self._blob.stage_block
 
@@ -235,7 +232,7 @@ class EncryptedBlobClient(BlobClientBase):
         header = functools.partial(stage, rewrite.header_id, new_header)
         body_copies = (functools.partial(copy, *block) for block in rewrite.body)
         self._in_turn(itertools.chain([header], body_copies))
-        return _reply(self._blob.commit_block_list(rewrite.block_list(), **pinned, **kept))
+        return dict(self._blob.commit_block_list(rewrite.block_list(), **pinned, **kept))
 
     def _committed_blocks(self) -> list[Any]:
         """The committed block list; empty if the SDK cannot decode its ids (the storage's
@@ -245,13 +242,3 @@ class EncryptedBlobClient(BlobClientBase):
         except ValueError:  # base64 or UTF-8 that does not decode
             return []
         return list(committed)
-
-
-def _reply(reply: Any) -> dict[str, Any]:
-    """The service's reply to a write, as the SDK returns it."""
-    return dict(reply)
-
-
-def _with_first(first: Any, last: bool, rest: Any) -> Any:
-    yield first, last
-    yield from rest

@@ -45,6 +45,7 @@ from .._envelope import Envelope
 from .._errors import DecryptionError, FormatError, InsecureTransportError
 from .._files import atomic_output
 from .._format import PREFIX_BYTES, TAG_BYTES, header_length_from_prefix
+from .._streams import Readable, read_into
 from ._names import BlobIdentity, blob_identity, check_account_name
 
 __all__ = [
@@ -405,8 +406,8 @@ class FrameReader:
             raise DecryptionError()
 
     def wipe(self) -> None:
-        self._plain[:] = bytes(len(self._plain))
-        self._sealed[:] = bytes(len(self._sealed))
+        wipe(self._plain)
+        wipe(self._sealed)
 
     def _open_batch(self) -> None:
         frames = range(self._next, min(self._stop, self._next + self._batch))
@@ -549,9 +550,9 @@ def reaches_end(body: StoredBody, offset: int, length: int | None) -> bool:
 def plan_range(body: StoredBody, offset: int, length: int | None) -> tuple[range, int, int]:
     """For plaintext bytes ``[offset, offset + length)`` (``length`` None: to the end):
     the frames to fetch and open, how many of their first plaintext bytes to skip, and how
-    many bytes the caller gets. An offset past the end is the caller's mistake only once
-    the final frame proved that end (see :func:`reaches_end`)."""
-    check_range(offset, length)
+    many bytes the caller gets, for an ``offset`` and ``length`` that passed
+    :func:`check_range`. An offset past the end is the caller's mistake only once the final
+    frame proved that end (see :func:`reaches_end`)."""
     if offset > body.plaintext_length:
         raise ValueError(f"offset must be 0 to {body.plaintext_length} (the plaintext's length)")
     if length is None:
@@ -632,10 +633,10 @@ def rewrapped_block_list(header_id: str, body_ids: Sequence[str]) -> list[BlobBl
     return blocks + [BlobBlock(block_id, BlockState.COMMITTED) for block_id in body_ids]
 
 
-def pinned(properties: Any) -> dict[str, Any]:
-    """The condition that a request applies to the version of the blob ``properties``
-    describe: a blob replaced in between fails the request instead of mixing versions."""
-    return {"etag": properties.etag, "match_condition": MatchConditions.IfNotModified}
+def pinned(etag: str) -> dict[str, Any]:
+    """The condition that a request applies to the version of the blob whose ETag is
+    ``etag``: a blob replaced in between fails the request instead of mixing versions."""
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
 
 
 def kept_properties(properties: Any) -> dict[str, Any]:
@@ -667,13 +668,12 @@ def chunks(data: Any, size: int) -> Iterator[tuple[memoryview, bool]]:
         for start in range(0, max(len(view), 1), size):
             yield view[start : start + size], start + size >= len(view)
         return
-    read = getattr(data, "read", None)
-    if read is None:
+    if getattr(data, "read", None) is None:
         raise TypeError("data must be a bytes-like object or a binary stream with read()")
-    current = read_exactly(read, size)
+    current = read_piece(data, size)
     while True:
-        following = read_exactly(read, size) if len(current) == size else b""
-        yield memoryview(current), not following
+        following = read_piece(data, size) if len(current) == size else memoryview(b"")
+        yield current, not following
         if not following:
             return
         current = following
@@ -702,16 +702,9 @@ class StreamSink:
         self._stream.truncate()
 
 
-def read_exactly(read: Callable[[int], Any], size: int) -> bytes:
-    """Up to ``size`` bytes from a sync ``read``, fewer only at the end of the input."""
-    parts: list[bytes] = []
-    wanted = size
-    while wanted > 0:
-        chunk = read(wanted)
-        if chunk is None:
-            raise BlockingIOError("the source has no data ready; uploads need a blocking source")
-        if not chunk:
-            break
-        parts.append(bytes(chunk))
-        wanted -= len(chunk)
-    return b"".join(parts)
+def read_piece(source: Readable, size: int) -> memoryview:
+    """Up to ``size`` bytes of a sync binary stream, read into a buffer of their own; fewer
+    only at the end of the input. A source with nothing ready is refused (``BlockingIOError``):
+    that is not the end of the input."""
+    piece = memoryview(bytearray(size))
+    return piece[: read_into(source, piece)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ __all__ = [
     "secure_blob_client",
     "secure_container_client",
     "storage_options",
+    "uses_default_credential",
 ]
 
 #: The storage clients' httpx settings: a block (a few MiB) may take its time; many
@@ -32,19 +34,31 @@ def has_sas(url: str) -> bool:
     return "sig=" in url.partition("?")[2]
 
 
+def uses_default_credential(url: str, credential: Any) -> bool:
+    """Whether a storage client for ``url`` given ``credential`` gets the library's default
+    credential (made for it, so closed by whoever closes the client)."""
+    return credential is None and not has_sas(url)
+
+
 def storage_options(
-    url: str, credential: Any, tls_policy: TLSPolicy | None, transport: Any, kwargs: dict[str, Any]
+    url: str,
+    credential: Any,
+    tls_policy: TLSPolicy | None,
+    kwargs: dict[str, Any],
+    make_transport: Callable[..., Any],
+    make_default_credential: Callable[[TLSPolicy | None], Any],
 ) -> dict[str, Any]:
-    """The keywords of a storage client on ``transport``: the URL checked, the default
-    credential filled in, and the keywords that would weaken or bypass TLS refused."""
+    """The keywords of a storage client: the URL checked, the keywords that would weaken or
+    bypass TLS refused, and only then the transport (``make_transport(tls_policy,
+    client_options=STORAGE_CLIENT)``) and, when no credential is given, the default one
+    made, so a refused client leaves nothing open behind it."""
     check_https(url)
     for name in ("transport", "connection_verify", "connection_cert"):
         if name in kwargs:
             raise TypeError(f"{name}= would bypass the TLS policy; give tls_policy= instead")
-    if credential is None and not has_sas(url):
-        from ..keyvault import DefaultCredential  # noqa: PLC0415 - azure-identity on use
-
-        credential = DefaultCredential(tls_policy)
+    if uses_default_credential(url, credential):
+        credential = make_default_credential(tls_policy)
+    transport = make_transport(tls_policy, client_options=STORAGE_CLIENT)
     return {"credential": credential, "transport": transport, **kwargs}
 
 
@@ -83,5 +97,10 @@ def secure_container_client(
 def _sync_options(
     url: str, credential: Any, tls_policy: TLSPolicy | None, kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    transport = SecureTransport(tls_policy, client_options=STORAGE_CLIENT)
-    return storage_options(url, credential, tls_policy, transport, kwargs)
+    return storage_options(url, credential, tls_policy, kwargs, SecureTransport, _credential)
+
+
+def _credential(tls_policy: TLSPolicy | None) -> Any:
+    from ..keyvault import DefaultCredential  # noqa: PLC0415 - azure-identity on use
+
+    return DefaultCredential(tls_policy)

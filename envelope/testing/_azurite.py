@@ -72,9 +72,7 @@ class Azurite:
         ca.cert_pem.write_to_path(self.ca_file)
         self.tls_policy = TLSPolicy(ca_data=ca.cert_pem.bytes())
         self.credential = {"account_name": ACCOUNT, "account_key": ACCOUNT_KEY}
-        environment = {
-            k: v for k, v in os.environ.items() if not k.upper().endswith(("_PROXY", "PROXY"))
-        }
+        environment = {k: v for k, v in os.environ.items() if not k.upper().endswith("PROXY")}
         # The command is the operator's (ENVELOPE_AZURITE or the PATH), its arguments fixed.
         self._process = subprocess.Popen(  # noqa: S603
             [

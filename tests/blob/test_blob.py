@@ -4,6 +4,7 @@ against the committed block list."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import itertools
 import os
@@ -101,6 +102,38 @@ def test_round_trip_from_bytes_and_from_a_stream(container, envelope, size) -> N
         sink = io.BytesIO()
         assert encrypted.download_to(sink, context={"tenant": "contoso"}) == size
         assert sink.getvalue() == data
+
+
+class Trickle:
+    """A binary stream with only ``read``, which hands out at most ``step`` bytes at a time
+    and ``None`` (nothing ready, as a non-blocking source says) where ``stalls`` says."""
+
+    def __init__(self, data: bytes, step: int, stalls: tuple[int, ...] = ()) -> None:
+        self._data, self._step, self._stalls = io.BytesIO(data), step, stalls
+        self.reads = 0
+
+    def read(self, size: int) -> bytes | None:
+        self.reads += 1
+        if self.reads in self._stalls:
+            return None
+        return self._data.read(min(size, self._step))
+
+
+def test_a_stream_of_short_reads_round_trips(container, envelope) -> None:
+    data = os.urandom(3 * BLOCK + F + 7)
+    encrypted = client(container, envelope)
+    encrypted.upload(Trickle(data, 1000))
+    assert encrypted.download() == data
+
+
+@pytest.mark.parametrize("stall", [1, 2, BLOCK // 1000 + 2])
+def test_a_source_with_nothing_ready_fails_the_upload(container, envelope, stall) -> None:
+    # Taking "nothing ready" for the end of the input would commit a truncated message as a
+    # whole one: at the first read, within the first block, and at the read ahead.
+    encrypted = client(container, envelope)
+    with pytest.raises(BlockingIOError):
+        encrypted.upload(Trickle(os.urandom(2 * BLOCK), 1000, (stall,)))
+    assert not encrypted.blob_client.exists()
 
 
 def test_layout_header_block_then_blocks_of_whole_frames(container, envelope) -> None:
@@ -500,6 +533,28 @@ def test_rewrap_of_a_blob_changed_meanwhile_commits_nothing(container, envelope)
     assert [b.id for b in list_blocks("committed")[0]] == before
 
 
+def test_a_download_of_a_blob_changed_after_its_header_was_read_fails(container, envelope) -> None:
+    # Every read after the header's (of the whole blob, or of a range beyond the first read)
+    # is pinned to the ETag the header came with: no frame of another version is mixed in.
+    data = os.urandom(3 * BLOCK)
+    encrypted = client(container, envelope)
+    encrypted.upload(data)
+    blob = encrypted.blob_client
+    download = blob.download_blob
+
+    def changed_after_the_first(*args: Any, **kwargs: Any) -> Any:
+        blob.download_blob = download
+        result = download(*args, **kwargs)
+        blob.set_blob_metadata({"changed": "yes"})  # a new ETag, the same bytes
+        return result
+
+    for read in (encrypted.download, lambda: encrypted.download(offset=2 * BLOCK, length=F)):
+        blob.download_blob = changed_after_the_first
+        with pytest.raises(ResourceModifiedError):
+            read()
+    assert encrypted.download() == data
+
+
 # -- transport ------------------------------------------------------------------------------
 
 
@@ -521,6 +576,53 @@ def test_an_http_storage_url_is_refused_before_any_request(envelope, network_log
 def test_the_helpers_refuse_what_would_bypass_the_policy(azurite: Azurite) -> None:
     with pytest.raises(TypeError, match="connection_verify"):
         secure_blob_client(f"{azurite.url}/c/b", azurite.credential, connection_verify=False)
+
+
+@pytest.mark.parametrize(
+    ("package", "transport", "credential"),
+    [
+        ("envelope.blob", "SecureTransport", "DefaultCredential"),
+        ("envelope.blob.aio", "AsyncSecureTransport", "AsyncDefaultCredential"),
+    ],
+)
+def test_a_refused_helper_call_opens_no_transport_or_credential(
+    monkeypatch: pytest.MonkeyPatch, package: str, transport: str, credential: str
+) -> None:
+    # Each of them owns an HTTP client: made for a client that is then refused, it would be
+    # left open, with no one to close it.
+    import envelope.keyvault
+
+    helpers = importlib.import_module(package)
+    secure = importlib.import_module(f"{package}._secure")
+    made: list[str] = []
+
+    def counted(name: str) -> Callable[..., str]:
+        def make(*args: Any, **kwargs: Any) -> str:
+            made.append(name)
+            return name
+
+        return make
+
+    monkeypatch.setattr(secure, transport, counted(transport))
+    monkeypatch.setattr(envelope.keyvault, credential, counted(credential))
+    for helper in (helpers.secure_blob_client, helpers.secure_container_client):
+        with pytest.raises(InsecureTransportError):
+            helper("http://127.0.0.1:1/devstoreaccount1/c")
+        for bypass in ("transport", "connection_verify", "connection_cert"):
+            with pytest.raises(TypeError, match=bypass):
+                helper("https://127.0.0.1:1/devstoreaccount1/c", **{bypass: None})
+    assert made == []
+    # The same path, for a URL it accepts, does make them (the count above counts).
+    options = secure.storage_options(
+        "https://127.0.0.1:1/devstoreaccount1/c",
+        None,
+        None,
+        {},
+        make_transport=getattr(secure, transport),
+        make_default_credential=secure._credential,
+    )
+    assert made == [credential, transport]
+    assert (options["transport"], options["credential"]) == (transport, credential)
 
 
 def test_a_server_outside_the_trusted_roots_is_refused(azurite: Azurite, envelope) -> None:

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceModifiedError
 from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 
 from envelope import DecryptionError, Envelope, KeyAccessError, LocalKey
@@ -131,6 +132,30 @@ async def test_rewrap_from_a_public_wrap_to_a_vouching_key_is_refused(aio_contai
         await EncryptedBlobClient(aio_container.get_blob_client(blob.blob_name), vouching).rewrap()
     after = ((await blob.get_block_list("committed"))[0], (await blob.get_blob_properties()).etag)
     assert after == before
+    assert await writer.download() == data
+
+
+async def test_a_download_of_a_blob_changed_after_its_header_was_read_fails(
+    aio_container, envelope
+) -> None:
+    """The asyncio twin of the sync client's test: every read after the header's is pinned
+    to its ETag."""
+    data = os.urandom(3 * BLOCK)
+    writer = encrypted(aio_container, envelope)
+    await writer.upload(data)
+    blob = writer.blob_client
+    download = blob.download_blob
+
+    async def changed_after_the_first(*args: Any, **kwargs: Any) -> Any:
+        blob.download_blob = download
+        result = await download(*args, **kwargs)
+        await blob.set_blob_metadata({"changed": "yes"})  # a new ETag, the same bytes
+        return result
+
+    for offset, length in ((0, None), (2 * BLOCK, F)):
+        blob.download_blob = changed_after_the_first
+        with pytest.raises(ResourceModifiedError):
+            await writer.download(offset=offset, length=length)
     assert await writer.download() == data
 
 

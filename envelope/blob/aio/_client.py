@@ -10,7 +10,6 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, cast
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import BlobClient
 
@@ -108,7 +107,7 @@ class EncryptedBlobClient(BlobClientBase):
         size = _layout.total_size(properties.content_range, len(prefix))
         needed = _layout.header_length_needed(prefix, size)
         if needed > len(prefix):
-            pinned = _layout.pinned(properties)
+            pinned = _layout.pinned(properties.etag)
             rest = await self._blob.download_blob(
                 offset=len(prefix), length=needed - len(prefix), **pinned
             )
@@ -157,9 +156,8 @@ class EncryptedBlobClient(BlobClientBase):
             raise
 
     async def _read_range(self, etag: str, offset: int, length: int) -> bytes:
-        downloader = await self._blob.download_blob(
-            offset=offset, length=length, etag=etag, match_condition=MatchConditions.IfNotModified
-        )
+        pinned = _layout.pinned(etag)
+        downloader = await self._blob.download_blob(offset=offset, length=length, **pinned)
         return bytes(await downloader.readall())
 
     # -- rewrap ---------------------------------------------------------------------------
@@ -167,7 +165,7 @@ class EncryptedBlobClient(BlobClientBase):
     async def rewrap(self) -> dict[str, Any]:
         """See :meth:`envelope.blob.EncryptedBlobClient.rewrap`."""
         first = await self._read_header()
-        pinned = _layout.pinned(first.properties)
+        pinned = _layout.pinned(first.properties.etag)
         kept = _layout.kept_properties(first.properties)
         new_header, _ = await self._envelope._rewrap_header_async(memoryview(first.header))
         reuse = _layout.reuse_plan(await self._committed_blocks(), first.header_length)

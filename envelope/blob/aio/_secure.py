@@ -8,23 +8,19 @@ from typing import Any
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from ...transport import AsyncSecureTransport, TLSPolicy
-from .._secure import STORAGE_CLIENT, has_sas, storage_options
+from .._secure import storage_options
 
 __all__ = ["secure_blob_client", "secure_container_client"]
 
 
 def _options(url: str, credential: Any, tls_policy: TLSPolicy | None, kwargs: Any) -> Any:
-    if credential is None and not has_sas(url):
-        from ...keyvault import AsyncDefaultCredential  # noqa: PLC0415
+    return storage_options(url, credential, tls_policy, kwargs, AsyncSecureTransport, _credential)
 
-        credential = AsyncDefaultCredential(tls_policy)
-    return storage_options(
-        url,
-        credential,
-        tls_policy,
-        AsyncSecureTransport(tls_policy, client_options=STORAGE_CLIENT),
-        kwargs,
-    )
+
+def _credential(tls_policy: TLSPolicy | None) -> Any:
+    from ...keyvault import AsyncDefaultCredential  # noqa: PLC0415 - azure-identity on use
+
+    return AsyncDefaultCredential(tls_policy)
 
 
 def secure_blob_client(
