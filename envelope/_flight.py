@@ -52,10 +52,6 @@ class Flight:
         #: take the result from the flight rather than from a cache.
         self.outcome: Any = None
 
-    @property
-    def landed(self) -> bool:
-        return self._done.is_set()
-
     def land(self) -> None:
         """End the flight and wake every waiter, in any thread or event loop."""
         with self._lock:
