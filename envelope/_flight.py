@@ -21,7 +21,7 @@ import contextlib
 import threading
 from typing import Any
 
-__all__ = ["Flight", "running_loop"]
+__all__ = ["Flight", "running_loop", "wake"]
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -32,7 +32,14 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _wake(future: asyncio.Future[None]) -> None:
+def wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """Resolve ``future``, awaited on ``loop``, from any thread."""
+    # A loop closed since its task began to wait has nobody left to wake.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():  # a waiter that was cancelled has stopped listening
         future.set_result(None)
 
@@ -52,19 +59,13 @@ class Flight:
         #: take the result from the flight rather than from a cache.
         self.outcome: Any = None
 
-    @property
-    def landed(self) -> bool:
-        return self._done.is_set()
-
     def land(self) -> None:
         """End the flight and wake every waiter, in any thread or event loop."""
         with self._lock:
             self._done.set()
             waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
-            # A loop closed since its task began to wait has nobody left to wake.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_wake, future)
+            wake(loop, future)
 
     def wait(self) -> bool:
         """Block until the flight lands: True. False at once when this thread runs the work

@@ -40,8 +40,6 @@ __all__ = ["AsyncDefaultCredential", "DefaultCredential", "MAX_REPLY_BYTES"]
 #: key bundle of an RSA-8192 key is under 3 KiB, a token reply under 8 KiB).
 MAX_REPLY_BYTES = 64 * 1024
 
-_DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
-
 
 def _options(retry: dict[str, Any] | None) -> dict[str, Any]:
     options = dict(retry or {})
@@ -57,7 +55,8 @@ def _options(retry: dict[str, Any] | None) -> dict[str, Any]:
 def _transport_options(
     timeout: httpx.Timeout | None = None, max_response_bytes: int | None = MAX_REPLY_BYTES
 ) -> dict[str, Any]:
-    return {"timeout": timeout or _DEFAULT_TIMEOUT, "max_response_bytes": max_response_bytes}
+    # None leaves the identity transport's default; `or` keeps a falsy one meaning it too.
+    return {"timeout": timeout or None, "max_response_bytes": max_response_bytes}
 
 
 def _which() -> tuple[str, str]:

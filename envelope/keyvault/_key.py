@@ -113,22 +113,6 @@ class _KeyInfo:
     fetched: float
 
 
-#: The flight of a claim that waits for nothing.
-_LANDED = Flight()
-_LANDED.land()
-
-
-@dataclass(frozen=True)
-class _InfoClaim:
-    """Where a caller that needs the key bundle stands: ``info`` when it is fresh; else the
-    flight of its fetch, which the caller ``leading`` makes, or ``waits`` for."""
-
-    info: _KeyInfo | None
-    flight: Flight
-    leading: bool
-    waits: bool
-
-
 class _Clients:
     """The SDK client of one flavour (sync, or async on one event loop) and what must be
     closed with it."""
@@ -427,45 +411,45 @@ class KeyVaultKey:
     def _key_info(self) -> _KeyInfo:
         """The key bundle, at most ``key_info_ttl`` old: one fetch for every caller that
         needs it meanwhile, threads and tasks alike, which share its outcome."""
-        claim = self._claim_info()
-        while claim.waits and claim.flight.wait():
-            claim = self._after_waiting(claim.flight)
-        if claim.info is not None:
-            return claim.info
-        with self._fetching(claim) as fetch:
-            fetch.outcome = self._store_info(self._call("getKey", "GET", self._info_path()))
-        return fetch.outcome  # type: ignore[no-any-return]
+        info, flight, leading = self._claim_info()
+        while flight is not None and not leading and flight.wait():
+            info, flight, leading = self._after_waiting(flight)
+        if info is not None:
+            return info
+        lead = flight if leading else None
+        with self._fetching(lead):
+            return self._store_info(self._call("getKey", "GET", self._info_path()), lead)
 
     async def _key_info_async(self) -> _KeyInfo:
         """The asyncio twin of :meth:`_key_info`."""
-        claim = self._claim_info()
-        while claim.waits and await claim.flight.wait_async():
-            claim = self._after_waiting(claim.flight)
-        if claim.info is not None:
-            return claim.info
-        with self._fetching(claim) as fetch:
+        info, flight, leading = self._claim_info()
+        while flight is not None and not leading and await flight.wait_async():
+            info, flight, leading = self._after_waiting(flight)
+        if info is not None:
+            return info
+        lead = flight if leading else None
+        with self._fetching(lead):
             bundle = await self._call_async("getKey", "GET", self._info_path())
-            fetch.outcome = self._store_info(bundle)
-        return fetch.outcome  # type: ignore[no-any-return]
+            return self._store_info(bundle, lead)
 
-    def _claim_info(self) -> _InfoClaim:
-        """The bundle when it is fresh; else the fetch in flight, which this caller either
-        leads (a new flight) or waits for."""
+    def _claim_info(self) -> tuple[_KeyInfo | None, Flight | None, bool]:
+        """``(info, None, False)`` when the bundle is fresh; ``(None, flight, False)`` to
+        wait for the fetch in flight; ``(None, flight, True)`` when this caller fetches."""
         with self._lock:
             info = self._info
             if info is not None and time.monotonic() - info.fetched < self._key_info_ttl:
-                return _InfoClaim(info, _LANDED, leading=False, waits=False)
+                return info, None, False
             if self._info_flight is not None:
-                return _InfoClaim(None, self._info_flight, leading=False, waits=True)
-            self._info_flight = Flight()
-            return _InfoClaim(None, self._info_flight, leading=True, waits=False)
+                return None, self._info_flight, False
+            flight = self._info_flight = Flight()
+            return None, flight, True
 
-    def _after_waiting(self, flight: Flight) -> _InfoClaim:
+    def _after_waiting(self, flight: Flight) -> tuple[_KeyInfo | None, Flight | None, bool]:
         """What the fetch this caller waited for gave: the bundle, or its error raised again
         (a copy: each waiter raises its own); if it ended otherwise (cancelled), look again."""
         outcome = flight.outcome
         if isinstance(outcome, _KeyInfo):
-            return _InfoClaim(outcome, _LANDED, leading=False, waits=False)
+            return outcome, None, False
         shared: EnvelopeError | None = None
         if isinstance(outcome, KeyAccessError):
             shared = KeyAccessError(str(outcome), code=outcome.code, key_id=outcome.key_id)
@@ -476,26 +460,31 @@ class KeyVaultKey:
         return self._claim_info()
 
     @contextlib.contextmanager
-    def _fetching(self, claim: _InfoClaim) -> Iterator[Flight]:
-        """Around a fetch of the bundle, the flight to record its outcome in: the leader's
-        outcome, success or error, goes to the waiters, and its flight ends; a caller that
-        could not wait (the fetch runs in its own thread) fetches for itself alone."""
-        fetch = claim.flight if claim.leading else Flight()
+    def _fetching(self, lead: Flight | None) -> Iterator[None]:
+        """Around a fetch of the bundle by the leader of ``lead``: its error goes to the
+        waiters (its bundle goes in :meth:`_store_info`), and its flight ends. ``None``: a
+        caller that could not wait (the fetch runs in its own thread) fetches for itself
+        alone."""
+        if lead is None:
+            yield
+            return
         try:
-            yield fetch
+            yield
         except BaseException as exc:
-            fetch.outcome = exc
+            lead.outcome = exc
             raise
         finally:
-            if claim.leading:
-                with self._lock:
-                    self._info_flight = None
-                fetch.land()
+            with self._lock:
+                self._info_flight = None
+            lead.land()
 
-    def _store_info(self, bundle: dict[str, Any]) -> _KeyInfo:
+    def _store_info(self, bundle: dict[str, Any], lead: Flight | None) -> _KeyInfo:
+        """Remember the bundle, and hand it to the waiters of ``lead``."""
         info = _parse_bundle(bundle, self._id, self._key_id)
         with self._lock:
             self._info = info
+        if lead is not None:
+            lead.outcome = info
         return info
 
     def _unwrap_request(self, wrapped: WrappedKey) -> tuple[KeyId, dict[str, str]]:

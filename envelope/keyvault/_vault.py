@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from .._errors import DecryptionError, KeyAccessError
-from .._flight import running_loop
+from .._flight import running_loop, wake
 from ._errors import vault_outage
 
 __all__ = ["Caller", "Turn", "Vault", "reset_vaults", "vault_of"]
@@ -83,13 +83,7 @@ class _Waiter:
         if self.event is not None:
             self.event.set()
         elif self.future is not None and self.loop is not None:
-            with contextlib.suppress(RuntimeError):  # its loop is gone, and the task with it
-                self.loop.call_soon_threadsafe(_resolve, self.future)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+            wake(self.loop, self.future)
 
 
 class Vault:
