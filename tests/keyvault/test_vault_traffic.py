@@ -22,13 +22,8 @@ from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
 from envelope.transport import TLSPolicy
 from tests.conftest import kek, run_threads
+from tests.keyvault.conftest import unique
 from tests.keyvault.hostile import Reply, ScriptedVault
-
-_names = iter(range(10**6))
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{next(_names)}"
 
 
 def p95(samples: list[float]) -> float:
