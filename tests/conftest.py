@@ -200,13 +200,16 @@ def run_threads(count: int, work: Callable[[int], T]) -> tuple[list[T], list[Bas
     return results, errors
 
 
-def round_trips_in_threads(env: Envelope, *, threads: int, messages: int) -> list[BaseException]:
+def round_trips_in_threads(
+    env: Envelope, *, threads: int, messages: int, prefix: bytes = b""
+) -> list[BaseException]:
     """Each of ``threads`` threads encrypts and decrypts ``messages`` distinct messages
-    through ``env``, checking each round trip. Returns whatever they raised."""
+    (each ``prefix`` then its thread and number) through ``env``, checking each round trip.
+    Returns whatever they raised."""
 
     def work(n: int) -> None:
         for i in range(messages):
-            data = f"{n}:{i}".encode()
+            data = prefix + f"{n}:{i}".encode()
             assert env.decrypt(env.encrypt(data)) == data
 
     return run_threads(threads, work)[1]
