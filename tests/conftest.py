@@ -15,16 +15,17 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
-from azure.core.credentials import AccessToken
+from azure.core.credentials import AccessToken, TokenCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys._shared import http_challenge_cache
 
 from envelope import Envelope
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
+from envelope.transport import TLSPolicy
 
 from .azurite import Azurite, start_azurite
 
@@ -144,8 +145,22 @@ def key_client(vault: LocalKeyVault, credential: Any = None, **kwargs: Any) -> K
     )
 
 
-def kek(vault: LocalKeyVault, key_id: str, credential: Any = None, **options: Any) -> KeyVaultKey:
-    """A KeyVaultKey for ``key_id`` (a versioned kid, or a name for the versionless id)."""
+class VaultEndpoint(Protocol):
+    """What :func:`kek` needs of a vault: a LocalKeyVault, or one served by another process."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def credential(self) -> TokenCredential: ...
+
+    @property
+    def tls_policy(self) -> TLSPolicy: ...
+
+
+def kek(vault: VaultEndpoint, key_id: str, credential: Any = None, **options: Any) -> KeyVaultKey:
+    """A KeyVaultKey for ``key_id`` (a versioned kid, or a name for the versionless id) of
+    ``vault``, with small backoffs and short timeouts (``FAST``) unless ``options`` say else."""
     if not key_id.startswith("https://"):
         key_id = f"{vault.url}/keys/{key_id}"
     settings = {**FAST, **options}
