@@ -107,10 +107,11 @@ def app_service(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.setenv("IDENTITY_HEADER", SECRET)
 
 
-def default_key(vault: LocalKeyVault, name: str) -> KeyVaultKey:
-    """A KeyVaultKey with no credential: the library's default one."""
-    options: dict[str, Any] = dict(FAST)
-    return KeyVaultKey(f"{vault.url}/keys/{name}", tls_policy=vault.tls_policy, **options)
+def default_key(vault: LocalKeyVault, name: str, **options: Any) -> KeyVaultKey:
+    """A KeyVaultKey with no credential (the library's default one), with the small backoffs
+    and short timeouts of ``FAST`` unless ``options`` say else."""
+    settings: dict[str, Any] = {**FAST, **options}
+    return KeyVaultKey(f"{vault.url}/keys/{name}", tls_policy=vault.tls_policy, **settings)
 
 
 def connections(log: NetworkLog, mark: int) -> set[str]:
@@ -244,6 +245,11 @@ def test_a_vault_url_over_http_is_still_refused(vault, endpoint, no_identity, ne
         ("IDENTITY_ENDPOINT", "http://10.0.0.4:8081/msi/token", "10.0.0.4"),
         ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://192.168.1.20", "192.168.1.20"),
         ("MSI_ENDPOINT", "http://203.0.113.9/msi", "203.0.113.9"),
+        # Link-local hosts other than IMDS (169.254.169.254): a neighbour on the link or a
+        # container runtime's metadata service, reached without TLS, would be handed the
+        # request's secret header and the token in clear. Once allowed; refused since.
+        ("IDENTITY_ENDPOINT", "http://169.254.10.20/msi/token", "169.254.10.20"),
+        ("IDENTITY_ENDPOINT", "http://[fe80::1]/msi/token", "fe80::1"),
     ],
 )
 def test_an_endpoint_beyond_loopback_or_link_local_is_refused_before_connecting(
@@ -304,8 +310,7 @@ def test_a_trickling_endpoint_cannot_hold_a_call_past_its_time_limit(vault, no_i
     try:
         port = listener.getsockname()[1]
         app_service(no_identity, f"http://127.0.0.1:{port}{APP_SERVICE_PATH}")
-        options: dict[str, Any] = {**FAST, "read_timeout": 1.0, "timeout": 3.0}
-        key = KeyVaultKey(f"{vault.url}/keys/mi-inner", tls_policy=vault.tls_policy, **options)
+        key = default_key(vault, "mi-inner", read_timeout=1.0, timeout=3.0)
         started = time.monotonic()
         with key, pytest.raises(KeyAccessError) as caught:
             key.wrap_key(bytes(32))
