@@ -187,9 +187,13 @@ class FrozenClock:
         self.now += seconds
 
 
-def run_threads(count: int, work: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:
+def run_threads(
+    count: int, work: Callable[[int], T], *, timeout: float = 60
+) -> tuple[list[T], list[BaseException]]:
     """Run ``work(n)`` for n in range(count), each in its own thread, all released at once;
-    returns what they returned and what they raised. Every thread must end within 60 s."""
+    returns what they returned and what they raised. Each thread, joined in turn, must end
+    within ``timeout`` s of its join, or the test fails (rather than hangs: the threads are
+    daemons, so one that never returns does not hold the test process either)."""
     barrier = threading.Barrier(count)
     results: list[T] = []
     errors: list[BaseException] = []
@@ -206,12 +210,12 @@ def run_threads(count: int, work: Callable[[int], T]) -> tuple[list[T], list[Bas
             with lock:
                 results.append(value)
 
-    threads = [threading.Thread(target=body, args=(n,)) for n in range(count)]
+    threads = [threading.Thread(target=body, args=(n,), daemon=True) for n in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), f"not ended within {timeout} s"
     return results, errors
 
 

@@ -9,7 +9,6 @@ import itertools
 import os
 import resource
 import string
-import threading
 import tracemalloc
 from typing import Any
 
@@ -21,6 +20,7 @@ from envelope._buffers import LAZY_OUTPUT_BYTES
 from envelope.blob import ACCOUNT_KEY, CONTAINER_KEY, NAME_KEY, EncryptedBlobClient, _layout
 from envelope.blob._layout import HEADER_READ
 
+from ..conftest import run_threads
 from .conftest import (
     BLOCK,
     CHUNK,
@@ -38,22 +38,10 @@ from .conftest import (
 )
 
 
-def _rewrap_within(encrypted: EncryptedBlobClient, seconds: float) -> BaseException | None:
-    """Rewrap on a thread; fail the test if it has not returned within ``seconds``."""
-    outcome: list[BaseException | None] = []
-
-    def rewrap() -> None:
-        try:
-            encrypted.rewrap()
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=rewrap, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"rewrap did not return within {seconds} s"
-    return outcome[0]
+def _rewrap_within(encrypted: EncryptedBlobClient, seconds: float) -> list[BaseException]:
+    """Rewrap on a thread; fail the test if it has not returned within ``seconds``. Returns
+    what it raised."""
+    return run_threads(1, lambda n: encrypted.rewrap(), timeout=seconds)[1]
 
 
 # -- rewrap: block ids chosen by the attacker ------------------------------------------------
@@ -73,7 +61,7 @@ def test_rewrap_of_one_character_block_ids_ends_and_keeps_the_body(container) ->
     assert encrypted.download() == data  # the attacker broke nothing a reader sees
     before = blob.get_block_list("committed")[0]
 
-    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 15) is None
+    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 15) == []
     after = blob.get_block_list("committed")[0]
     assert [(b.id, b.size) for b in after[1:]] == [(b.id, b.size) for b in before[1:]]
     assert len(after[0].id) == 1
@@ -93,7 +81,7 @@ def test_rewrap_when_the_blobs_ids_leave_none_free_rewrites_it(container) -> Non
     restage(blob, ids, [header, *split(body, len(ids) - 1)])
     assert len(blob.get_block_list("committed")[0]) == 64
 
-    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 60) is None
+    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 60) == []
     after = blob.get_block_list("committed")[0]
     assert {len(b.id) for b in after} == {29}  # this library's ids
     assert header_and_body(blob)[1] == body
@@ -126,7 +114,7 @@ def test_rewrap_of_block_ids_beyond_ascii(container, raw_ids: list[bytes]) -> No
     stage_raw(blob, raw_ids, [header, *split(body, len(raw_ids) - 1)])
     assert encrypted.download() == data
 
-    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 30) is None
+    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 30) == []
     assert client(container, keys.new, blob.blob_name).download() == data
     after = blob.get_block_list("committed")[0]
     if all(_is_utf8(raw) for raw in raw_ids):
