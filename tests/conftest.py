@@ -15,16 +15,17 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
-from azure.core.credentials import AccessToken
+from azure.core.credentials import AccessToken, TokenCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys._shared import http_challenge_cache
 
 from envelope import Envelope
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
+from envelope.transport import TLSPolicy
 
 from .azurite import Azurite, start_azurite
 
@@ -144,8 +145,22 @@ def key_client(vault: LocalKeyVault, credential: Any = None, **kwargs: Any) -> K
     )
 
 
-def kek(vault: LocalKeyVault, key_id: str, credential: Any = None, **options: Any) -> KeyVaultKey:
-    """A KeyVaultKey for ``key_id`` (a versioned kid, or a name for the versionless id)."""
+class VaultEndpoint(Protocol):
+    """What :func:`kek` needs of a vault: a LocalKeyVault, or one served by another process."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def credential(self) -> TokenCredential: ...
+
+    @property
+    def tls_policy(self) -> TLSPolicy: ...
+
+
+def kek(vault: VaultEndpoint, key_id: str, credential: Any = None, **options: Any) -> KeyVaultKey:
+    """A KeyVaultKey for ``key_id`` (a versioned kid, or a name for the versionless id) of
+    ``vault``, with small backoffs and short timeouts (``FAST``) unless ``options`` say else."""
     if not key_id.startswith("https://"):
         key_id = f"{vault.url}/keys/{key_id}"
     settings = {**FAST, **options}
@@ -172,9 +187,13 @@ class FrozenClock:
         self.now += seconds
 
 
-def run_threads(count: int, work: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:
+def run_threads(
+    count: int, work: Callable[[int], T], *, timeout: float = 60
+) -> tuple[list[T], list[BaseException]]:
     """Run ``work(n)`` for n in range(count), each in its own thread, all released at once;
-    returns what they returned and what they raised. Every thread must end within 60 s."""
+    returns what they returned and what they raised. Each thread, joined in turn, must end
+    within ``timeout`` s of its join, or the test fails (rather than hangs: the threads are
+    daemons, so one that never returns does not hold the test process either)."""
     barrier = threading.Barrier(count)
     results: list[T] = []
     errors: list[BaseException] = []
@@ -191,22 +210,25 @@ def run_threads(count: int, work: Callable[[int], T]) -> tuple[list[T], list[Bas
             with lock:
                 results.append(value)
 
-    threads = [threading.Thread(target=body, args=(n,)) for n in range(count)]
+    threads = [threading.Thread(target=body, args=(n,), daemon=True) for n in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), f"not ended within {timeout} s"
     return results, errors
 
 
-def round_trips_in_threads(env: Envelope, *, threads: int, messages: int) -> list[BaseException]:
+def round_trips_in_threads(
+    env: Envelope, *, threads: int, messages: int, prefix: bytes = b""
+) -> list[BaseException]:
     """Each of ``threads`` threads encrypts and decrypts ``messages`` distinct messages
-    through ``env``, checking each round trip. Returns whatever they raised."""
+    (each ``prefix`` then its thread and number) through ``env``, checking each round trip.
+    Returns whatever they raised."""
 
     def work(n: int) -> None:
         for i in range(messages):
-            data = f"{n}:{i}".encode()
+            data = prefix + f"{n}:{i}".encode()
             assert env.decrypt(env.encrypt(data)) == data
 
     return run_threads(threads, work)[1]

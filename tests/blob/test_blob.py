@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
+from azure.storage.blob import BlobClient
 
 from envelope import (
     DecryptionError,
@@ -32,47 +32,13 @@ from envelope.blob import (
     secure_blob_client,
     secure_container_client,
 )
+from envelope.blob._layout import HEADER_READ
 
 from ..conftest import run_threads
 from ..core.conftest import Counting
-from .conftest import Azurite, blob_name
+from .conftest import ATTACKS, BLOCK, Azurite, F, Recorder, Rotation, blob_name, client, edges
 
-HEADER_READ = 16 * 1024  # what the client reads first
-
-F = 4096  # the module envelope's frame size
-BLOCK = 4 * F  # four frames per body block
 SIZES = [0, 1, F - 1, F, F + 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + F + 7, 1_000_003]
-
-
-def client(container: ContainerClient, envelope: Envelope, name: str | None = None, **options: Any):
-    options.setdefault("block_size", BLOCK)
-    return EncryptedBlobClient(container.get_blob_client(name or blob_name()), envelope, **options)
-
-
-class Recorder:
-    """Wraps a BlobClient's reads and block uploads to record what went over the wire."""
-
-    def __init__(self, blob: BlobClient) -> None:
-        self.downloads: list[tuple[int | None, int | None]] = []
-        self.staged: list[int] = []
-        self.puts = 0
-        download, stage, put = blob.download_blob, blob.stage_block, blob.upload_blob
-
-        def download_blob(*args: Any, **kwargs: Any) -> Any:
-            self.downloads.append((kwargs.get("offset"), kwargs.get("length")))
-            return download(*args, **kwargs)
-
-        def stage_block(block_id: str, data: Any, *args: Any, **kwargs: Any) -> Any:
-            self.staged.append(len(data))
-            return stage(block_id, data, *args, **kwargs)
-
-        def upload_blob(*args: Any, **kwargs: Any) -> Any:
-            self.puts += 1
-            return put(*args, **kwargs)
-
-        blob.download_blob = download_blob  # type: ignore[method-assign]
-        blob.stage_block = stage_block  # type: ignore[method-assign]
-        blob.upload_blob = upload_blob  # type: ignore[method-assign]
 
 
 def test_public_surface() -> None:
@@ -194,13 +160,6 @@ def test_upload_never_replaces_an_existing_blob_unless_asked(container, envelope
 # -- ranged reads -----------------------------------------------------------------------------
 
 
-def _edges(size: int) -> list[int]:
-    points = {0, size}
-    for boundary in range(0, size + 1, F):
-        points.update({boundary - 1, boundary, boundary + 1})
-    return sorted(p for p in points if 0 <= p <= size)
-
-
 @pytest.mark.parametrize("size", [5 * F, 5 * F + 100])
 def test_ranged_reads_at_every_frame_edge_fetch_only_their_frames(
     container, envelope, size
@@ -210,7 +169,7 @@ def test_ranged_reads_at_every_frame_edge_fetch_only_their_frames(
     encrypted.upload(data)
     opened = encrypted.open()
     recorder = Recorder(encrypted.blob_client)
-    for offset in _edges(size):
+    for offset in edges(size):
         for length in (0, 1, F + 1, None):
             recorder.downloads.clear()
             got = encrypted.download(offset=offset, length=length)
@@ -247,84 +206,6 @@ def test_a_range_outside_the_plaintext_is_refused(container, envelope) -> None:
 # -- attacks: each raises DecryptionError and releases nothing ------------------------------
 
 
-def _ids(blob: BlobClient) -> list[str]:
-    committed, _ = blob.get_block_list("committed")
-    return [block.id for block in committed]
-
-
-def _commit(blob: BlobClient, ids: list[str]) -> None:
-    blob.commit_block_list([BlobBlock(block_id) for block_id in ids])
-
-
-def _replace_block(blob: BlobClient, other: BlobClient) -> None:
-    ids = _ids(blob)
-    # The same block of another message of the same envelope, staged here under a new id.
-    raw = other.download_blob().readall()
-    sizes = [b.size for b in other.get_block_list("committed")[0]]
-    start = sizes[0]
-    blob.stage_block("x" * len(ids[1]), raw[start : start + sizes[1]])
-    _commit(blob, [ids[0], "x" * len(ids[1]), *ids[2:]])
-
-
-def _drop_block(blob: BlobClient, other: BlobClient) -> None:
-    ids = _ids(blob)
-    _commit(blob, [ids[0], ids[1], *ids[3:]])
-
-
-def _drop_first_body_block(blob: BlobClient, other: BlobClient) -> None:
-    ids = _ids(blob)
-    _commit(blob, [ids[0], *ids[2:]])
-
-
-def _reorder_blocks(blob: BlobClient, other: BlobClient) -> None:
-    ids = _ids(blob)
-    _commit(blob, [ids[0], ids[2], ids[1], *ids[3:]])
-
-
-def _truncate_at_a_block_boundary(blob: BlobClient, other: BlobClient) -> None:
-    _commit(blob, _ids(blob)[:-1])
-
-
-def _truncate_to_the_full_blocks(blob: BlobClient, other: BlobClient) -> None:
-    _commit(blob, _ids(blob)[:3])
-
-
-def _header_from_another_blob(blob: BlobClient, other: BlobClient) -> None:
-    ids = _ids(blob)
-    header = other.download_blob(offset=0, length=other.get_block_list("committed")[0][0].size)
-    blob.stage_block("y" * len(ids[0]), header.readall())
-    _commit(blob, ["y" * len(ids[0]), *ids[1:]])
-
-
-def _cut_inside_a_frame(blob: BlobClient, other: BlobClient) -> None:
-    raw = blob.download_blob().readall()
-    blob.upload_blob(raw[:-5], overwrite=True)
-
-
-def _duplicate_a_block(blob: BlobClient, other: BlobClient) -> None:
-    ids = _ids(blob)
-    _commit(blob, [ids[0], ids[1], ids[1], *ids[2:]])
-
-
-def _append_a_block(blob: BlobClient, other: BlobClient) -> None:
-    ids = _ids(blob)
-    _commit(blob, [*ids, ids[1]])
-
-
-ATTACKS: dict[str, Callable[[BlobClient, BlobClient], None]] = {
-    "a body block replaced": _replace_block,
-    "a block dropped": _drop_block,
-    "the first body block dropped": _drop_first_body_block,
-    "blocks reordered": _reorder_blocks,
-    "truncated at a block boundary": _truncate_at_a_block_boundary,
-    "truncated to its full blocks": _truncate_to_the_full_blocks,
-    "a header from another blob": _header_from_another_blob,
-    "cut inside a frame": _cut_inside_a_frame,
-    "a block duplicated": _duplicate_a_block,
-    "a block appended": _append_a_block,
-}
-
-
 def _assert_releases_nothing(encrypted: EncryptedBlobClient, tmp_path: Path, **kwargs: Any) -> None:
     with pytest.raises(DecryptionError):
         encrypted.download(**kwargs)
@@ -356,7 +237,7 @@ def test_ranged_reads_of_a_truncated_blob_fail_where_the_end_is_claimed(
     encrypted = client(container, envelope)
     data = os.urandom(4 * BLOCK + 100)
     encrypted.upload(data)
-    _truncate_to_the_full_blocks(encrypted.blob_client, encrypted.blob_client)
+    ATTACKS["truncated to its full blocks"](encrypted.blob_client, encrypted.blob_client)
     # The body's length is no longer one a writer makes: every read fails before fetching.
     with pytest.raises(DecryptionError):
         encrypted.download(offset=0, length=1)
@@ -437,8 +318,8 @@ def test_a_header_longer_than_the_first_read_is_read_in_two(container) -> None:
 
 
 def test_rewrap_replaces_only_the_header_block(container) -> None:
-    inner, outer, new_outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
-    old = Envelope([inner, outer], frame_size=F)
+    keys = Rotation()
+    old = keys.old
     data = os.urandom(4 * BLOCK + 99)
     writer = client(container, old)
     writer.upload(data, context={"k": "v"})
@@ -446,7 +327,7 @@ def test_rewrap_replaces_only_the_header_block(container) -> None:
     before = blob.get_block_list("committed")[0]
     body_before = blob.download_blob(offset=before[0].size).readall()
 
-    bridge = client(container, Envelope([inner, [new_outer, outer]], frame_size=F), blob.blob_name)
+    bridge = client(container, keys.bridge, blob.blob_name)
     recorder = Recorder(bridge.blob_client)
     bridge.rewrap()
 
@@ -459,7 +340,7 @@ def test_rewrap_replaces_only_the_header_block(container) -> None:
     assert recorder.staged == [after[0].size]
     assert recorder.puts == 0
     # Once every blob names the new KEK, a rewrap without the old one drops it.
-    reader = client(container, Envelope([inner, new_outer], frame_size=F), blob.blob_name)
+    reader = client(container, keys.new, blob.blob_name)
     reader.rewrap()
     assert reader.download(context={"k": "v"}) == data
     assert [(b.id, b.size) for b in blob.get_block_list("committed")[0][1:]] == [
@@ -505,14 +386,12 @@ def test_rewrap_keeps_content_settings_and_metadata(container, envelope) -> None
 
 
 def test_a_small_blob_written_in_one_piece_is_rewritten_whole(container) -> None:
-    inner, outer, new_outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
-    writer = client(container, Envelope([inner, outer], frame_size=F))
+    keys = Rotation()
+    writer = client(container, keys.old)
     writer.upload(b"small")
     name = writer.blob_client.blob_name
-    client(container, Envelope([inner, [new_outer, outer]], frame_size=F), name).rewrap()
-    assert (
-        client(container, Envelope([inner, new_outer], frame_size=F), name).download() == b"small"
-    )
+    client(container, keys.bridge, name).rewrap()
+    assert client(container, keys.new, name).download() == b"small"
 
 
 def test_rewrap_of_a_blob_changed_meanwhile_commits_nothing(container, envelope) -> None:
@@ -526,7 +405,7 @@ def test_rewrap_of_a_blob_changed_meanwhile_commits_nothing(container, envelope)
         blob.set_blob_metadata({"changed": "yes"})  # a new ETag
         return result
 
-    blob.get_block_list = changed_meanwhile
+    blob.get_block_list = changed_meanwhile  # type: ignore[method-assign]
     before = [b.id for b in list_blocks("committed")[0]]
     with pytest.raises(ResourceModifiedError):
         encrypted.rewrap()

@@ -11,21 +11,14 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceModifiedError
-from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 
 from envelope import DecryptionError, Envelope, KeyAccessError, LocalKey
 from envelope.blob.aio import EncryptedBlobClient
 
 from ..core.conftest import Counting
-from .conftest import blob_name
-from .test_blob import ATTACKS, BLOCK, F, _edges
+from .conftest import ATTACKS, BLOCK, F, Rotation, aio_client, blob_name, edges
 
 pytestmark = pytest.mark.asyncio
-
-
-def encrypted(container: AsyncContainerClient, envelope: Envelope, **options: Any) -> Any:
-    options.setdefault("block_size", BLOCK)
-    return EncryptedBlobClient(container.get_blob_client(blob_name()), envelope, **options)
 
 
 class AsyncSource:
@@ -43,7 +36,7 @@ class AsyncSource:
 async def test_round_trip(aio_container, envelope, size) -> None:
     data = os.urandom(size)
     for source in (data, io.BytesIO(data), AsyncSource(data)):
-        blob = encrypted(aio_container, envelope)
+        blob = aio_client(aio_container, envelope)
         await blob.upload(source, context={"tenant": "contoso"})
         assert await blob.download(context={"tenant": "contoso"}) == data
         sink = io.BytesIO()
@@ -62,9 +55,9 @@ async def test_64_mib_round_trip(aio_container) -> None:
 async def test_ranged_reads_at_frame_edges(aio_container, envelope) -> None:
     size = 3 * F + 100
     data = os.urandom(size)
-    blob = encrypted(aio_container, envelope)
+    blob = aio_client(aio_container, envelope)
     await blob.upload(data)
-    for offset in _edges(size):
+    for offset in edges(size):
         for length in (0, 1, F - 1, F + 1, None):
             end = size if length is None else min(size, offset + length)
             assert await blob.download(offset=offset, length=length) == data[offset:end]
@@ -75,7 +68,7 @@ async def test_attack_is_detected_and_releases_nothing(
     container, aio_container, envelope, attack
 ) -> None:
     size = 4 * BLOCK + 100
-    blob, other = encrypted(aio_container, envelope), encrypted(aio_container, envelope)
+    blob, other = aio_client(aio_container, envelope), aio_client(aio_container, envelope)
     await blob.upload(os.urandom(size))
     await other.upload(os.urandom(size))
     sync_blob = container.get_blob_client(blob.blob_client.blob_name)
@@ -89,7 +82,7 @@ async def test_attack_is_detected_and_releases_nothing(
 
 
 async def test_a_copy_under_another_name_does_not_decrypt(aio_container, envelope) -> None:
-    original, copy = encrypted(aio_container, envelope), encrypted(aio_container, envelope)
+    original, copy = aio_client(aio_container, envelope), aio_client(aio_container, envelope)
     await original.upload(os.urandom(2 * BLOCK))
     raw = await (await original.blob_client.download_blob()).readall()
     await copy.blob_client.upload_blob(raw)
@@ -98,22 +91,18 @@ async def test_a_copy_under_another_name_does_not_decrypt(aio_container, envelop
 
 
 async def test_rewrap_keeps_the_committed_body_blocks(aio_container) -> None:
-    inner, outer, new_outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
+    keys = Rotation()
     data = os.urandom(3 * BLOCK + 1)
-    writer = encrypted(aio_container, Envelope([inner, outer], frame_size=F))
+    writer = aio_client(aio_container, keys.old)
     await writer.upload(data)
     before = (await writer.blob_client.get_block_list("committed"))[0]
     name = writer.blob_client.blob_name
-    bridge = EncryptedBlobClient(
-        aio_container.get_blob_client(name), Envelope([inner, [new_outer, outer]], frame_size=F)
-    )
+    bridge = EncryptedBlobClient(aio_container.get_blob_client(name), keys.bridge)
     await bridge.rewrap()
     after = (await writer.blob_client.get_block_list("committed"))[0]
     assert [(b.id, b.size) for b in after[1:]] == [(b.id, b.size) for b in before[1:]]
     assert after[0].id != before[0].id
-    reader = EncryptedBlobClient(
-        aio_container.get_blob_client(name), Envelope([inner, new_outer], frame_size=F)
-    )
+    reader = EncryptedBlobClient(aio_container.get_blob_client(name), keys.new)
     assert await reader.download() == data
 
 
@@ -123,7 +112,7 @@ async def test_rewrap_from_a_public_wrap_to_a_vouching_key_is_refused(aio_contai
     public is not wrapped under a local key, whose wrap would vouch for it."""
     quiet, outer = Counting(), LocalKey.generate()
     data = os.urandom(size)
-    writer = encrypted(aio_container, Envelope([quiet, outer], frame_size=F))
+    writer = aio_client(aio_container, Envelope([quiet, outer], frame_size=F))
     await writer.upload(data)
     blob = writer.blob_client
     before = ((await blob.get_block_list("committed"))[0], (await blob.get_blob_properties()).etag)
@@ -141,7 +130,7 @@ async def test_a_download_of_a_blob_changed_after_its_header_was_read_fails(
     """The asyncio twin of the sync client's test: every read after the header's is pinned
     to its ETag."""
     data = os.urandom(3 * BLOCK)
-    writer = encrypted(aio_container, envelope)
+    writer = aio_client(aio_container, envelope)
     await writer.upload(data)
     blob = writer.blob_client
     download = blob.download_blob
@@ -160,23 +149,19 @@ async def test_a_download_of_a_blob_changed_after_its_header_was_read_fails(
 
 
 async def test_a_small_blob_is_rewritten_whole(aio_container) -> None:
-    inner, outer, new_outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
-    writer = encrypted(aio_container, Envelope([inner, outer], frame_size=F))
+    keys = Rotation()
+    writer = aio_client(aio_container, keys.old)
     await writer.upload(b"small")
     name = writer.blob_client.blob_name
-    await EncryptedBlobClient(
-        aio_container.get_blob_client(name), Envelope([inner, [new_outer, outer]], frame_size=F)
-    ).rewrap()
-    reader = EncryptedBlobClient(
-        aio_container.get_blob_client(name), Envelope([inner, new_outer], frame_size=F)
-    )
+    await EncryptedBlobClient(aio_container.get_blob_client(name), keys.bridge).rewrap()
+    reader = EncryptedBlobClient(aio_container.get_blob_client(name), keys.new)
     assert await reader.download() == b"small"
 
 
 async def test_two_hundred_tasks_at_once(aio_container, envelope) -> None:
     async def work(n: int) -> None:
         data = os.urandom(n * 331 % BLOCK)  # one request up, one down
-        blob = encrypted(aio_container, envelope, max_concurrency=2)
+        blob = aio_client(aio_container, envelope, max_concurrency=2)
         await blob.upload(data, context={"n": str(n)})
         assert await blob.download(context={"n": str(n)}) == data
 
@@ -195,7 +180,7 @@ async def test_an_upload_that_fails_commits_nothing(container, aio_container, en
                 raise OSError("the source broke")
             return os.urandom(size)
 
-    blob = encrypted(aio_container, envelope)
+    blob = aio_client(aio_container, envelope)
     with pytest.raises(OSError, match="broke"):
         await blob.upload(Broken())
     assert not await blob.blob_client.exists()

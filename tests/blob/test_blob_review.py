@@ -4,125 +4,44 @@ fix, its assertion stating the behaviour now required."""
 
 from __future__ import annotations
 
-import base64
 import io
 import itertools
 import os
 import resource
 import string
-import threading
 import tracemalloc
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
-from azure.storage.blob._generated.models import BlockLookupList
+from azure.storage.blob import BlobBlock, BlobClient
 
-from envelope import DecryptionError, Envelope, LocalKey
+from envelope import DecryptionError
 from envelope._buffers import LAZY_OUTPUT_BYTES
 from envelope.blob import ACCOUNT_KEY, CONTAINER_KEY, NAME_KEY, EncryptedBlobClient, _layout
 from envelope.blob._layout import HEADER_READ
 
-from .conftest import blob_name
-
-F = 4096  # the module envelope's frame size
-BLOCK = 4 * F  # four frames per body block
-SEALED = F + 2 * 16  # a sealed frame of the two-layer module envelope
-CHUNK = 4 * SEALED  # a body block's sealed frames: what a rewrite copies at a time
-
-
-def client(
-    container: ContainerClient, envelope: Envelope, name: str | None = None, **options: Any
-) -> EncryptedBlobClient:
-    options.setdefault("block_size", BLOCK)
-    blob = container.get_blob_client(name or blob_name())
-    return EncryptedBlobClient(blob, envelope, **options)
-
-
-def _written(
-    container: ContainerClient, envelope: Envelope, size: int
-) -> tuple[EncryptedBlobClient, bytes, bytes, bytes]:
-    """A blob ``envelope`` wrote: its client, its plaintext, its header and its body."""
-    encrypted = client(container, envelope)
-    data = os.urandom(size)
-    encrypted.upload(data)
-    return encrypted, data, *_header_and_body(encrypted.blob_client)
+from ..conftest import run_threads
+from .conftest import (
+    BLOCK,
+    CHUNK,
+    SEALED,
+    F,
+    Recorder,
+    Rotation,
+    client,
+    header_and_body,
+    restage,
+    sparse_page_blob,
+    split,
+    stage_raw,
+    written,
+)
 
 
-def _header_and_body(blob: BlobClient) -> tuple[bytes, bytes]:
-    header_size = blob.get_block_list("committed")[0][0].size
-    raw = blob.download_blob().readall()
-    return raw[:header_size], raw[header_size:]
-
-
-class Rotation:
-    """An outer KEK replaced: the old envelope, the bridge that rewraps, the new one."""
-
-    def __init__(self) -> None:
-        inner, outer, new_outer = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
-        self.old = Envelope([inner, outer], frame_size=F)
-        self.bridge = Envelope([inner, [new_outer, outer]], frame_size=F)
-        self.new = Envelope([inner, new_outer], frame_size=F)
-
-
-class Recorder:
-    """Records a BlobClient's reads (their lengths, and how many were in flight at once) and
-    its staged blocks."""
-
-    def __init__(self, blob: BlobClient) -> None:
-        self.lengths: list[int | None] = []
-        self.staged: list[int] = []
-        self.in_flight = self.most_in_flight = 0
-        lock = threading.Lock()
-        download, stage = blob.download_blob, blob.stage_block
-
-        def download_blob(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                self.lengths.append(kwargs.get("length"))
-                self.in_flight += 1
-                self.most_in_flight = max(self.most_in_flight, self.in_flight)
-            try:
-                return download(*args, **kwargs)
-            finally:
-                with lock:
-                    self.in_flight -= 1
-
-        def stage_block(block_id: str, data: Any, *args: Any, **kwargs: Any) -> Any:
-            with lock:
-                self.staged.append(len(data))
-            return stage(block_id, data, *args, **kwargs)
-
-        blob.download_blob = download_blob  # type: ignore[method-assign]
-        blob.stage_block = stage_block  # type: ignore[method-assign]
-
-
-def _rewrap_within(encrypted: EncryptedBlobClient, seconds: float) -> BaseException | None:
-    """Rewrap on a thread; fail the test if it has not returned within ``seconds``."""
-    outcome: list[BaseException | None] = []
-
-    def rewrap() -> None:
-        try:
-            encrypted.rewrap()
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=rewrap, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"rewrap did not return within {seconds} s"
-    return outcome[0]
-
-
-def _restage(blob: BlobClient, ids: list[str], pieces: list[bytes]) -> None:
-    for block_id, piece in zip(ids, pieces, strict=True):
-        blob.stage_block(block_id, piece)
-    blob.commit_block_list([BlobBlock(block_id) for block_id in ids])
-
-
-def _split(body: bytes, parts: int) -> list[bytes]:
-    step = -(-len(body) // parts)
-    return [body[start : start + step] for start in range(0, len(body), step)]
+def _rewrap_within(encrypted: EncryptedBlobClient, seconds: float) -> list[BaseException]:
+    """Rewrap on a thread; fail the test if it has not returned within ``seconds``. Returns
+    what it raised."""
+    return run_threads(1, lambda n: encrypted.rewrap(), timeout=seconds)[1]
 
 
 # -- rewrap: block ids chosen by the attacker ------------------------------------------------
@@ -135,14 +54,14 @@ def test_rewrap_of_one_character_block_ids_ends_and_keeps_the_body(container) ->
     Now the search is bounded and draws from 64 symbols: the rewrap is header-only, with a
     one-character header id, and the body blocks stay as they were."""
     keys = Rotation()
-    encrypted, data, header, body = _written(container, keys.old, 4 * BLOCK + 100)
+    encrypted, data, header, body = written(container, keys.old, 4 * BLOCK + 100)
     blob = encrypted.blob_client
     ids = [format(n, "x") for n in range(16)]
-    _restage(blob, ids, [header, *_split(body, 15)])
+    restage(blob, ids, [header, *split(body, 15)])
     assert encrypted.download() == data  # the attacker broke nothing a reader sees
     before = blob.get_block_list("committed")[0]
 
-    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 15) is None
+    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 15) == []
     after = blob.get_block_list("committed")[0]
     assert [(b.id, b.size) for b in after[1:]] == [(b.id, b.size) for b in before[1:]]
     assert len(after[0].id) == 1
@@ -156,32 +75,22 @@ def test_rewrap_when_the_blobs_ids_leave_none_free_rewrites_it(container) -> Non
     layout (bounded, a block at a time) instead of searching, and the next rewrap is
     header-only again."""
     keys = Rotation()
-    encrypted, data, header, body = _written(container, keys.old, 20 * BLOCK)
+    encrypted, data, header, body = written(container, keys.old, 20 * BLOCK)
     blob = encrypted.blob_client
     ids = list(string.ascii_letters + string.digits + "-_")
-    _restage(blob, ids, [header, *_split(body, len(ids) - 1)])
+    restage(blob, ids, [header, *split(body, len(ids) - 1)])
     assert len(blob.get_block_list("committed")[0]) == 64
 
-    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 60) is None
+    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 60) == []
     after = blob.get_block_list("committed")[0]
     assert {len(b.id) for b in after} == {29}  # this library's ids
-    assert _header_and_body(blob)[1] == body
+    assert header_and_body(blob)[1] == body
     assert client(container, keys.new, blob.blob_name).download() == data
     reader = client(container, keys.new, blob.blob_name)
     recorder = Recorder(reader.blob_client)
     reader.rewrap()
     assert recorder.staged == [blob.get_block_list("committed")[0][0].size]
     assert all(length is not None and length <= HEADER_READ for length in recorder.lengths)
-
-
-def _stage_raw(blob: BlobClient, raw_ids: list[bytes], pieces: list[bytes]) -> None:
-    """Block ids as the REST API takes them (base64 of any bytes), past the SDK, which
-    encodes text ids as UTF-8."""
-    names = [base64.b64encode(raw).decode() for raw in raw_ids]
-    generated = blob._client.block_blob
-    for name, piece in zip(names, pieces, strict=True):
-        generated.stage_block(block_id=name, content_length=len(piece), body=io.BytesIO(piece))
-    generated.commit_block_list(blocks=BlockLookupList(latest=names))
 
 
 @pytest.mark.parametrize(
@@ -200,12 +109,12 @@ def test_rewrap_of_block_ids_beyond_ascii(container, raw_ids: list[bytes]) -> No
     blob is rewritten in this library's layout; ids that are UTF-8 beyond ASCII keep the
     header-only rewrap, with a new id as many bytes long."""
     keys = Rotation()
-    encrypted, data, header, body = _written(container, keys.old, 6 * BLOCK + 5)
+    encrypted, data, header, body = written(container, keys.old, 6 * BLOCK + 5)
     blob = encrypted.blob_client
-    _stage_raw(blob, raw_ids, [header, *_split(body, len(raw_ids) - 1)])
+    stage_raw(blob, raw_ids, [header, *split(body, len(raw_ids) - 1)])
     assert encrypted.download() == data
 
-    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 30) is None
+    assert _rewrap_within(client(container, keys.bridge, blob.blob_name), 30) == []
     assert client(container, keys.new, blob.blob_name).download() == data
     after = blob.get_block_list("committed")[0]
     if all(_is_utf8(raw) for raw in raw_ids):
@@ -255,7 +164,7 @@ def test_rewrap_of_a_large_blob_whose_blocks_were_regrouped_holds_a_few_blocks(
     and the next rewrap is header-only."""
     keys = Rotation()
     # A header block and 257 body blocks.
-    encrypted, data, header, body = _written(container, keys.old, 256 * BLOCK + 100)
+    encrypted, data, header, body = written(container, keys.old, 256 * BLOCK + 100)
     blob = encrypted.blob_client
     committed = blob.get_block_list("committed")[0]
     ids = [block.id for block in committed]
@@ -281,7 +190,7 @@ def test_rewrap_of_a_large_blob_whose_blocks_were_regrouped_holds_a_few_blocks(
     assert peak < whole // 2, f"rewrap held {peak} bytes for a {whole}-byte blob"
 
     assert client(container, keys.new, blob.blob_name).download() == data
-    assert _header_and_body(blob)[1] == body
+    assert header_and_body(blob)[1] == body
     again = client(container, keys.new, blob.blob_name)
     recorder = Recorder(again.blob_client)
     again.rewrap()
@@ -298,24 +207,6 @@ def test_a_rewrite_that_would_need_too_many_blocks_is_refused() -> None:
 # -- download: a length the storage claims ------------------------------------------------------
 
 
-def _sparse_page_blob(container: ContainerClient, envelope: Envelope) -> EncryptedBlobClient:
-    """A blob replaced by a sparse page blob of 1 TiB (free to create) that starts with the
-    blob's own header, so the binding and key ids check out."""
-    encrypted = client(container, envelope)
-    encrypted.upload(os.urandom(3 * BLOCK))
-    blob = encrypted.blob_client
-    header, _ = _header_and_body(blob)
-    blob.delete_blob()
-    size = 2**40
-    while (size - len(header)) % SEALED < 32:
-        size += 512
-    blob.create_page_blob(size)
-    page = header + bytes(-len(header) % 512)
-    blob.upload_page(page, offset=0, length=len(page))
-    assert blob.get_blob_properties().size == size
-    return encrypted
-
-
 def test_download_proves_the_length_before_allocating_it(container, envelope, tmp_path) -> None:
     """``download()`` allocated a buffer of the whole claimed plaintext
     (``bytearray(size)``, zero-filled) before it verified a single frame: a ``MemoryError``
@@ -323,7 +214,7 @@ def test_download_proves_the_length_before_allocating_it(container, envelope, tm
     overcommits, or tens of GiB really touched for a claim under the RAM size. The final
     frame is now opened first: its flag and index prove the length, and here it fails, so
     a ``DecryptionError`` comes before any allocation; ``download_to`` writes nothing."""
-    encrypted = _sparse_page_blob(container, envelope)
+    encrypted = sparse_page_blob(container, envelope)
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     with open("/proc/self/statm") as statm:
         used = int(statm.read().split()[0]) * resource.getpagesize()
@@ -360,7 +251,7 @@ def test_a_download_to_a_stream_releases_nothing_of_a_blob_cut_short(container, 
             self.written += len(data)
             return len(data)
 
-    encrypted, _, header, body = _written(container, envelope, 6 * BLOCK + 100)
+    encrypted, _, header, body = written(container, envelope, 6 * BLOCK + 100)
     blob = encrypted.blob_client
     for cut in (header + body[: 5 * CHUNK], header + body + os.urandom(SEALED)):
         blob.upload_blob(cut, overwrite=True)
@@ -391,7 +282,7 @@ def test_a_range_past_a_truncated_end_is_a_decryption_error(container, envelope)
     caller's mistake (``ValueError: offset must be 0 to N``), with no integrity failure.
     An offset past the claimed end now makes the final frame prove that end first: here it
     fails."""
-    encrypted, data, header, body = _written(container, envelope, 4 * BLOCK + 100)
+    encrypted, data, header, body = written(container, envelope, 4 * BLOCK + 100)
     blob = encrypted.blob_client
     blob.upload_blob(header + body[: 2 * SEALED + 100], overwrite=True)
     for offset, length in ((3 * F, 10), (3 * F, None), (len(data), 0), (10**12, 1)):

@@ -9,43 +9,27 @@ import os
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobBlock, ContainerClient
-from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
+from azure.storage.blob import BlobBlock
 
-from envelope import DecryptionError, Envelope
+from envelope import DecryptionError
 from envelope.blob._layout import HEADER_READ
-from envelope.blob.aio import EncryptedBlobClient
 
-from .conftest import blob_name
-from .test_blob_review import (
+from .conftest import (
     BLOCK,
     CHUNK,
     SEALED,
     F,
     Rotation,
-    _header_and_body,
-    _restage,
-    _sparse_page_blob,
-    _split,
-    _stage_raw,
-    client,
+    aio_client,
+    header_and_body,
+    restage,
+    sparse_page_blob,
+    split,
+    stage_raw,
+    written,
 )
 
 pytestmark = pytest.mark.asyncio
-
-
-def aio_client(
-    container: AsyncContainerClient, envelope: Envelope, name: str, **options: Any
-) -> EncryptedBlobClient:
-    options.setdefault("block_size", BLOCK)
-    return EncryptedBlobClient(container.get_blob_client(name), envelope, **options)
-
-
-def _uploaded(container: ContainerClient, envelope: Envelope, size: int) -> tuple[str, bytes]:
-    data = os.urandom(size)
-    encrypted = client(container, envelope, blob_name())
-    encrypted.upload(data)
-    return encrypted.blob_client.blob_name, data
 
 
 class AsyncRecorder:
@@ -72,11 +56,11 @@ class AsyncRecorder:
 
 async def test_rewrap_of_one_character_block_ids_ends(container, aio_container) -> None:
     keys = Rotation()
-    name, data = _uploaded(container, keys.old, 4 * BLOCK + 100)
+    writer, data, header, body = written(container, keys.old, 4 * BLOCK + 100)
+    name = writer.blob_client.blob_name
     blob = container.get_blob_client(name)
-    header, body = _header_and_body(blob)
     ids = [format(n, "x") for n in range(16)]
-    _restage(blob, ids, [header, *_split(body, 15)])
+    restage(blob, ids, [header, *split(body, 15)])
     before = blob.get_block_list("committed")[0]
     await asyncio.wait_for(aio_client(aio_container, keys.bridge, name).rewrap(), 15)
     after = blob.get_block_list("committed")[0]
@@ -87,11 +71,11 @@ async def test_rewrap_of_one_character_block_ids_ends(container, aio_container) 
 
 async def test_rewrap_of_block_ids_that_are_not_utf8(container, aio_container) -> None:
     keys = Rotation()
-    name, data = _uploaded(container, keys.old, 6 * BLOCK + 5)
+    writer, data, header, body = written(container, keys.old, 6 * BLOCK + 5)
+    name = writer.blob_client.blob_name
     blob = container.get_blob_client(name)
-    header, body = _header_and_body(blob)
     raw_ids = [bytes([0xFF, 0xFE, 0, n]) for n in range(8)]
-    _stage_raw(blob, raw_ids, [header, *_split(body, 7)])
+    stage_raw(blob, raw_ids, [header, *split(body, 7)])
     await asyncio.wait_for(aio_client(aio_container, keys.bridge, name).rewrap(), 30)
     assert {len(b.id) for b in blob.get_block_list("committed")[0]} == {29}
     assert await aio_client(aio_container, keys.new, name).download() == data
@@ -101,9 +85,9 @@ async def test_rewrap_of_a_regrouped_large_blob_reads_a_block_at_a_time(
     container, aio_container
 ) -> None:
     keys = Rotation()
-    name, data = _uploaded(container, keys.old, 40 * BLOCK + 100)
+    writer, data, header, body = written(container, keys.old, 40 * BLOCK + 100)
+    name = writer.blob_client.blob_name
     blob = container.get_blob_client(name)
-    header, body = _header_and_body(blob)
     committed = blob.get_block_list("committed")[0]
     ids = [block.id for block in committed]
     blob.stage_block("z" * len(ids[0]), header + body[: committed[1].size])
@@ -116,14 +100,14 @@ async def test_rewrap_of_a_regrouped_large_blob_reads_a_block_at_a_time(
     assert max(length or 0 for length in recorder.lengths) <= max(HEADER_READ, CHUNK)
     assert recorder.most_in_flight <= 3
     assert len(recorder.lengths) > 10  # the body was copied in blocks
-    assert _header_and_body(blob)[1] == body
+    assert header_and_body(blob)[1] == body
     assert await aio_client(aio_container, keys.new, name).download() == data
 
 
 async def test_download_proves_the_length_before_allocating_it(
     container, aio_container, envelope
 ) -> None:
-    sparse = _sparse_page_blob(container, envelope)
+    sparse = sparse_page_blob(container, envelope)
     encrypted = aio_client(aio_container, envelope, sparse.blob_client.blob_name)
     with pytest.raises(DecryptionError):
         await encrypted.download()  # a bytearray of 1 TiB otherwise
@@ -132,12 +116,12 @@ async def test_download_proves_the_length_before_allocating_it(
 
 
 async def test_ranges_past_the_end(container, aio_container, envelope) -> None:
-    name, data = _uploaded(container, envelope, 4 * BLOCK + 100)
+    writer, data, header, body = written(container, envelope, 4 * BLOCK + 100)
+    name = writer.blob_client.blob_name
     encrypted = aio_client(aio_container, envelope, name)
     with pytest.raises(ValueError, match=f"offset must be 0 to {len(data)}"):
         await encrypted.download(offset=len(data) + 1, length=1)
     blob = container.get_blob_client(name)
-    header, body = _header_and_body(blob)
     blob.upload_blob(header + body[: 2 * SEALED + 100], overwrite=True)
     with pytest.raises(DecryptionError):
         await encrypted.download(offset=3 * F, length=10)

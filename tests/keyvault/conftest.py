@@ -4,6 +4,7 @@ is put back to a clean state before every test, which counts its operations or i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -29,6 +30,14 @@ IDENTITY_VARIABLES = (
     "AZURE_USERNAME",
     "AZURE_PASSWORD",
 )
+
+#: One counter for every module that imports ``unique``: a name is never drawn twice.
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    """A key or identity name that no other test of the process has used."""
+    return f"{prefix}-{next(_names)}"
 
 
 @pytest.fixture

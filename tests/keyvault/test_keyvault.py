@@ -17,12 +17,7 @@ from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
 from tests.conftest import kek, round_trips_in_threads
 from tests.conftest import key_client as admin
-
-_names = iter(range(10**6))
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{next(_names)}"
+from tests.keyvault.conftest import unique
 
 
 def test_public_surface():

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import socket
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -28,6 +28,7 @@ from envelope.testing import LocalKeyVault
 from envelope.transport._identity import IdentityTransport, identity_endpoints
 
 from ..conftest import FAST, NetworkLog
+from ..transport.servers import Recorded, serve
 
 SECRET = "app-service-identity-header"
 APP_SERVICE_PATH = "/msi/token"
@@ -35,40 +36,29 @@ IMDS_PATH = "/metadata/identity/oauth2/token"
 
 
 class TokenEndpoint:
-    """A managed-identity endpoint over plain http on 127.0.0.1, serving the vault's tokens
-    the way App Service and IMDS do, and recording each request."""
+    """A managed-identity endpoint over plain http on 127.0.0.1 (``tests/transport/servers.py``),
+    serving the vault's tokens the way App Service and IMDS do, or what ``answer`` says."""
 
     def __init__(self, vault: LocalKeyVault) -> None:
         self.vault = vault
-        self.requests: list[tuple[str, dict[str, str]]] = []
         self.answer: Callable[[str], tuple[int, dict[str, str], bytes]] | None = None
-        endpoint = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                endpoint.requests.append((self.path, dict(self.headers)))
-                status, headers, body = endpoint.reply(self.path, dict(self.headers))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self.port = 0  # and ``recorded``: the running server's (token_endpoint)
+        self.recorded = Recorded()
 
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def reply(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    @property
+    def requests(self) -> list[tuple[str, dict[str, str]]]:
+        """Each request's path and headers (their names lower-cased), in order."""
+        with self.recorded.lock:
+            return [(path, headers) for _, path, headers, _ in self.recorded.requests]
+
+    def reply(
+        self, handler: http.server.BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        path, headers = handler.path, handler.headers
         if self.answer is not None:
             return self.answer(path)
         url = urllib.parse.urlsplit(path)
@@ -81,25 +71,29 @@ class TokenEndpoint:
             return 404, {}, b"{}"
         token = self.vault.issue_token()
         expires = int(time.time()) + 3600
-        body = {
+        reply = {
             "access_token": token,
             "expires_on": str(expires),
             "expires_in": "3600",
             "resource": query.get("resource", ""),
             "token_type": "Bearer",
         }
-        return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
+        return 200, {"Content-Type": "application/json"}, json.dumps(reply).encode()
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+
+@contextmanager
+def token_endpoint(vault: LocalKeyVault) -> Iterator[TokenEndpoint]:
+    """A :class:`TokenEndpoint` of ``vault``; its server and workers are joined on exit."""
+    endpoint = TokenEndpoint(vault)
+    with serve(None, endpoint.reply) as server:
+        endpoint.port, endpoint.recorded = server.port, server.recorded
+        yield endpoint
 
 
 @pytest.fixture
 def endpoint(vault: LocalKeyVault, fresh: None) -> Iterator[TokenEndpoint]:
-    server = TokenEndpoint(vault)
-    yield server
-    server.close()
+    with token_endpoint(vault) as server:
+        yield server
 
 
 def app_service(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
@@ -107,10 +101,11 @@ def app_service(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.setenv("IDENTITY_HEADER", SECRET)
 
 
-def default_key(vault: LocalKeyVault, name: str) -> KeyVaultKey:
-    """A KeyVaultKey with no credential: the library's default one."""
-    options: dict[str, Any] = dict(FAST)
-    return KeyVaultKey(f"{vault.url}/keys/{name}", tls_policy=vault.tls_policy, **options)
+def default_key(vault: LocalKeyVault, name: str, **options: Any) -> KeyVaultKey:
+    """A KeyVaultKey with no credential (the library's default one), with the small backoffs
+    and short timeouts of ``FAST`` unless ``options`` say else."""
+    settings: dict[str, Any] = {**FAST, **options}
+    return KeyVaultKey(f"{vault.url}/keys/{name}", tls_policy=vault.tls_policy, **settings)
 
 
 def connections(log: NetworkLog, mark: int) -> set[str]:
@@ -139,7 +134,7 @@ def test_app_service_endpoint_on_loopback_with_the_default_credential(
     assert endpoint.requests, "the token came from the managed-identity endpoint"
     path, headers = endpoint.requests[0]
     assert path.startswith(APP_SERVICE_PATH + "?")
-    assert headers["X-IDENTITY-HEADER"] == SECRET
+    assert headers["x-identity-header"] == SECRET
     assert connections(network_log, mark) <= {"127.0.0.1", "::1"}
 
 
@@ -149,7 +144,7 @@ def test_imds_through_its_environment_override(vault, endpoint, no_identity, net
     round_trip(vault)
     path, headers = endpoint.requests[0]
     assert path.startswith(IMDS_PATH + "?")
-    assert headers["Metadata"] == "true"
+    assert headers["metadata"] == "true"
     assert connections(network_log, mark) == {"127.0.0.1"}
 
 
@@ -244,6 +239,11 @@ def test_a_vault_url_over_http_is_still_refused(vault, endpoint, no_identity, ne
         ("IDENTITY_ENDPOINT", "http://10.0.0.4:8081/msi/token", "10.0.0.4"),
         ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://192.168.1.20", "192.168.1.20"),
         ("MSI_ENDPOINT", "http://203.0.113.9/msi", "203.0.113.9"),
+        # Link-local hosts other than IMDS (169.254.169.254): a neighbour on the link or a
+        # container runtime's metadata service, reached without TLS, would be handed the
+        # request's secret header and the token in clear. Once allowed; refused since.
+        ("IDENTITY_ENDPOINT", "http://169.254.10.20/msi/token", "169.254.10.20"),
+        ("IDENTITY_ENDPOINT", "http://[fe80::1]/msi/token", "fe80::1"),
     ],
 )
 def test_an_endpoint_beyond_loopback_or_link_local_is_refused_before_connecting(
@@ -266,8 +266,7 @@ def test_an_endpoint_beyond_loopback_or_link_local_is_refused_before_connecting(
 
 
 def test_a_redirect_from_the_endpoint_is_refused(vault, endpoint, no_identity) -> None:
-    other = TokenEndpoint(vault)
-    try:
+    with token_endpoint(vault) as other:
         target = f"{other.origin}{APP_SERVICE_PATH}"
         endpoint.answer = lambda path: (302, {"Location": target}, b"")
         app_service(no_identity, f"{endpoint.origin}{APP_SERVICE_PATH}")
@@ -275,51 +274,39 @@ def test_a_redirect_from_the_endpoint_is_refused(vault, endpoint, no_identity) -
             key.wrap_key(bytes(32))
         assert caught.value.reason == "redirect"
         assert other.requests == []
-    finally:
-        other.close()
 
 
 def test_a_trickling_endpoint_cannot_hold_a_call_past_its_time_limit(vault, no_identity) -> None:
     # Headers, then one byte of the body every 0.2 s, for ever: each read returns in time,
     # so only the wall-clock bound of the call ends it.
-    listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            with connection:
-                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 60000\r\n\r\n")
-                while not stop.wait(0.2):
-                    try:
-                        connection.sendall(b"{")
-                    except OSError:
-                        break
+    def trickle(
+        handler: http.server.BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, dict[str, str], Iterator[bytes]]:
+        def chunks() -> Iterator[bytes]:
+            while not stop.wait(0.2):
+                yield b"{"
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        port = listener.getsockname()[1]
-        app_service(no_identity, f"http://127.0.0.1:{port}{APP_SERVICE_PATH}")
-        options: dict[str, Any] = {**FAST, "read_timeout": 1.0, "timeout": 3.0}
-        key = KeyVaultKey(f"{vault.url}/keys/mi-inner", tls_policy=vault.tls_policy, **options)
-        started = time.monotonic()
-        with key, pytest.raises(KeyAccessError) as caught:
-            key.wrap_key(bytes(32))
-        assert time.monotonic() - started < 3.0 + 1.5
-        # Ended by the call's wall-clock deadline, not by a failure of another kind.
-        message = str(caught.value)
-        assert any(
-            reason in message
-            for reason in ("no complete reply within", "within the call", "past the deadline")
-        ), message
-    finally:
-        stop.set()
-        listener.close()
-        thread.join(5)
+        return 200, {"Content-Length": "60000"}, chunks()
+
+    with serve(None, trickle) as server:
+        try:
+            app_service(no_identity, f"http://127.0.0.1:{server.port}{APP_SERVICE_PATH}")
+            key = default_key(vault, "mi-inner", read_timeout=1.0, timeout=3.0)
+            started = time.monotonic()
+            with key, pytest.raises(KeyAccessError) as caught:
+                key.wrap_key(bytes(32))
+            assert time.monotonic() - started < 3.0 + 1.5
+            # Ended by the call's wall-clock deadline, not by a failure of another kind.
+            message = str(caught.value)
+            assert any(
+                reason in message
+                for reason in ("no complete reply within", "within the call", "past the deadline")
+            ), message
+        finally:
+            stop.set()  # the server's exit joins its workers: end the trickle first
+    assert server.recorded.requests, "the call reached the trickling endpoint"
 
 
 def test_a_failing_endpoint_names_the_credential_and_what_to_do(

@@ -17,7 +17,7 @@ from azure.keyvault.keys._shared import http_challenge_cache
 from envelope import DataKeyCache, Envelope, KeyAccessError, UnwrapCache
 from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
-from tests.conftest import run_threads
+from tests.conftest import round_trips_in_threads, run_threads
 
 TASKS = 1000
 THREADS, PER_THREAD = 16, 200
@@ -93,15 +93,6 @@ async def burst(env: Envelope, tasks: int) -> list[bytes | BaseException]:
     return await asyncio.gather(*(one(n) for n in range(tasks)), return_exceptions=True)
 
 
-def round_trips(env: Envelope, threads: int, messages: int) -> list[BaseException]:
-    def work(n: int) -> None:
-        for i in range(messages):
-            data = DATA + f"{n}:{i}".encode()
-            assert env.decrypt(env.encrypt(data)) == data
-
-    return run_threads(threads, work)[1]
-
-
 def assert_calls(vault: LocalKeyVault, *, messages: int, caches: bool) -> None:
     counts = vault.operation_counts()
     # One bundle fetch per key however many callers needed it at once.
@@ -129,7 +120,8 @@ def test_a_thousand_cold_tasks_all_succeed(vault, cold, caches):
 def test_sixteen_threads_of_cold_messages_all_succeed(vault, cold, caches):
     start = cold(caches)
     messages = PER_THREAD if caches else PER_THREAD_UNCACHED
-    assert round_trips(start.env, THREADS, messages) == []
+    errors = round_trips_in_threads(start.env, threads=THREADS, messages=messages, prefix=DATA)
+    assert errors == []
     assert_calls(vault, messages=THREADS * messages, caches=caches)
 
 

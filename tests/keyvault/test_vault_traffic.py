@@ -22,13 +22,8 @@ from envelope.keyvault import KeyVaultKey
 from envelope.testing import LocalKeyVault
 from envelope.transport import TLSPolicy
 from tests.conftest import kek, run_threads
+from tests.keyvault.conftest import unique
 from tests.keyvault.hostile import Reply, ScriptedVault
-
-_names = iter(range(10**6))
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{next(_names)}"
 
 
 def p95(samples: list[float]) -> float:
@@ -92,18 +87,20 @@ def test_a_failed_fetch_fails_its_waiters_with_the_same_error_and_is_not_kept(va
 
 class InFlight:
     """A script that holds each request ``hold`` seconds and records how many were held at
-    once, before the vault answers it as usual."""
+    once, before the vault answers it as usual; ``entered`` is set once a request is held."""
 
     def __init__(self, server: ScriptedVault, hold: float) -> None:
         self.server = server
         self.hold = hold
         self.now = self.most = 0
+        self.entered = threading.Event()
         self._lock = threading.Lock()
 
     def __call__(self, handler: Any, body: bytes) -> Reply:
         with self._lock:
             self.now += 1
             self.most = max(self.most, self.now)
+        self.entered.set()
         time.sleep(self.hold)
         with self._lock:
             self.now -= 1
@@ -155,8 +152,7 @@ def test_a_sync_call_inside_a_running_loop_is_not_queued_and_a_pool_wait_says_so
     wrapped = key.wrap_key(os.urandom(32))
     busy = threading.Thread(target=key.unwrap_key, args=(wrapped,))
     busy.start()
-    while hold.now == 0:
-        time.sleep(0.01)
+    assert hold.entered.wait(10)
 
     async def inside_a_loop() -> KeyAccessError:
         with pytest.raises(KeyAccessError) as caught:

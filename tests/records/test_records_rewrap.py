@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from envelope import Envelope, LocalKey
-from envelope.keyvault import KeyVaultKey
 from envelope.records import MemoryKeyStore, Records, RewrapProgress, SQLiteKeyStore
 from envelope.records._format import parse_key_set
-from tests.conftest import FAST
+from tests.conftest import kek
 from tests.records._vault_process import VaultProcess
 from tests.records.conftest import DictStore
 
@@ -170,17 +169,10 @@ def test_rewrap_of_10000_key_sets_against_local_key_vault(tmp_path: Path) -> Non
     10,000 calls would cost the sum of both."""
     count = 10_000
     with VaultProcess() as vault:
-
-        def key(key_id: str) -> KeyVaultKey:
-            if not key_id.startswith("https://"):
-                key_id = f"{vault.url}/keys/{key_id}"
-            settings: dict[str, Any] = dict(FAST)
-            return KeyVaultKey(key_id, vault.credential, tls_policy=vault.tls_policy, **settings)
-
         name = "records-rewrap"
         first_version = vault.create_key(name, "RSA", 2048)
         outer = LocalKey.generate()
-        with key(name) as versionless:
+        with kek(vault, name) as versionless:
             store = MemoryKeyStore()
             records = Records(Envelope([versionless, outer]), store)
             values = [(f"tenant-{i}", b"%016d" % i) for i in range(count)]
@@ -191,7 +183,7 @@ def test_rewrap_of_10000_key_sets_against_local_key_vault(tmp_path: Path) -> Non
             assert _key_ids(store, 0) == {first_version}
 
             second_version = vault.create_key(name, "RSA", 2048)  # the rotation
-        with key(name) as current:
+        with kek(vault, name) as current:
             vault.reset_counts()
             started = time.monotonic()
             report = Records(Envelope([current, outer]), store).rewrap(
@@ -204,7 +196,7 @@ def test_rewrap_of_10000_key_sets_against_local_key_vault(tmp_path: Path) -> Non
         assert _key_ids(store, 0) == {second_version}
         assert _digest(tmp_path / "app.db") == before
         # The new version alone (a versioned id accepts nothing else) opens the records.
-        with key(second_version) as pinned:
+        with kek(vault, second_version) as pinned:
             reader = Records(Envelope([pinned, outer]), store)
             for scope, record in rows[:: count // 100]:
                 assert reader.decrypt(record, scope=scope) == values[int(scope.split("-")[1])][1]

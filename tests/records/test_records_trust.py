@@ -27,7 +27,7 @@ from envelope.keyvault import KeyVaultKey
 from envelope.records import MemoryKeyStore, Records, SQLiteKeyStore
 from envelope.records._cache import FILL_ATTEMPTS
 from envelope.testing import LocalKeyVault
-from tests.conftest import kek, key_client
+from tests.conftest import kek, key_client, run_threads
 from tests.core.conftest import Counting
 from tests.records import _review_spec as spec
 from tests.records.conftest import DictStore, script
@@ -452,18 +452,9 @@ def test_a_scope_shredded_during_every_load_ends_in_a_key_access_error() -> None
     store = ShredEveryAdd()
     records = Records(Envelope([LocalKey.generate(), LocalKey.generate()]), store)
     store.shredder = records
-    outcome: list[BaseException | bytes] = []
-
-    def write() -> None:
-        try:
-            outcome.append(records.encrypt(b"x", scope="s"))
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=write)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "encrypt never returned"
+    # On a thread, so that an encrypt that never returns fails the test instead of hanging it.
+    results, errors = run_threads(1, lambda n: records.encrypt(b"x", scope="s"), timeout=30)
+    outcome: list[BaseException | bytes] = [*results, *errors]
     assert len(outcome) == 1
     assert isinstance(outcome[0], KeyAccessError), outcome
     assert "shredded" in str(outcome[0])

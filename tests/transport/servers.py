@@ -144,6 +144,9 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = False
+    # socketserver's default backlog is 5: more clients connecting at once than that could be
+    # refused or stalled by the test server itself, not by what a test exercises.
+    request_queue_size = 128
 
     def __init__(
         self, context: ssl.SSLContext | None, responder: Responder, recorded: Recorded
