@@ -125,7 +125,7 @@ async def test_rewrap_from_a_public_wrap_to_a_vouching_key_is_refused(aio_contai
 
 
 async def test_a_download_of_a_blob_changed_after_its_header_was_read_fails(
-    aio_container, envelope
+    aio_container, envelope, monkeypatch
 ) -> None:
     """The asyncio twin of the sync client's test: every read after the header's is pinned
     to its ETag."""
@@ -136,13 +136,13 @@ async def test_a_download_of_a_blob_changed_after_its_header_was_read_fails(
     download = blob.download_blob
 
     async def changed_after_the_first(*args: Any, **kwargs: Any) -> Any:
-        blob.download_blob = download
+        monkeypatch.setattr(blob, "download_blob", download)
         result = await download(*args, **kwargs)
         await blob.set_blob_metadata({"changed": "yes"})  # a new ETag, the same bytes
         return result
 
     for offset, length in ((0, None), (2 * BLOCK, F)):
-        blob.download_blob = changed_after_the_first
+        monkeypatch.setattr(blob, "download_blob", changed_after_the_first)
         with pytest.raises(ResourceModifiedError):
             await writer.download(offset=offset, length=length)
     assert await writer.download() == data
